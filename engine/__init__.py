@@ -1,0 +1,1 @@
+"""HuMo inference engine: transformer, audio features, guidance, pipeline, media, registry, CLI."""
