@@ -1,0 +1,182 @@
+"""`python -m engine`: generate, download, convert, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import HuMoError, InputError
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model id (humo-17b, humo-1.7b, tiny) or a local folder; default: best present")
+    p.add_argument("--prompt", help="scene and action")
+    p.add_argument("--image", action="append", default=[], help="reference image (repeat for several)")
+    p.add_argument("--audio", help="audio or video file whose voice drives the lips")
+    p.add_argument("--negative-prompt", default=None, help="default: the official Wan negative prompt")
+    p.add_argument("--height", type=int, default=None, help="multiple of 16 (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="multiple of 16 (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="4n+1 frames; default: from the audio length")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=None, help="default: random (the file name carries the seed used)")
+    p.add_argument("--scale-t", type=float, default=None, help="text guidance scale")
+    p.add_argument("--scale-i", type=float, default=None, help="image guidance scale (1.7B / TI)")
+    p.add_argument("--scale-a", type=float, default=None, help="audio guidance scale")
+    p.add_argument("--switch-timestep", type=int, default=None, help="17B TIA: text-dominant while t > this")
+    p.add_argument("--guidance-preset", default="official", help="official | tighter lip-sync | faster")
+    p.add_argument("--scheduler", default="unipc", choices=["unipc", "euler"])
+    p.add_argument("--resize-mode", default="pad", choices=["pad", "crop"], help="reference preprocessing")
+    p.add_argument("--sequential-branches", action="store_true", help="one forward per guidance branch")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="output mp4 (default outputs/<name>_seed<seed>.mp4)")
+    p.add_argument("--cases", default=None, help="official test-case JSON: {item: {img_paths, audio_path, prompt}}")
+    p.add_argument("--out-dir", default="outputs", help="folder for --cases outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="HuMo video generation engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generation_args(sub.add_parser("generate", help="make a video from prompt + image(s) + audio"))
+    d = sub.add_parser("download", help="download a model's weights into the Hugging Face cache")
+    d.add_argument("model", help="humo-17b | humo-1.7b")
+    c = sub.add_parser("convert", help="convert an official checkpoint to diffusers format")
+    c.add_argument("--from-official", required=True, help=".pth, sharded folder or .safetensors")
+    c.add_argument("--out", required=True, help="output folder (diffusers save_pretrained layout)")
+    c.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    sub.add_parser("info", help="devices, memory and which models are present")
+    return parser
+
+
+def _schedule_for(pipe, mode: str, args) -> dict:
+    from engine import guidance
+
+    schedule = guidance.preset_schedule(
+        args.guidance_preset,
+        pipe.variant,
+        mode,
+        scale_t=args.scale_t,
+        scale_i=args.scale_i,
+        scale_a=args.scale_a,
+        switch_timestep=args.switch_timestep,
+    )
+    return schedule.to_dict()
+
+
+def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
+    from engine.generate import GenerationRequest
+    from engine.pipeline import mode_from_inputs
+
+    mode = mode_from_inputs(bool(images), audio is not None)
+    spec_h, spec_w = getattr(pipe, "default_size", (480, 832))
+    return GenerationRequest(
+        prompt=prompt,
+        images=list(images),
+        audio=audio,
+        negative_prompt=args.negative_prompt,
+        height=args.height or spec_h,
+        width=args.width or spec_w,
+        num_frames=args.frames,
+        num_inference_steps=args.steps,
+        seed=args.seed,
+        guidance=_schedule_for(pipe, mode, args),
+        resize_mode=args.resize_mode,
+        batch_branches=False if args.sequential_branches else None,
+        vae_tiling=args.vae_tiling,
+    )
+
+
+def clean_case_prompt(prompt: str) -> str:
+    """The official case-file prompt clean-up: strip, underscores to spaces, surrounding double quotes removed."""
+    prompt = prompt.strip().replace("_", " ")
+    return prompt.strip('"').strip()
+
+
+def _run_one(pipe, request, out: Path) -> Path:
+    import random
+
+    from engine.generate import generate_to_file
+
+    if request.seed is None:  # fix the seed first so the file name carries the seed actually used
+        request.seed = random.randint(0, 2**31 - 1)
+    out = Path(str(out).replace("{seed}", str(request.seed)))
+    path, record = generate_to_file(pipe, request, out)
+    banner = " (untrained demo model: output is noise)" if record.get("untrained_demo_model") else ""
+    print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} mode={record['mode']}{banner}")
+    return path
+
+
+def cmd_generate(args) -> int:
+    from engine.registry import best_available_model, load_pipeline
+
+    model_id = args.model or best_available_model()
+    pipe = load_pipeline(model_id, device=args.device, scheduler=args.scheduler)
+    if args.cases:
+        cases = _load_cases(args.cases)
+        for item, case in cases.items():
+            request = _request(pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path"))
+            _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4")
+        return 0
+    if not args.prompt:
+        raise InputError("generate needs --prompt (or --cases FILE.json).", field="prompt")
+    request = _request(pipe, args, args.prompt, args.image, args.audio)
+    out = Path(args.out) if args.out else Path(args.out_dir) / "humo_seed{seed}.mp4"
+    _run_one(pipe, request, out)
+    return 0
+
+
+def _load_cases(path: str) -> dict:
+    try:
+        cases = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"Case file {path} not found.", field="cases") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"Case file {path} is not valid JSON: {exc}", field="cases") from exc
+    if not isinstance(cases, dict) or not all(isinstance(c, dict) and "prompt" in c for c in cases.values()):
+        raise InputError(
+            'Case file must map names to {"img_paths": [...], "audio_path": "...", "prompt": "..."}.', field="cases"
+        )
+    return cases
+
+
+def cmd_download(args) -> int:
+    from engine.registry import download
+
+    download(args.model)
+    print(f"{args.model}: all components present")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import torch
+
+    from engine.convert import convert_official
+
+    out = convert_official(args.from_official, args.out, torch_dtype=getattr(torch, args.dtype))
+    print(f"wrote diffusers-format transformer to {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from engine.registry import list_models
+    from engine.system import describe_devices
+
+    print(describe_devices())
+    for model in list_models():
+        state = "present" if model["present"] else "missing"
+        print(f"{model['id']:<12} {state:<8} {model.get('size_gb', 0):8.2f} GB  {model.get('location') or ''}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "download": cmd_download, "convert": cmd_convert, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HuMoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

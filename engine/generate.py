@@ -1,0 +1,122 @@
+"""One generation from request to finished mp4: the entry point the CLI, the studio and a Space share."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+
+from engine import media
+from engine.guidance import GuidanceSchedule
+from engine.pipeline import HuMoPipeline, HuMoPipelineOutput
+
+ENGINE_VERSION = "0.1.0"
+
+
+@dataclass
+class GenerationRequest:
+    """Everything a user chooses for one video. Fields mirror `HuMoPipeline.__call__`."""
+
+    prompt: str
+    images: list[str] = field(default_factory=list)
+    audio: str | None = None
+    negative_prompt: str | None = None
+    height: int = 480
+    width: int = 832
+    num_frames: int | None = None
+    num_inference_steps: int = 50
+    seed: int | None = None
+    guidance: dict | None = None  # GuidanceSchedule.to_dict(); None -> the official preset
+    resize_mode: str = "pad"
+    batch_branches: bool | None = None
+    vae_tiling: bool = False
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "image": list(self.images) or None,
+            "audio": self.audio,
+            "negative_prompt": self.negative_prompt,
+            "height": int(self.height),
+            "width": int(self.width),
+            "num_frames": self.num_frames,
+            "num_inference_steps": int(self.num_inference_steps),
+            "seed": self.seed,
+            "guidance": GuidanceSchedule.from_dict(self.guidance) if self.guidance else None,
+            "resize_mode": self.resize_mode,
+            "batch_branches": self.batch_branches,
+            "vae_tiling": self.vae_tiling,
+        }
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    return {
+        "humo_studio": ENGINE_VERSION,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def settings_record(
+    pipe: HuMoPipeline, request: GenerationRequest, output: HuMoPipelineOutput, schedule: GuidanceSchedule
+) -> dict[str, Any]:
+    """Every setting needed to reproduce the video, stored as JSON in the mp4 (read back by media.read_settings)."""
+    record = asdict(request)
+    record.update(
+        {
+            "seed": output.seed,
+            "mode": output.mode,
+            "num_frames": output.num_frames,
+            "guidance": schedule.to_dict(),
+            "model_id": getattr(pipe, "model_id", "custom"),
+            "model_hashes": getattr(pipe, "model_hashes", {}),
+            "variant": pipe.variant,
+            "scheduler": type(pipe.scheduler).__name__,
+            "input_hashes": {
+                **{f"image{i}": file_sha256(p) for i, p in enumerate(request.images) if Path(str(p)).is_file()},
+                **({"audio": file_sha256(request.audio)} if request.audio and Path(request.audio).is_file() else {}),
+            },
+            "timings": {k: v for k, v in output.timings.items() if k != "step_s"},
+            "versions": versions(),
+            "untrained_demo_model": getattr(pipe, "model_id", "") == "tiny",
+        }
+    )
+    return record
+
+
+def generate_to_file(
+    pipe: HuMoPipeline,
+    request: GenerationRequest,
+    out_path: str | Path,
+    callback_on_step_end=None,
+    fps: int = 25,
+) -> tuple[Path, dict[str, Any]]:
+    """Run the pipeline and write an H.264 + AAC mp4 (audio trimmed to the video) with the settings embedded.
+
+    Returns the path and the settings record. Nothing is written when generation fails or is stopped.
+    """
+    kwargs = request.pipeline_kwargs()
+    mode = "T" + ("I" if request.images else "") + ("A" if request.audio else "")
+    schedule = kwargs["guidance"] or pipe.default_guidance(mode)
+    kwargs["guidance"] = schedule
+    output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
+    record = settings_record(pipe, request, output, schedule)
+    frames = media.to_uint8(output.frames[0])
+    path = media.write_video(frames, out_path, fps=fps, audio=request.audio, metadata=record)
+    return Path(path), record

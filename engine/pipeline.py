@@ -1,0 +1,502 @@
+"""HuMoPipeline: text + reference image(s) + audio -> video, with HuMo's multi-branch guidance.
+
+The official sampling (reference/humo-official.md §4) is the default; everything else is opt-in.
+`__call__` reads as numbered steps, like diffusers' Wan pipelines:
+check inputs -> encode text -> encode references -> encode audio -> prepare latents -> denoise with a
+guidance schedule -> decode.
+
+Conditioning per variant (chosen from `transformer.config.in_channels`):
+- "17b" (36 input channels): [x ; mask ; cond] on channels. The mask is 1 on the trailing reference slot(s).
+  cond is the "zero-VAE" latent of a grey video, with the reference latent(s) in the trailing slot(s) for the
+  image-present branch (§2.3). The reference slots of x are free-running noise, discarded at the end.
+- "1.7b" (16 input channels): the trailing slot(s) of x are overwritten before every forward with the reference
+  latent (image-present branch) or zeros (every other branch) (§2.4).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from engine import audio as audio_lib
+from engine import guidance as guidance_lib
+from engine import media
+from engine.errors import InputError
+from engine.guidance import Branch, GuidanceSchedule
+
+# The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+TEXT_LEN = 512  # the official text context is zero-padded to 512 tokens with no mask
+DEFAULT_FRAMES = 97  # trained length when no audio gives one
+MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
+
+
+class GenerationInterrupted(RuntimeError):
+    """Raised when a callback asked the pipeline to stop (the studio's Stop button)."""
+
+
+@dataclass
+class HuMoPipelineOutput(BaseOutput):
+    """`frames[0]` is the video: np.ndarray [F, H, W, 3] in [0, 1] ("np"), a list of PIL images ("pil") or the
+    latents [1, 16, F_lat, h, w] ("latent"). `seed` is the seed actually used (None when `generator` was given)."""
+
+    frames: Any
+    seed: int | None = None
+    mode: str = "TIA"
+    num_frames: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def mode_from_inputs(has_image: bool, has_audio: bool) -> str:
+    """TIA / TA / TI / T from which inputs are present."""
+    return "T" + ("I" if has_image else "") + ("A" if has_audio else "")
+
+
+class HuMoPipeline(DiffusionPipeline):
+    r"""HuMo text+image+audio to video.
+
+    Components: `vae` (AutoencoderKLWan), `text_encoder` (UMT5EncoderModel), `tokenizer`, `transformer`
+    (HuMoTransformer3DModel), `scheduler`, `audio_encoder` (Whisper encoder), `feature_extractor`
+    (WhisperFeatureExtractor).
+    """
+
+    model_cpu_offload_seq = "text_encoder->audio_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler, audio_encoder, feature_extractor):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            transformer=transformer,
+            scheduler=scheduler,
+            audio_encoder=audio_encoder,
+            feature_extractor=feature_extractor,
+        )
+        self.vae_scale_factor_temporal = 2 ** sum(vae.config.temperal_downsample) if vae is not None else 4
+        self.vae_scale_factor_spatial = 2 ** len(vae.config.temperal_downsample) if vae is not None else 8
+        self._zero_latents_cache: dict[tuple, torch.Tensor] = {}
+        self._interrupt = False
+        self._preview_projection = None
+        self.model_id = "custom"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def variant(self) -> str:
+        """"17b" for the 36-channel concat conditioning, "1.7b" for the reference-slot overwrite."""
+        return "17b" if self.transformer.config.in_channels == 36 else "1.7b"
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def default_guidance(self, mode: str, **scales) -> GuidanceSchedule:
+        """The official guidance schedule of this model variant for a mode (§4.8)."""
+        return guidance_lib.default_schedule(self.variant, mode, **scales)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompt(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """umT5 embeddings [1, 512, text_dim] of the prompt and the negative prompt, trimmed to their token
+        length and zero-padded back to 512 (§4.3)."""
+        negative_prompt = WAN_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+        embeds = self._t5_embeds([prompt, negative_prompt], device, dtype)
+        return embeds[:1], embeds[1:]
+
+    def _t5_embeds(self, prompts: list[str], device, dtype) -> torch.Tensor:
+        device = device or self._execution_device
+        dtype = dtype or self.transformer.dtype
+        prompts = [prompt_clean(p) for p in prompts]
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=TEXT_LEN,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        enc_device = next(self.text_encoder.parameters()).device
+        hidden = self.text_encoder(tokens.input_ids.to(enc_device), tokens.attention_mask.to(enc_device))
+        hidden = hidden.last_hidden_state.float()
+        lengths = tokens.attention_mask.sum(dim=1)
+        # Rows past each prompt's length are zeros, not the encoder's padding outputs (official behaviour).
+        keep = torch.arange(TEXT_LEN, device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
+        return (hidden * keep[..., None]).to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ images
+    def _vae_normalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.vae.config.latents_mean, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+        return (z - mean) / std
+
+    def _vae_denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.vae.config.latents_mean, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, dtype=z.dtype, device=z.device).view(1, -1, 1, 1, 1)
+        return z * std + mean
+
+    @torch.no_grad()
+    def _vae_encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Posterior mean of a [1, 3, F, H, W] video in [-1, 1], normalised with the Wan latent mean/std."""
+        vae_device = next(self.vae.parameters()).device
+        vae_dtype = self.vae.dtype
+        z = self.vae.encode(video.to(vae_device, vae_dtype)).latent_dist.mode()
+        return self._vae_normalize(z.float())
+
+    @torch.no_grad()
+    def encode_image(
+        self, images: Sequence, height: int, width: int, resize_mode: str = "pad", device=None
+    ) -> torch.Tensor:
+        """Reference latents [1, 16, N_ref, h, w]: each image preprocessed (§4.2) and encoded as a 1-frame clip."""
+        device = device or self._execution_device
+        slots = []
+        for image in images:
+            pixels = media.preprocess_reference(media.load_image(image), width, height, mode=resize_mode)
+            slots.append(self._vae_encode(pixels[None, :, None]))
+        return torch.cat(slots, dim=2).to(device)
+
+    @torch.no_grad()
+    def zero_vae_latents(self, num_latent_frames: int, height: int, width: int) -> torch.Tensor:
+        """Latents [1, 16, F, h, w] of an all-zero (mid-grey) video of 4(F-1)+1 frames, computed with the VAE and
+        cached per size. Replaces the official zero_vae_*.pt files, so any size and length works (§2.3)."""
+        key = (num_latent_frames, height, width)
+        cached = self._zero_latents_cache.get(key)
+        if cached is None:
+            # The causal VAE's first F latents depend only on the first 4(F-1)+1 frames, so a longer cached
+            # entry can serve a shorter request.
+            for (frames, h, w), value in self._zero_latents_cache.items():
+                if h == height and w == width and frames >= num_latent_frames:
+                    return value[:, :, :num_latent_frames]
+            num_frames = self.vae_scale_factor_temporal * (num_latent_frames - 1) + 1
+            zeros = torch.zeros(1, 3, num_frames, height, width)
+            cached = self._vae_encode(zeros).cpu()
+            self._zero_latents_cache[key] = cached
+        return cached
+
+    # ------------------------------------------------------------------ audio
+    @torch.no_grad()
+    def encode_audio(self, audio, num_frames: int | None) -> tuple[torch.Tensor, int]:
+        """Windowed Whisper features [F_vid, 8, 5, C] and the frame count (from the audio when None)."""
+        return audio_lib.encode_audio(audio, self.audio_encoder, self.feature_extractor, num_frames=num_frames)
+
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds):
+        if prompt is None and prompt_embeds is None:
+            raise InputError("Type a prompt describing the scene and the action.", field="prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError("The prompt must be a single string.", field="prompt")
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < 16 or value % 16:
+                raise InputError(f"{name} must be a positive multiple of 16 (got {value!r}).", field=name)
+            if value > 4096:
+                raise InputError(f"{name} {value} is too large: use at most 4096.", field=name)
+        if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
+            raise InputError(f"Number of frames must be at least 1 (got {num_frames!r}).", field="num_frames")
+        if num_frames is not None and num_frames > MAX_FRAMES:
+            raise InputError(f"At most {MAX_FRAMES} frames in one pass (got {num_frames}).", field="num_frames")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1 or num_inference_steps > 1000:
+            raise InputError(
+                f"Steps must be a whole number from 1 to 1000 (got {num_inference_steps!r}).", field="steps"
+            )
+        del images, audio
+
+    # ------------------------------------------------------------------ conditioning
+    def build_condition(
+        self,
+        latents: torch.Tensor,
+        branch: Branch,
+        *,
+        prompt_embeds: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor,
+        ref_latents: torch.Tensor | None,
+        zero_latents: torch.Tensor | None,
+        audio_embeds: torch.Tensor,
+        num_ref: int,
+    ) -> dict[str, torch.Tensor]:
+        """The transformer inputs of one guidance branch (§4.6) for the current latents [1, 16, F_total, h, w]."""
+        dtype = self.transformer.dtype
+        f_total = latents.shape[2]
+        f_vid = f_total - num_ref
+        use_ref = branch.image == "ref" and ref_latents is not None
+        if self.variant == "17b":
+            mask = torch.zeros_like(latents[:, :4])
+            mask[:, :, f_vid:] = 1.0
+            zero = zero_latents.to(latents.device, latents.dtype)
+            cond = torch.cat([zero[:, :, :f_vid], ref_latents.to(latents)], dim=2) if use_ref else zero[:, :, :f_total]
+            hidden_states = torch.cat([latents, mask, cond], dim=1)
+        else:
+            slot = ref_latents.to(latents) if use_ref else torch.zeros_like(latents[:, :, f_vid:])
+            hidden_states = torch.cat([latents[:, :, :f_vid], slot], dim=2)
+        text = prompt_embeds if branch.text == "pos" else negative_prompt_embeds
+        audio = audio_embeds if branch.audio == "on" else torch.zeros_like(audio_embeds)
+        return {
+            "hidden_states": hidden_states.to(dtype),
+            "encoder_hidden_states": text.to(dtype),
+            "audio_embeds": audio.to(dtype),
+        }
+
+    def prepare_latents(
+        self, shape: tuple[int, ...], generator, device, latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Float32 standard-normal noise. Drawn on the generator's device (CPU by default) so a seed gives the
+        same video on every machine; the official code draws on the GPU, whose stream differs."""
+        if latents is not None:
+            if tuple(latents.shape) != tuple(shape):
+                raise InputError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}.", "latents")
+            return latents.to(device=device, dtype=torch.float32)
+        return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=torch.float32)
+
+    # ------------------------------------------------------------------ denoising helpers
+    def _predict(self, schedule: GuidanceSchedule, t: torch.Tensor, conditions: dict, batched: bool) -> torch.Tensor:
+        timestep_value = int(t.item())
+        branches = schedule.branches_for(timestep_value)
+        inputs = [conditions[b] for b in branches]
+
+        def model_fn(hidden_states, encoder_hidden_states, audio_embeds):
+            timestep = torch.full((hidden_states.shape[0],), timestep_value, device=hidden_states.device)
+            return self.transformer(
+                hidden_states=hidden_states,
+                timestep=timestep,
+                encoder_hidden_states=encoder_hidden_states,
+                audio_embeds=audio_embeds,
+                attention_kwargs=self._attention_kwargs,
+                return_dict=False,
+            )[0]
+
+        outputs = guidance_lib.evaluate_branches(model_fn, inputs, batched=batched)
+        return schedule.combine(timestep_value, dict(zip(branches, outputs))).float()
+
+    def _auto_batch(self, num_tokens: int, passes: int, device: torch.device) -> bool:
+        """Batch guidance branches into one forward when the activations fit comfortably."""
+        if device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
+        # hidden states, q/k/v/out and the FFN intermediate of one block dominate: ~16 tensors of [L, dim] in bf16
+        estimate = passes * num_tokens * dim * 2 * 16
+        return estimate < 0.5 * free
+
+    def latent_preview(self, latents: torch.Tensor) -> PIL.Image.Image:
+        """Cheap RGB preview of the current latents (a linear map fitted to this VAE once; engine/preview.py)."""
+        from engine import preview
+
+        if self._preview_projection is None:
+            self._preview_projection = preview.fit_latent_rgb_projection(self.vae)
+        return preview.latents_to_preview(latents, self._preview_projection)
+
+    # ------------------------------------------------------------------ decode
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, tiling: bool = False) -> torch.Tensor:
+        """[1, 16, F_vid, h, w] -> video [1, 3, F, H, W] in [-1, 1], decoded in fp32 (§4.9)."""
+        if tiling:
+            self.vae.enable_tiling()
+        vae_device = next(self.vae.parameters()).device
+        z = self._vae_denormalize(latents.float()).to(vae_device, self.vae.dtype)
+        video = self.vae.decode(z, return_dict=False)[0]
+        return video.float().clamp(-1, 1)
+
+    # ------------------------------------------------------------------ main
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | None = None,
+        image=None,
+        audio=None,
+        negative_prompt: str | None = None,
+        height: int = 480,
+        width: int = 832,
+        num_frames: int | None = None,
+        num_inference_steps: int = 50,
+        guidance: GuidanceSchedule | dict | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        resize_mode: str = "pad",
+        batch_branches: bool | None = None,
+        vae_tiling: bool = False,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ):
+        r"""Generate a video.
+
+        Args:
+            prompt: scene and action. image: one reference (path, PIL image) or a list of them (one slot each).
+            audio: path of any audio/video file, or a float32 16 kHz waveform. None -> no audio (TI / T mode).
+            num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
+            guidance: a `GuidanceSchedule` (or its dict); None -> the official preset of this variant and mode.
+            audio_embeds: precomputed windows [F_vid, 8, 5, C] (or with the reference windows, [F_total, ...]).
+            batch_branches: evaluate the guidance branches in one batched forward (None: when memory allows).
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`; set `pipe._interrupt = True`
+                to stop: the call then raises `GenerationInterrupted`.
+        """
+        started = time.perf_counter()
+        self._interrupt = False
+        self._attention_kwargs = attention_kwargs
+        images = [] if image is None else (list(image) if isinstance(image, (list, tuple)) else [image])
+        has_audio = audio is not None or audio_embeds is not None
+        mode = mode_from_inputs(bool(images), has_audio)
+
+        # 1. Check inputs
+        self.check_inputs(prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds)
+        if output_type not in ("np", "pil", "latent"):
+            raise InputError(f"output_type must be 'np', 'pil' or 'latent' (got {output_type!r}).", "output_type")
+        if isinstance(guidance, dict):
+            guidance = GuidanceSchedule.from_dict(guidance)
+        schedule = guidance or self.default_guidance(mode)
+        schedule.validate()
+        device = self._execution_device
+
+        # 2. Encode text
+        if prompt_embeds is None or negative_prompt_embeds is None:
+            pos, neg = self.encode_prompt(prompt or "", negative_prompt, device=device)
+            prompt_embeds = pos if prompt_embeds is None else prompt_embeds
+            negative_prompt_embeds = neg if negative_prompt_embeds is None else negative_prompt_embeds
+        prompt_embeds = prompt_embeds.to(device)
+        negative_prompt_embeds = negative_prompt_embeds.to(device)
+        t_text = time.perf_counter()
+
+        # 3. Encode audio (decides the frame count when none is given)
+        if audio_embeds is None and audio is not None:
+            audio_embeds, num_frames = self.encode_audio(audio, num_frames)
+        if num_frames is None:
+            num_frames = (audio_embeds.shape[0] - 1) * 4 + 1 if audio_embeds is not None else DEFAULT_FRAMES
+        num_frames = audio_lib.snap_frames(num_frames)
+        f_vid = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        t_audio = time.perf_counter()
+
+        # 4. Encode reference image(s); one trailing latent slot per image, one zero slot when there is none
+        h, w = height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial
+        ref_latents = self.encode_image(images, height, width, resize_mode, device) if images else None
+        num_ref = ref_latents.shape[2] if ref_latents is not None else 1
+        f_total = f_vid + num_ref
+        zero_latents = self.zero_vae_latents(f_total, height, width) if self.variant == "17b" else None
+        audio_embeds = self._pad_audio(audio_embeds, f_vid, num_ref, device)
+        t_image = time.perf_counter()
+
+        # 5. Prepare latents and timesteps
+        if generator is None and latents is None:
+            seed = random.randint(0, 2**31 - 1) if seed is None else int(seed)
+            generator = torch.Generator("cpu").manual_seed(seed)
+        shape = (1, self.transformer.config.out_channels, f_total, h, w)
+        latents = self.prepare_latents(shape, generator, device, latents)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        all_branches = {b for t in timesteps for b in schedule.branches_for(int(t.item()))}
+        num_tokens = f_total * (h // 2) * (w // 2)
+        if batch_branches is None:
+            batch_branches = self._auto_batch(num_tokens, max(schedule.passes_per_step(timesteps)), device)
+
+        # 6. Denoising loop
+        step_times = []
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                step_start = time.perf_counter()
+                conditions = {
+                    b: self.build_condition(
+                        latents,
+                        b,
+                        prompt_embeds=prompt_embeds,
+                        negative_prompt_embeds=negative_prompt_embeds,
+                        ref_latents=ref_latents,
+                        zero_latents=zero_latents,
+                        audio_embeds=audio_embeds,
+                        num_ref=num_ref,
+                    )
+                    for b in all_branches
+                }
+                noise_pred = self._predict(schedule, t, conditions, batch_branches)
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                step_times.append(time.perf_counter() - step_start)
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = callback_outputs.pop("latents", latents)
+                progress_bar.update()
+                if self._interrupt:
+                    raise GenerationInterrupted(f"stopped after step {i + 1} of {len(timesteps)}")
+
+        # 7. Drop the reference slots and decode
+        video_latents = latents[:, :, :f_vid]
+        t_denoise = time.perf_counter()
+        if output_type == "latent":
+            frames = video_latents
+        else:
+            video = self.decode_latents(video_latents, tiling=vae_tiling)[0]  # [3, F, H, W]
+            array = ((video.permute(1, 2, 3, 0) + 1) / 2).cpu().numpy().astype(np.float32)
+            frames = array if output_type == "np" else [PIL.Image.fromarray(f) for f in media.to_uint8(array)]
+        self.maybe_free_model_hooks()
+        timings = {
+            "text_s": t_text - started,
+            "audio_s": t_audio - t_text,
+            "image_s": t_image - t_audio,
+            "denoise_s": t_denoise - t_image,
+            "decode_s": time.perf_counter() - t_denoise,
+            "total_s": time.perf_counter() - started,
+            "step_s": step_times,
+            "passes_per_step": schedule.passes_per_step(timesteps),
+            "batched_branches": bool(batch_branches),
+        }
+        output = HuMoPipelineOutput(frames=[frames], seed=seed, mode=mode, num_frames=num_frames, timings=timings)
+        return output if return_dict else (output.frames,)
+
+    def _pad_audio(self, audio_embeds, f_vid: int, num_ref: int, device) -> torch.Tensor:
+        """[F_vid, 8, 5, C] windows -> [1, F_total, 8, 5, C] with zero windows for the reference slots (§4.4).
+        No audio -> all zeros (the official null audio, which still runs through audio_proj)."""
+        cfg = self.transformer.config
+        if audio_embeds is None:
+            shape = (f_vid + num_ref, cfg.audio_window, cfg.audio_bands, cfg.audio_dim)
+            return torch.zeros(1, *shape, device=device)
+        audio_embeds = audio_embeds.to(device, torch.float32)
+        if audio_embeds.ndim == 5:
+            audio_embeds = audio_embeds[0]
+        if audio_embeds.shape[0] == f_vid + num_ref:
+            return audio_embeds[None]
+        if audio_embeds.shape[0] < f_vid:  # audio shorter than the video: trailing windows are zeros (§4.4)
+            pad = audio_embeds.new_zeros(f_vid - audio_embeds.shape[0], *audio_embeds.shape[1:])
+            audio_embeds = torch.cat([audio_embeds, pad])
+        audio_embeds = audio_embeds[:f_vid]
+        ref = audio_embeds.new_zeros(num_ref, *audio_embeds.shape[1:])
+        return torch.cat([audio_embeds, ref])[None]
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames of a 4n+1-frame video."""
+    return (num_frames - 1) // 4 + 1
+
+
+__all__ = [
+    "HuMoPipeline",
+    "HuMoPipelineOutput",
+    "GenerationInterrupted",
+    "WAN_NEGATIVE_PROMPT",
+    "mode_from_inputs",
+    "latent_frames",
+]
