@@ -392,6 +392,7 @@ class Store:
         src = Path(src_path)
         if not src.is_file():
             raise InputError(f"{kind} file {src} does not exist: upload it again", field=kind)
+        self.paths.inputs.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.paths.inputs, prefix=".upload-", suffix=".tmp")
         tmp = Path(tmp_name)
         try:

@@ -1,0 +1,318 @@
+"""Audio in: decode any container to 16 kHz mono, Whisper hidden states, 5 layer bands at 25 fps, 8-frame windows.
+
+Follows reference/humo-official.md §4.4:
+
+1. decode to float32 mono at 16 kHz (the official code uses `librosa.load(path, sr=16000)`; here the ffmpeg
+   binary shipped with imageio-ffmpeg decodes any audio or video container, resamples with soxr at 20-bit
+   precision, the quality librosa's default `soxr_hq` uses, and channels are averaged like librosa's `to_mono`);
+2. N25 = floor(samples / 640) video frames at 25 fps;
+3. 30 s chunks -> `WhisperFeatureExtractor` (pads each to 30 s) -> Whisper encoder with all hidden states ->
+   stack [1500, L+1, C] per chunk -> concatenate over time -> keep the first 2·N25 frames (50 Hz);
+4. bands: means of hidden states 0-7, 8-15, 16-23, 24-31 and state 32, each interpolated 50 -> 25 fps
+   (linear, `align_corners=True`, length `int(T50 / 50 * 25)`);
+5. windows of 8 audio frames per latent frame ([0,0,0,a-2..a2] for latent 0, a[4j-5 .. 4j+2] after).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.errors import InputError
+
+SAMPLING_RATE = 16000
+SAMPLES_PER_FRAME = 640  # 16000 / 25: one 25-fps video frame
+CHUNK_SAMPLES = 480_000  # 30 s, the Whisper input window
+WHISPER_FPS = 50  # encoder output rate (1500 frames per 30 s)
+VIDEO_FPS = 25
+NUM_BANDS = 5
+WINDOW = 8  # audio frames per latent frame: 4 covered + 2 context either side
+SILENCE_PEAK = 1e-3  # peak amplitude below -60 dBFS counts as silence
+
+_HINT = "Use a WAV, MP3, M4A, FLAC or OGG file, or a video with a sound track."
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary shipped with imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def load_audio(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Decode the first audio stream of any audio/video file to a float32 mono waveform at `sampling_rate`.
+
+    Raises `InputError(field="audio")` when the file is missing, not decodable, has no audio track or no samples.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise InputError(f"Audio file not found: {path}. Choose an existing audio or video file.", field="audio")
+    if path.stat().st_size == 0:
+        raise InputError(f"The audio file {name} is empty (0 bytes). {_HINT}", field="audio")
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-af",
+        f"aresample={sampling_rate}:resampler=soxr:precision=20",
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "wav",
+        "pipe:1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        if "matches no streams" in err:
+            raise InputError(
+                f"{name} has no audio track. Choose a file with sound (a voice recording, or a video with a "
+                "sound track), or leave the audio empty to make a video without a voice.",
+                field="audio",
+            )
+        detail = err.splitlines()[-1] if err else f"ffmpeg exit code {proc.returncode}"
+        raise InputError(f"Could not read {name} as audio ({detail}). {_HINT}", field="audio")
+    channels, data = _parse_wav_f32(proc.stdout)
+    if channels < 1 or data.size < channels:
+        raise InputError(f"{name} contains no audio samples. {_HINT}", field="audio")
+    data = data[: data.size - data.size % channels].reshape(-1, channels)
+    waveform = data.mean(axis=1) if channels > 1 else data[:, 0]
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def _parse_wav_f32(blob: bytes) -> tuple[int, np.ndarray]:
+    """(channels, interleaved float32 samples) of a piped WAV. The sizes in a piped header are placeholders, so
+    the data chunk is taken to run to the end of the stream."""
+    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        return 0, np.zeros(0, np.float32)
+    pos, channels = 12, 0
+    while pos + 8 <= len(blob):
+        chunk_id, size = blob[pos : pos + 4], struct.unpack("<I", blob[pos + 4 : pos + 8])[0]
+        body = pos + 8
+        if chunk_id == b"fmt ":
+            channels = struct.unpack("<H", blob[body + 2 : body + 4])[0]
+        elif chunk_id == b"data":
+            payload = blob[body:]
+            payload = payload[: len(payload) - len(payload) % 4]
+            return channels, np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        pos = body + size + (size & 1)
+    return channels, np.zeros(0, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- frame counts
+def num_video_frames(num_samples: int, sampling_rate: int = SAMPLING_RATE) -> int:
+    """N25: the number of whole 25-fps video frames the audio covers (640 samples each at 16 kHz)."""
+    return int(num_samples) * VIDEO_FPS // int(sampling_rate)
+
+
+def snap_frames(frames: int) -> int:
+    """Snap a frame count down to the 4n+1 grid of the causal VAE: 4·floor((frames-1)/4)+1."""
+    frames = int(frames)
+    if frames < 1:
+        raise InputError(f"Number of frames must be at least 1 (got {frames}).", field="num_frames")
+    return 4 * ((frames - 1) // 4) + 1
+
+
+def latent_frame_count(num_frames: int) -> int:
+    """F_vid = (frames-1)//4 + 1 latent frames for a 4n+1-frame video."""
+    return (int(num_frames) - 1) // 4 + 1
+
+
+# ---------------------------------------------------------------------------------------------- Whisper
+def _band_slices(num_hidden_states: int) -> list[slice]:
+    """The 5 layer bands. Official (33 hidden states): 0-7, 8-15, 16-23, 24-31 averaged, then state 32 alone.
+
+    Generalisation for other encoders (tiny test models): the first H-1 states are cut into 4 near-equal
+    consecutive groups (group k = [floor(k·n/4), floor((k+1)·n/4)), at least one state each, so with fewer than
+    4 such states some groups repeat a state) and the last state is the fifth band.
+    """
+    n = num_hidden_states - 1
+    if n < 1:
+        raise ValueError(f"need at least 2 hidden states to form the 5 bands, got {num_hidden_states}")
+    slices = []
+    for k in range(4):
+        start = min(k * n // 4, n - 1)
+        end = max((k + 1) * n // 4, start + 1)
+        slices.append(slice(start, end))
+    slices.append(slice(n, n + 1))
+    return slices
+
+
+def _band_means(hidden_states: torch.Tensor) -> torch.Tensor:
+    """[T, H, C] -> [T, 5, C] float32 (per-frame means, so it can run chunk by chunk)."""
+    hidden_states = hidden_states.float()
+    return torch.stack([hidden_states[:, s].mean(dim=1) for s in _band_slices(hidden_states.shape[1])], dim=1)
+
+
+def _to_25fps(bands: torch.Tensor) -> torch.Tensor:
+    """[T50, 5, C] -> [int(T50/50*25), 5, C], linear with align_corners=True (per band and channel)."""
+    t50, b, c = bands.shape
+    # the official float expression; it gives N-1 for some even T50 = 2N (e.g. T50 = 58 -> 28), kept for parity
+    out_len = int(t50 / float(WHISPER_FPS) * VIDEO_FPS)
+    if out_len < 1:
+        raise InputError("The audio is shorter than one video frame (40 ms). Use a longer recording.", field="audio")
+    x = bands.reshape(t50, b * c).T[None]  # [1, 5C, T50]
+    x = F.interpolate(x, size=out_len, mode="linear", align_corners=True)
+    return x[0].T.reshape(out_len, b, c)
+
+
+def group_whisper_layers(hidden_states: torch.Tensor) -> torch.Tensor:
+    """Whisper hidden states [T50, H, C] (or [1, T50, H, C]) -> 25-fps band features [T25, 5, C] (float32).
+
+    H = 33 for Whisper-large-v3 (embeddings + 32 layers); see `_band_slices` for other depths.
+    """
+    if hidden_states.ndim == 4:
+        if hidden_states.shape[0] != 1:
+            raise ValueError(f"expected a batch of one, got shape {tuple(hidden_states.shape)}")
+        hidden_states = hidden_states[0]
+    if hidden_states.ndim != 3:
+        raise ValueError(f"expected hidden states [T50, H, C], got shape {tuple(hidden_states.shape)}")
+    return _to_25fps(_band_means(hidden_states))
+
+
+def window_audio_features(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """25-fps features [T25, 5, C] -> per-latent-frame windows [F_vid, 8, 5, C], F_vid = (num_frames-1)//4+1.
+
+    Latent 0 gets 3 zero slots then audio frames -2..2 (effectively [0,0,0,0,0,a0,a1,a2]); latent j >= 1 gets
+    audio frames 4j-5 .. 4j+2. Frames outside [0, T25) are zero vectors.
+    """
+    f_vid = latent_frame_count(num_frames)
+    if f_vid < 1:
+        raise InputError(f"Number of frames must be at least 1 (got {num_frames}).", field="num_frames")
+    t25 = features.shape[0]
+    j = torch.arange(f_vid)[:, None]
+    slot = torch.arange(WINDOW)[None, :]
+    index = 4 * j - 5 + slot  # j >= 1: 4j-5 .. 4j+2
+    first = torch.tensor([-1, -1, -1, -2, -1, 0, 1, 2])  # j = 0: 3 padding slots, then -2..2
+    index[0] = first
+    valid = (index >= 0) & (index < t25)
+    padded = torch.cat([features, features.new_zeros(1, *features.shape[1:])])  # row t25 is the zero vector
+    index = torch.where(valid, index, torch.full_like(index, t25))
+    return padded[index]
+
+
+def _encoder_of(audio_encoder):
+    """The Whisper encoder of a `WhisperModel` (`.encoder`) or `WhisperForConditionalGeneration` (`.model.encoder`),
+    or the encoder itself."""
+    for owner in (audio_encoder, getattr(audio_encoder, "model", None)):
+        inner = getattr(owner, "encoder", None)
+        if isinstance(inner, torch.nn.Module):
+            return inner
+    return audio_encoder
+
+
+def _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device=None, dtype=None):
+    """Yield the stacked hidden states [1500, L+1, C] of each 30 s chunk of the waveform."""
+    encoder = _encoder_of(audio_encoder)
+    param = next(encoder.parameters())
+    device = torch.device(device) if device is not None else param.device
+    dtype = dtype or param.dtype
+    waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    sampling_rate = getattr(feature_extractor, "sampling_rate", SAMPLING_RATE)
+    for start in range(0, len(waveform), CHUNK_SAMPLES):
+        chunk = waveform[start : start + CHUNK_SAMPLES]
+        mel = feature_extractor(chunk, sampling_rate=sampling_rate, return_tensors="pt").input_features
+        out = encoder(mel.to(device=device, dtype=dtype), output_hidden_states=True)
+        yield torch.stack(out.hidden_states, dim=2)[0]
+
+
+@torch.no_grad()
+def extract_whisper_features(
+    waveform: np.ndarray | torch.Tensor,
+    audio_encoder,
+    feature_extractor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """All Whisper hidden states of a 16 kHz waveform, [T50, L+1, C] with T50 = 2·N25 (§4.4 step 3-4).
+
+    `audio_encoder` is a transformers `WhisperEncoder` or a model with `.encoder` (e.g. `WhisperModel`).
+    Runs on the encoder's device and dtype unless given (the official code uses fp32).
+    """
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().float().numpy()
+    n25 = num_video_frames(len(np.asarray(waveform).reshape(-1)))
+    chunks = list(_iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype))
+    if not chunks:
+        raise InputError("The audio contains no samples. Use a longer recording.", field="audio")
+    return torch.cat(chunks, dim=0)[: 2 * n25]
+
+
+def check_not_silent(waveform: np.ndarray, name: str = "The audio") -> None:
+    """Raise when the waveform is (near) silent: nothing for the lips to follow."""
+    peak = float(np.max(np.abs(waveform))) if len(waveform) else 0.0
+    if not math.isfinite(peak):
+        raise InputError(f"{name} contains invalid samples (NaN or infinity). Re-export the file.", field="audio")
+    if peak < SILENCE_PEAK:
+        raise InputError(
+            f"{name} is silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS). Use a recording with a voice, "
+            "or remove the audio to make a video from the text and image only.",
+            field="audio",
+        )
+
+
+@torch.no_grad()
+def encode_audio(
+    path_or_waveform: str | os.PathLike | np.ndarray | torch.Tensor,
+    audio_encoder,
+    feature_extractor,
+    num_frames: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Audio (path or 16 kHz float waveform) -> (windows [F_vid, 8, 5, C] float32, num_frames).
+
+    `num_frames` None -> snap(N25), the whole audio; otherwise snapped to 4n+1. Windows past the end of the audio
+    are zeros. Bands are reduced chunk by chunk, which gives the same numbers as grouping all hidden states at once
+    (the band means are per frame) without holding every layer of a long recording in memory.
+    """
+    if isinstance(path_or_waveform, (str, os.PathLike)):
+        name = Path(path_or_waveform).name
+        waveform = load_audio(path_or_waveform)
+    else:
+        name = "The audio"
+        waveform = path_or_waveform
+        if isinstance(waveform, torch.Tensor):
+            waveform = waveform.detach().cpu().float().numpy()
+        waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    check_not_silent(waveform, name)
+    n25 = num_video_frames(len(waveform))
+    if n25 < 1:
+        raise InputError(f"{name} is shorter than one video frame (40 ms). Use a longer recording.", field="audio")
+    bands = [
+        _band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)
+    ]
+    features = _to_25fps(torch.cat(bands, dim=0)[: 2 * n25])
+    num_frames = snap_frames(n25 if num_frames is None else num_frames)
+    return window_audio_features(features, num_frames), num_frames
+
+
+__all__ = [
+    "SAMPLING_RATE",
+    "load_audio",
+    "num_video_frames",
+    "snap_frames",
+    "latent_frame_count",
+    "group_whisper_layers",
+    "window_audio_features",
+    "extract_whisper_features",
+    "encode_audio",
+    "check_not_silent",
+    "ffmpeg_exe",
+]
