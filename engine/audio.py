@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
+from engine.media import ffmpeg_exe
 
 SAMPLING_RATE = 16000
 SAMPLES_PER_FRAME = 640  # 16000 / 25: one 25-fps video frame
@@ -37,13 +38,6 @@ WINDOW = 8  # audio frames per latent frame: 4 covered + 2 context either side
 SILENCE_PEAK = 1e-3  # peak amplitude below -60 dBFS counts as silence
 
 _HINT = "Use a WAV, MP3, M4A, FLAC or OGG file, or a video with a sound track."
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped with imageio-ffmpeg."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -295,9 +289,7 @@ def encode_audio(
     n25 = num_video_frames(len(waveform))
     if n25 < 1:
         raise InputError(f"{name} is shorter than one video frame (40 ms). Use a longer recording.", field="audio")
-    bands = [
-        _band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)
-    ]
+    bands = [_band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)]
     features = _to_25fps(torch.cat(bands, dim=0)[: 2 * n25])
     num_frames = snap_frames(n25 if num_frames is None else num_frames)
     return window_audio_features(features, num_frames), num_frames

@@ -75,11 +75,14 @@ def enable_context_parallel(
     model: torch.nn.Module,
     ulysses_degree: int | None = None,
     ring_degree: int | None = None,
+    ulysses_anything: bool = False,
 ) -> ParallelConfig:
     """Apply diffusers context parallelism to `model` over all ranks (default: Ulysses over the world size).
 
     Ulysses needs the head count divisible by `ulysses_degree`; ring attention needs an attention backend that
-    returns the log-sum-exp (flash / cuDNN on GPU), the native CPU backend refuses it. Returns the resolved config.
+    returns the log-sum-exp (flash / cuDNN on GPU), the native CPU backend refuses it. `ulysses_anything` lets
+    diffusers split token counts that the degree does not divide (uneven shards; needs NCCL: gloo's all_gather
+    refuses unequal sizes). Returns the resolved config.
     """
     if not dist.is_initialized():
         raise RuntimeError("call engine.parallel.init_distributed() under torchrun before enable_context_parallel")
@@ -89,5 +92,8 @@ def enable_context_parallel(
     if ulysses_degree and heads and heads % ulysses_degree:
         raise ValueError(f"ulysses_degree {ulysses_degree} must divide the number of attention heads ({heads})")
     with cpu_device_count_patch():
-        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree))
+        config = ContextParallelConfig(
+            ulysses_degree=ulysses_degree, ring_degree=ring_degree, ulysses_anything=ulysses_anything
+        )
+        model.enable_parallelism(config=config)
     return model._parallel_config

@@ -41,3 +41,39 @@ def test_context_parallel_matches_single_process(tmp_path):
         assert r["reference_abs_mean"] > 1e-2
     # Control: per-frame audio attention that ignores where the shard starts gives a different output.
     assert control and all(r["max_abs_diff"] > 1e-3 for r in control)
+
+
+class _FakeMesh:
+    def __init__(self, size):
+        self._size = size
+
+    def size(self):
+        return self._size
+
+    def get_group(self):
+        return None
+
+
+@pytest.mark.parametrize("world, frames, per_frame", [(2, 3, 6), (3, 4, 5), (4, 3, 7), (3, 5, 2)])
+def test_audio_attention_shards_reassemble_to_full_output(monkeypatch, world, frames, per_frame):
+    """Every contiguous shard (even or uneven, split inside frames) computes its part of the full output."""
+    import types
+
+    import torch
+
+    from engine.models import PRESETS, HuMoTransformer3DModel, transformer_humo
+
+    torch.manual_seed(0)
+    attn = HuMoTransformer3DModel(**PRESETS["tiny"]).blocks[0].audio_attn.eval()
+    x = torch.randn(2, frames * per_frame, 32)
+    audio = torch.randn(2, frames * 4, 24)
+    with torch.no_grad():
+        full = attn(x, audio, frames, per_frame)
+        cp = types.SimpleNamespace(_flattened_mesh=_FakeMesh(world))
+        attn.processor._parallel_config = types.SimpleNamespace(context_parallel_config=cp)
+        parts = []
+        for rank, shard in enumerate(x.tensor_split(world, dim=1)):  # diffusers' "anything" split
+            monkeypatch.setattr(transformer_humo.dist, "get_rank", lambda group=None, r=rank: r)
+            parts.append(attn(shard, audio, frames, per_frame))
+        attn.processor._parallel_config = None
+    assert (torch.cat(parts, dim=1) - full).abs().max() < 1e-6

@@ -25,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import math
@@ -251,6 +252,11 @@ _PAGE = mmap.PAGESIZE
 _MADV_DONTNEED = 4
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _drop_pages(tensor: torch.Tensor) -> None:
     """Tell the kernel we are done with a memory-mapped tensor's pages, so they leave this process's RSS.
 
@@ -258,7 +264,7 @@ def _drop_pages(tensor: torch.Tensor) -> None:
     Best effort: Linux only; silently does nothing elsewhere.
     """
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         start = tensor.untyped_storage().data_ptr()
         end = start + tensor.untyped_storage().nbytes()
         start -= start % _PAGE

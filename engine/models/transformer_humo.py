@@ -517,11 +517,11 @@ class HuMoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMix
         p_t, p_h, p_w = self.config.patch_size
         post_f, post_h, post_w = num_frames // p_t, height // p_h, width // p_w
         num_layers = len(self.blocks)
-        wanted = sorted({i % num_layers for i in return_block_states}) if return_block_states else []
         if return_block_states and any(not -num_layers <= i < num_layers for i in return_block_states):
             raise InputError(
                 f"return_block_states indices must be in [-{num_layers}, {num_layers})", "return_block_states"
             )
+        wanted = {i % num_layers for i in return_block_states} if return_block_states else set()
 
         rotary_emb = self.rope(hidden_states)
         # Inputs follow the weights' dtype, so fp32 latents can be fed to a bf16 model.

@@ -1,0 +1,120 @@
+"""engine/preview.py: the latent -> RGB least-squares fit, its disk cache, and preview images."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from diffusers.configuration_utils import FrozenDict
+from PIL import Image
+
+from engine import preview
+
+MEAN = [0.1 * i for i in range(16)]
+STD = [1.0 + 0.05 * i for i in range(16)]
+
+
+class LinearVAE(torch.nn.Module):
+    """A stand-in VAE whose latent is an affine function of the 8x8-averaged RGB (plus a little nonlinearity), with
+    Wan's normalisation constants in its config: a correct fit must invert it almost exactly."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.mix = torch.nn.Parameter(torch.randn(16, 3, generator=gen))
+        self.shift = torch.nn.Parameter(torch.randn(16, generator=gen))
+        self.config = FrozenDict(
+            latents_mean=MEAN, latents_std=STD, temperal_downsample=[False, True, True], kind="linear"
+        )
+        self.calls = 0
+
+    def encode(self, video):  # [B, 3, 1, H, W]
+        self.calls += 1
+        pooled = F.avg_pool2d(video[:, :, 0], 8)  # [B, 3, h, w]
+        z = torch.einsum("bchw,zc->bzhw", pooled, self.mix) + self.shift.view(1, -1, 1, 1)
+        z = z + 0.01 * torch.tanh(z)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: z[:, :, None]))
+
+
+def flat(colour, size=64) -> torch.Tensor:
+    return (torch.tensor(colour, dtype=torch.float32) * 2 - 1).view(1, 3, 1, 1).expand(1, 3, size, size).clone()
+
+
+def test_fit_inverts_a_linear_encoder(tmp_path):
+    vae = LinearVAE()
+    projection = preview.fit_latent_rgb_projection(vae, cache_dir_path=tmp_path)
+    weight, bias = projection
+    assert weight.shape == (16, 3) and bias.shape == (3,)
+    for colour in [(0.8, 0.2, 0.5), (0.1, 0.9, 0.3), (0.95, 0.95, 0.1)]:  # not among the fitted images
+        z = preview._encode(vae, flat(colour))[0]  # normalised latents, as the pipeline holds them
+        rgb = preview.project_latents(z, projection).mean(dim=(1, 2))
+        target = torch.tensor(colour) * 2 - 1
+        assert (rgb - target).abs().max() < 0.02  # a zero projection (mid-grey) would be off by up to 0.9
+        assert (rgb - target).norm() < 0.05 * target.norm()
+
+
+def test_fit_is_cached_on_disk(tmp_path, monkeypatch):
+    vae = LinearVAE()
+    first = preview.fit_latent_rgb_projection(vae, cache_dir_path=tmp_path)
+    calls = vae.calls
+    files = list(tmp_path.glob("latent_rgb_*.json"))
+    assert len(files) == 1
+    second = preview.fit_latent_rgb_projection(vae, cache_dir_path=tmp_path)
+    assert vae.calls == calls  # loaded, not fitted again
+    torch.testing.assert_close(first[0], second[0])
+    torch.testing.assert_close(first[1], second[1])
+    # the environment variable selects the folder when no argument is given
+    monkeypatch.setenv("HUMO_CACHE_DIR", str(tmp_path / "env"))
+    preview.fit_latent_rgb_projection(vae)
+    assert len(list((tmp_path / "env").glob("latent_rgb_*.json"))) == 1
+    # other weights with the same config get their own entry
+    other = LinearVAE()
+    with torch.no_grad():
+        other.mix.add_(1.0)
+    preview.fit_latent_rgb_projection(other, cache_dir_path=tmp_path)
+    assert len(list(tmp_path.glob("latent_rgb_*.json"))) == 2
+
+
+def test_preview_image_from_latents():
+    vae = LinearVAE()
+    projection = preview.fit_latent_rgb_projection(vae, use_cache=False)
+    # latents [1, 16, F, h, w]: frame 1 red, others blue
+    red = preview._encode(vae, flat((1.0, 0.0, 0.0), size=32))
+    blue = preview._encode(vae, flat((0.0, 0.0, 1.0), size=32))
+    latents = torch.stack([blue[0], red[0], blue[0]], dim=1)[None]  # [1, 16, 3, 4, 4]
+    image = preview.latents_to_preview(latents, projection)  # middle frame
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)
+    r, g, b = image.getpixel((16, 16))
+    assert r > 240 and g < 15 and b < 15
+    r, g, b = preview.latents_to_preview(latents[0], projection, frame=0, scale=1).getpixel((2, 2))
+    assert b > 240 and r < 15
+    with pytest.raises(ValueError):
+        preview.latents_to_preview(torch.zeros(16, 4, 4), projection)
+
+
+def test_synthetic_images_are_deterministic_and_varied():
+    a, b = preview.synthetic_images(8, 32), preview.synthetic_images(8, 32)
+    torch.testing.assert_close(a, b)
+    assert a.shape == (8, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert a.std(dim=(2, 3)).sum() > 0  # not all flat
+    assert a.mean(dim=(2, 3)).std(dim=0).min() > 0.1  # colours differ between images
+
+
+def test_real_tiny_wan_vae(tmp_path):
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1).eval()
+    weight, bias = preview.fit_latent_rgb_projection(vae, num_samples=12, image_size=32, cache_dir_path=tmp_path)
+    assert weight.shape == (16, 3) and torch.isfinite(weight).all() and torch.isfinite(bias).all()
+    # in-sample, the least-squares fit beats the best constant prediction (the mean colour)
+    images = preview.synthetic_images(12, 32)
+    z = preview._encode(vae, images)
+    target = F.adaptive_avg_pool2d(images, z.shape[-2:])
+    fitted = torch.stack([preview.project_latents(zi, (weight, bias)) for zi in z])
+    constant = target.mean(dim=(0, 2, 3), keepdim=True)
+    assert (fitted - target).pow(2).mean() < (constant - target).pow(2).mean()
+    image = preview.latents_to_preview(torch.randn(1, 16, 3, 4, 6), (weight, bias))
+    assert image.size == (48, 32)
+    assert len(list(tmp_path.glob("latent_rgb_*.json"))) == 1
