@@ -130,12 +130,15 @@ def latent_frame_count(num_frames: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- Whisper
 def _band_slices(num_hidden_states: int) -> list[slice]:
-    """The 5 layer bands. Official (33 hidden states): 0-7, 8-15, 16-23, 24-31 averaged, then state 32 alone.
+    """The 5 layer bands. Official (33 or more hidden states, as in the precomputed-feature path): means of states
+    0-7, 8-15, 16-23, 24-31, then state 32 alone.
 
-    Generalisation for other encoders (tiny test models): the first H-1 states are cut into 4 near-equal
-    consecutive groups (group k = [floor(k·n/4), floor((k+1)·n/4)), at least one state each, so with fewer than
-    4 such states some groups repeat a state) and the last state is the fifth band.
+    Generalisation for shallower encoders (tiny test models, H < 33): the first H-1 states are cut into 4
+    near-equal consecutive groups (group k = [floor(k·n/4), floor((k+1)·n/4)), at least one state each, so with
+    fewer than 4 such states some groups repeat a state) and the last state is the fifth band.
     """
+    if num_hidden_states >= 33:
+        return [slice(0, 8), slice(8, 16), slice(16, 24), slice(24, 32), slice(32, 33)]
     n = num_hidden_states - 1
     if n < 1:
         raise ValueError(f"need at least 2 hidden states to form the 5 bands, got {num_hidden_states}")
@@ -169,7 +172,8 @@ def _to_25fps(bands: torch.Tensor) -> torch.Tensor:
 def group_whisper_layers(hidden_states: torch.Tensor) -> torch.Tensor:
     """Whisper hidden states [T50, H, C] (or [1, T50, H, C]) -> 25-fps band features [T25, 5, C] (float32).
 
-    H = 33 for Whisper-large-v3 (embeddings + 32 layers); see `_band_slices` for other depths.
+    H = 33 for Whisper-large-v3 (embeddings + 32 layers); more states use the first 33 like the official code;
+    see `_band_slices` for shallower encoders.
     """
     if hidden_states.ndim == 4:
         if hidden_states.shape[0] != 1:

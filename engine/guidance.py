@@ -309,6 +309,8 @@ def humo_17b_tia(
     late_text_offset: float = LATE_TEXT_OFFSET,
 ) -> GuidanceSchedule:
     """Official HuMo-17B TIA: text-dominant while t > switch_timestep, then text+image jointly with s_t − 2."""
+    if isinstance(switch_timestep, bool) or not math.isfinite(_number(switch_timestep, "switch timestep")):
+        raise _error(f"Switch timestep must be a whole number from 0 to 1000 (got {switch_timestep!r}).")
     early = _nested([(scale_a, T_I_A, T_I_0), (scale_t, T_I_0, N_I_0)], base=N_I_0)
     late = _nested([(scale_a, T_I_A, T_I_0), (scale_t - late_text_offset, T_I_0, N_0_0)], base=N_0_0)
     return GuidanceSchedule(

@@ -32,6 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from engine import audio as audio_lib
 from engine import guidance as guidance_lib
 from engine import media
+from engine import schedulers as _schedulers  # noqa: F401  (registers the HuMo schedulers for from_pretrained)
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
 

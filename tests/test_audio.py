@@ -181,6 +181,9 @@ def test_group_whisper_layers_official_33_states():
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-3)
     # a batch of one (the official precomputed-feature layout) gives the same
     torch.testing.assert_close(audio.group_whisper_layers(hidden[None]), out)
+    # more than 33 states (allowed by the precomputed path): the official fixed indices, state 32 as the last band
+    extra = torch.cat([hidden, torch.full((t50, 1, c), -5000.0)], dim=1)
+    torch.testing.assert_close(audio.group_whisper_layers(extra), out)
 
 
 def test_group_whisper_layers_nonlinear_time_matches_manual_interpolation():

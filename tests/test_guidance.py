@@ -254,6 +254,10 @@ def test_validate_allows_derived_negative_weights_but_checks_structure():
     with pytest.raises(InputError):
         g.GuidanceSchedule.from_dict({"phases": [{"weights": {"T·I·A": "x"}}]})
     with pytest.raises(InputError):
+        g.default_schedule("17b", "TIA", switch_timestep=math.nan)
+    with pytest.raises(InputError):
+        g.default_schedule("17b", "TIA", switch_timestep=2000).validate()
+    with pytest.raises(InputError):
         g.default_schedule("14b", "TIA")
     with pytest.raises(InputError):
         g.default_schedule("17b", "IA")
