@@ -11,7 +11,9 @@ from engine.errors import HuMoError, InputError
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model id (humo-17b, humo-1.7b, tiny) or a local folder; default: best present")
+    p.add_argument(
+        "--model", default=None, help="model id (humo-17b, humo-1.7b, tiny) or a local folder; default: best present"
+    )
     p.add_argument("--prompt", help="scene and action")
     p.add_argument("--image", action="append", default=[], help="reference image (repeat for several)")
     p.add_argument("--audio", help="audio or video file whose voice drives the lips")
@@ -116,7 +118,9 @@ def cmd_generate(args) -> int:
     if args.cases:
         cases = _load_cases(args.cases)
         for item, case in cases.items():
-            request = _request(pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path"))
+            request = _request(
+                pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path")
+            )
             _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4")
         return 0
     if not args.prompt:

@@ -77,7 +77,7 @@ class HuMoPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->audio_encoder->transformer->vae"
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "noise_pred"]
 
     def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler, audio_encoder, feature_extractor):
         super().__init__()
@@ -100,7 +100,7 @@ class HuMoPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ properties
     @property
     def variant(self) -> str:
-        """"17b" for the 36-channel concat conditioning, "1.7b" for the reference-slot overwrite."""
+        """ "17b" for the 36-channel concat conditioning, "1.7b" for the reference-slot overwrite."""
         return "17b" if self.transformer.config.in_channels == 36 else "1.7b"
 
     @property
@@ -437,7 +437,8 @@ class HuMoPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 step_times.append(time.perf_counter() - step_start)
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    available = {"latents": latents, "noise_pred": noise_pred}
+                    callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                     latents = callback_outputs.pop("latents", latents)
                 progress_bar.update()

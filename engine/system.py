@@ -36,5 +36,7 @@ def describe_devices() -> str:
     if not gpus:
         lines.append("GPU: none (CUDA not available): generation runs on the CPU, suited to the tiny/nano models")
     for gpu in gpus:
-        lines.append(f"GPU {gpu['index']}: {gpu['name']}, {gpu['free'] / 2**30:.1f} / {gpu['total'] / 2**30:.1f} GB free")
+        lines.append(
+            f"GPU {gpu['index']}: {gpu['name']}, {gpu['free'] / 2**30:.1f} / {gpu['total'] / 2**30:.1f} GB free"
+        )
     return "\n".join(lines)

@@ -133,7 +133,9 @@ def test_17b_conditioning_per_branch(pipe_17b, inputs, num_ref):
     for text in ("pos", "neg"):
         for image in ("ref", "null"):
             for aud in ("on", "off"):
-                c = pipe_17b.build_condition(latents, Branch(text, image, aud), audio_embeds=audio, num_ref=num_ref, **common)
+                c = pipe_17b.build_condition(
+                    latents, Branch(text, image, aud), audio_embeds=audio, num_ref=num_ref, **common
+                )
                 hs = c["hidden_states"]
                 assert hs.shape == (1, 36, f_total, H // 8, W // 8)
                 torch.testing.assert_close(hs[:, :16], latents)  # x slots keep the free-running noise
@@ -157,7 +159,9 @@ def test_zero_vae_latents_are_grey_video_encodings(pipe_17b):
     grey = torch.zeros(1, 3, 13, H, W)
     torch.testing.assert_close(z, pipe_17b._vae_encode(grey))
     # a shorter request is served from the cached longer one (the causal VAE makes prefixes identical)
-    torch.testing.assert_close(pipe_17b.zero_vae_latents(2, H, W), pipe_17b._vae_encode(grey[:, :, :5]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        pipe_17b.zero_vae_latents(2, H, W), pipe_17b._vae_encode(grey[:, :, :5]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_1_7b_conditioning_overwrites_reference_slot(pipe_1_7b, inputs):
@@ -178,7 +182,9 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
 
     def spy(hidden_states, timestep, encoder_hidden_states, audio_embeds, **kw):
         out = real_forward(hidden_states, timestep, encoder_hidden_states, audio_embeds, **kw)
-        recorded.setdefault("calls", []).append((hidden_states.clone(), encoder_hidden_states.clone(), audio_embeds.clone(), out[0].clone()))
+        recorded.setdefault("calls", []).append(
+            (hidden_states.clone(), encoder_hidden_states.clone(), audio_embeds.clone(), out[0].clone())
+        )
         return out
 
     monkeypatch.setattr(pipe_1_7b.transformer, "forward", spy)
@@ -189,7 +195,15 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
         return {}
 
     schedule = pipe_1_7b.default_guidance("TIA")
-    run(pipe_1_7b, image=inputs["image"], audio=inputs["audio"], num_inference_steps=1, batch_branches=False, guidance=schedule, callback_on_step_end=grab)
+    run(
+        pipe_1_7b,
+        image=inputs["image"],
+        audio=inputs["audio"],
+        num_inference_steps=1,
+        batch_branches=False,
+        guidance=schedule,
+        callback_on_step_end=grab,
+    )
     calls = recorded["calls"]
     assert len(calls) == 4  # 1.7B TIA: 4 passes per step
     t = int(pipe_1_7b.scheduler.timesteps[0])
@@ -202,7 +216,10 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
             "off" if (aud == 0).all() else "on",
         )
         outputs[branch] = out
-    v = {k: outputs[Branch(*k)] for k in [("pos", "ref", "on"), ("pos", "null", "on"), ("pos", "null", "off"), ("neg", "null", "off")]}
+    v = {
+        k: outputs[Branch(*k)]
+        for k in [("pos", "ref", "on"), ("pos", "null", "on"), ("pos", "null", "off"), ("neg", "null", "off")]
+    }
     s_i, s_a, s_t = 4.0, 7.5, 7.0
     hand = (
         s_i * (v[("pos", "ref", "on")] - v[("pos", "null", "on")])
