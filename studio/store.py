@@ -69,7 +69,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
     "stopped": frozenset(),
 }
-MODES = ("TIA", "TA", "TI")
+MODES = ("TIA", "TA", "TI", "T")  # T: text only (no image, no audio), an extension
 INPUT_KINDS = ("image", "audio", "video")
 INTERRUPTED_ERROR = "interrupted (studio restarted)"
 MAX_PAGE_SIZE = 200

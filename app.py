@@ -1,0 +1,39 @@
+"""HuMo Studio entry point (also the Hugging Face Space `app_file`).
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--data-dir data] [--model tiny] [--public]
+
+Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, no training tab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from studio.context import StudioOptions, env_flag
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    on_space = bool(os.environ.get("SPACE_ID"))
+    parser = argparse.ArgumentParser(description="HuMo Studio")
+    parser.add_argument("--host", default=os.environ.get("HUMO_HOST", "0.0.0.0" if on_space else "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("HUMO_PORT", "7860")))
+    parser.add_argument("--data-dir", default=os.environ.get("HUMO_DATA_DIR"))
+    parser.add_argument("--model", default=os.environ.get("HUMO_MODEL"), help="default: the best model present")
+    parser.add_argument("--device", default=os.environ.get("HUMO_DEVICE"))
+    parser.add_argument("--public", action="store_true", default=env_flag("HUMO_PUBLIC") or on_space)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    from studio.app import create_app
+
+    args = parse_args(argv)
+    options = StudioOptions(data_dir=args.data_dir, model=args.model, public=args.public, device=args.device)
+    demo, ctx = create_app(options)
+    print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
+    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(ctx.store.data_dir)], show_error=True)
+
+
+if __name__ == "__main__":
+    main()
