@@ -53,6 +53,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                         build_train_tab(ctx)
         load_fn, load_inputs, load_outputs = gallery["_load"]
         demo.load(load_fn, load_inputs, load_outputs, queue=False)
+        restore_fn, _, restore_outputs = generate["_restore"]
+        demo.load(restore_fn, None, restore_outputs, queue=False)
         panel_inputs, panel_outputs = generate["_panel"]
         from studio.tab_generate import guidance_panel
 

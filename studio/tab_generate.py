@@ -389,9 +389,11 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
     c["stop"].click(on_stop, [c["session"]], [c["status"]], queue=False)
     c["random_seed"].click(lambda: random.randint(0, 2**31 - 1), None, c["seed"], queue=False)
 
-    c["audio"].change(lambda a: audio_summary(a)[0], c["audio"], c["audio_info"], queue=False)
+    c["audio"].change(lambda a: audio_summary(a)[0], c["audio"], c["audio_info"], queue=False, show_progress="hidden")
     for comp in (c["image"], c["audio"], c["extra_images"]):
-        comp.change(mode_label, [c["image"], c["extra_images"], c["audio"]], c["mode"], queue=False)
+        comp.change(
+            mode_label, [c["image"], c["extra_images"], c["audio"]], c["mode"], queue=False, show_progress="hidden"
+        )
     panel_inputs = [
         c["model"],
         c["image"],
@@ -408,7 +410,13 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
         c["width"],
     ]
     for comp in panel_inputs:
-        comp.change(lambda *a: guidance_panel(ctx, *a), panel_inputs, [c["plot"], c["estimate"]], queue=False)
+        comp.change(
+            lambda *a: guidance_panel(ctx, *a),
+            panel_inputs,
+            [c["plot"], c["estimate"]],
+            queue=False,
+            show_progress="hidden",
+        )
     c["preset"].change(
         lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a),
         [c["preset"], c["model"], c["image"], c["extra_images"], c["audio"]],
@@ -416,7 +424,32 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
         queue=False,
     )
     c["_panel"] = (panel_inputs, [c["plot"], c["estimate"]])
+    remembered = [c[k] for k in REMEMBERED]
+    c["_restore"] = (lambda: restore_last_settings(ctx), [], remembered)
     return c
+
+
+REMEMBERED = [
+    "prompt",
+    "negative_prompt",
+    "resolution",
+    "height",
+    "width",
+    "frames",
+    "steps",
+    "seed",
+    "preset",
+    "scale_t",
+    "scale_i",
+    "scale_a",
+    "switch",
+]
+
+
+def restore_last_settings(ctx: StudioContext) -> list:
+    """Values of the last run (kept in the store, so they survive restarts and page reloads)."""
+    last = ctx.store.get_setting(LAST_SETTINGS_KEY, {}) or {}
+    return [gr.update(value=last[k]) if last.get(k) is not None else gr.update() for k in REMEMBERED]
 
 
 def preset_scales(ctx, preset, model_id, image, extra_images, audio):

@@ -1,0 +1,174 @@
+"""Studio callbacks and the job lifecycle without a browser (tiny model, real SQLite, real ffmpeg)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from engine.generate import GenerationRequest
+from studio import tab_gallery, tab_generate
+from studio.context import StudioContext, StudioOptions
+from studio.jobs import JobProgress, JobResult, run_job, stream_job
+from tests.test_pipeline import write_image, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def ctx(tmp_path):
+    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
+    yield context
+    context.store.close()
+
+
+def request(tmp_path, **kw) -> GenerationRequest:
+    base = dict(
+        prompt="a person talks",
+        images=[write_image(tmp_path / "face.png")],
+        audio=write_wav(tmp_path / "voice.wav", 0.4),
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        seed=7,
+    )
+    base.update(kw)
+    return GenerationRequest(**base)
+
+
+def test_audio_summary_and_mode(tmp_path):
+    text, frames = tab_generate.audio_summary(write_wav(tmp_path / "a.wav", 3.96))
+    assert frames == 97 and "3.96 s" in text and "97 frames" in text
+    bad = tmp_path / "bad.wav"
+    bad.write_text("nope")
+    text, frames = tab_generate.audio_summary(str(bad))
+    assert frames is None and text.startswith("⚠️")
+    assert "TIA" in tab_generate.mode_label("x.png", None, "a.wav")
+    assert "TA" in tab_generate.mode_label(None, [], "a.wav")
+    assert "TI" in tab_generate.mode_label(None, ["y.png"], None)
+
+
+def test_guidance_plot_and_estimate(ctx):
+    schedule = tab_generate.build_schedule("17b", "TIA", "official", 5.0, None, 5.5, 980)
+    frame = tab_generate.guidance_plot_data(schedule, 50)
+    text = frame[frame.modality == "text"].sort_values("step")["weight"].tolist()
+    assert len(text) == 50 and text[:5] == [5.0] * 5 and text[5:] == [3.0] * 45  # the time-adaptive switch
+    assert set(frame.modality) == {"text", "image", "audio"}
+    estimate = tab_generate.estimate_text(ctx, "humo-17b", schedule, 50, 97, 480, 832)
+    assert "3 transformer passes per step" in estimate and "150" in estimate
+    lipsync = tab_generate.build_schedule("17b", "TIA", "tighter lip-sync", None, None, None, None)
+    assert lipsync.effective_weights([500])["audio"][0] > schedule.effective_weights([500])["audio"][0]
+    with pytest.raises(InputError):
+        tab_generate.build_schedule("17b", "TIA", "official", float("nan"), None, 5.5, 980)
+
+
+def test_error_goes_next_to_the_input():
+    updates = tab_generate.error_updates("audio", "The audio is silent.")
+    assert updates["audio"].endswith("The audio is silent.") and updates["prompt"] == "" and updates["image"] == ""
+    assert tab_generate.error_updates("width", "bad")["height"]
+
+
+def test_job_done_row_files_and_settings(ctx, tmp_path):
+    events = []
+    result = run_job(ctx, request(tmp_path), "tiny", on_progress=events.append)
+    assert result.status == "done"
+    row = ctx.store.get(result.generation_id)
+    assert row.status == "done" and row.seed == 7 and row.mode == "TIA"
+    assert ctx.store.abs_path(row.video_path).exists() and ctx.store.abs_path(row.thumbnail_path).exists()
+    assert not Path(row.video_path).is_absolute()
+    # inputs were copied into the data folder, so the entry can be re-run after the uploads are gone
+    assert len(row.input_paths) == 2 and all(ctx.store.abs_path(p).exists() for p in row.input_paths)
+    assert [e.step for e in events] == [1, 2] and events[-1].total == 2
+    assert events[-1].preview is not None  # the last step always gets a preview
+    values = tab_gallery.settings_for_reuse(ctx, row.id)
+    assert values["prompt"] == "a person talks" and values["seed"] == 7 and values["steps"] == 2
+    assert values["image"].endswith(".png") and values["audio"].endswith(".wav")
+
+
+def test_job_stop_marks_stopped_and_leaves_no_video(ctx, tmp_path):
+    stop = threading.Event()
+
+    def on_progress(event: JobProgress):
+        if event.step == 1:
+            stop.set()
+
+    result = run_job(ctx, request(tmp_path, num_inference_steps=5), "tiny", stop_event=stop, on_progress=on_progress)
+    assert result.status == "stopped"
+    row = ctx.store.get(result.generation_id)
+    assert row.status == "stopped" and row.video_path is None
+    assert not list((ctx.store.data_dir / "videos").glob("*.mp4"))
+    assert not list((ctx.store.data_dir / "videos").glob("*tmp*"))
+
+
+def test_job_bad_audio_fails_with_field(ctx, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is text")
+    result = run_job(ctx, request(tmp_path, audio=str(bad)), "tiny")
+    assert result.status == "failed" and result.field == "audio"
+    assert ctx.store.get(result.generation_id).status == "failed"
+    assert "audio" in ctx.store.get(result.generation_id).error.lower()
+
+
+def test_validation_before_any_row(ctx, tmp_path):
+    with pytest.raises(InputError) as err:
+        run_job(ctx, request(tmp_path, height=30), "tiny")
+    assert err.value.field == "height"
+    assert ctx.store.list_generations()[1] == 0
+
+
+def test_public_mode_caps(tmp_path):
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny", public=True))
+    with pytest.raises(InputError) as err:
+        run_job(ctx, request(tmp_path, num_inference_steps=80), "tiny")
+    assert err.value.field == "steps"
+
+
+def test_stream_job_yields_progress_then_result(ctx, tmp_path):
+    events = list(stream_job(ctx, request(tmp_path, num_inference_steps=3), "tiny"))
+    assert isinstance(events[-1], JobResult) and events[-1].status == "done"
+    assert [e.step for e in events[:-1]] == [1, 2, 3]
+
+
+def test_gallery_paging_search_delete(ctx, tmp_path):
+    ids = [
+        run_job(ctx, request(tmp_path, prompt=f"clip number {i}", num_inference_steps=1), "tiny").generation_id
+        for i in range(3)
+    ]
+    items, row_ids, label, pages = tab_gallery.gallery_page(ctx, 1)
+    assert row_ids == ids[::-1] and "3 generations" in label and pages == 1
+    items, row_ids, _, _ = tab_gallery.gallery_page(ctx, 1, "number 1")
+    assert row_ids == [ids[1]]
+    video, settings, summary = tab_gallery.detail(ctx, ids[0])
+    assert video.endswith(".mp4") and '"seed": 7' in settings
+    video_file = Path(video)
+    assert "Deleted" in tab_gallery.delete_generation(ctx, ids[0])
+    assert not video_file.exists()
+    assert tab_gallery.gallery_page(ctx, 1)[1] == ids[:0:-1]
+
+
+def test_crash_recovery_on_start(tmp_path):
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny"))
+    row = ctx.store.create_generation(prompt="x", mode="T", model_id="tiny")
+    ctx.store.mark_running(row.id)
+    ctx.store.close()
+    ctx2 = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny"))
+    assert ctx2.store.get(row.id).status == "failed"
+
+
+def test_app_builds_with_demo_banner(ctx):
+    from studio.app import DEMO_BANNER, build_app
+
+    demo = build_app(ctx)
+    config = demo.get_config_file()
+    texts = [c.get("props", {}).get("value") for c in config["components"]]
+    assert DEMO_BANNER in texts
+    assert any(d.get("api_name") == "generate" for d in config["dependencies"])
+
+
+def test_spaces_duration():
+    from studio.spaces import MAX_GPU_SECONDS, gpu_duration
+
+    assert gpu_duration(50, 97, 3) > gpu_duration(10, 97, 3)
+    assert gpu_duration(500, 500, 4) == MAX_GPU_SECONDS
