@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+
 import gradio as gr
 import pandas as pd
 
@@ -476,5 +477,4 @@ __all__ = [
     "estimate_text",
     "make_request",
     "error_updates",
-    "asdict",
 ]
