@@ -224,39 +224,9 @@ class HuMoPipeline(DiffusionPipeline):
         del images, audio
 
     # ------------------------------------------------------------------ conditioning
-    def build_condition(
-        self,
-        latents: torch.Tensor,
-        branch: Branch,
-        *,
-        prompt_embeds: torch.Tensor,
-        negative_prompt_embeds: torch.Tensor,
-        ref_latents: torch.Tensor | None,
-        zero_latents: torch.Tensor | None,
-        audio_embeds: torch.Tensor,
-        num_ref: int,
-    ) -> dict[str, torch.Tensor]:
-        """The transformer inputs of one guidance branch (§4.6) for the current latents [1, 16, F_total, h, w]."""
-        dtype = self.transformer.dtype
-        f_total = latents.shape[2]
-        f_vid = f_total - num_ref
-        use_ref = branch.image == "ref" and ref_latents is not None
-        if self.variant == "17b":
-            mask = torch.zeros_like(latents[:, :4])
-            mask[:, :, f_vid:] = 1.0
-            zero = zero_latents.to(latents.device, latents.dtype)
-            cond = torch.cat([zero[:, :, :f_vid], ref_latents.to(latents)], dim=2) if use_ref else zero[:, :, :f_total]
-            hidden_states = torch.cat([latents, mask, cond], dim=1)
-        else:
-            slot = ref_latents.to(latents) if use_ref else torch.zeros_like(latents[:, :, f_vid:])
-            hidden_states = torch.cat([latents[:, :, :f_vid], slot], dim=2)
-        text = prompt_embeds if branch.text == "pos" else negative_prompt_embeds
-        audio = audio_embeds if branch.audio == "on" else torch.zeros_like(audio_embeds)
-        return {
-            "hidden_states": hidden_states.to(dtype),
-            "encoder_hidden_states": text.to(dtype),
-            "audio_embeds": audio.to(dtype),
-        }
+    def build_condition(self, latents: torch.Tensor, branch: Branch, **kwargs) -> dict[str, torch.Tensor]:
+        """The transformer inputs of one guidance branch (§4.6); see `build_condition`."""
+        return build_condition(self.variant, latents, branch, dtype=self.transformer.dtype, **kwargs)
 
     def prepare_latents(
         self, shape: tuple[int, ...], generator, device, latents: torch.Tensor | None = None
@@ -489,6 +459,53 @@ class HuMoPipeline(DiffusionPipeline):
         return torch.cat([audio_embeds, ref])[None]
 
 
+def build_condition(
+    variant: str,
+    latents: torch.Tensor,
+    branch: Branch,
+    *,
+    prompt_embeds: torch.Tensor,
+    negative_prompt_embeds: torch.Tensor,
+    ref_latents: torch.Tensor | None,
+    zero_latents: torch.Tensor | None,
+    audio_embeds: torch.Tensor,
+    num_ref: int,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Transformer inputs of one guidance branch for latents [B, 16, F_total, h, w] (§2.3, §2.4, §4.6).
+
+    Shared by the pipeline and the trainer, so training sees exactly the conditioning inference uses.
+    17b: [x ; mask (1 on the reference slots) ; zero-VAE latents with the reference latents in the slots when the
+    branch has the image]. 1.7b: the reference slots of x overwritten by the reference latents or zeros.
+    """
+    f_total = latents.shape[2]
+    f_vid = f_total - num_ref
+    use_ref = branch.image == "ref" and ref_latents is not None
+    if variant == "17b":
+        mask = torch.zeros_like(latents[:, :4])
+        mask[:, :, f_vid:] = 1.0
+        zero = zero_latents.to(latents.device, latents.dtype).expand(latents.shape[0], -1, -1, -1, -1)
+        if use_ref:
+            cond = torch.cat([zero[:, :, :f_vid], ref_latents.to(latents).expand_as(latents[:, :, f_vid:])], dim=2)
+        else:
+            cond = zero[:, :, :f_total]
+        hidden_states = torch.cat([latents, mask, cond], dim=1)
+    else:
+        slot = (
+            ref_latents.to(latents).expand_as(latents[:, :, f_vid:])
+            if use_ref
+            else torch.zeros_like(latents[:, :, f_vid:])
+        )
+        hidden_states = torch.cat([latents[:, :, :f_vid], slot], dim=2)
+    text = prompt_embeds if branch.text == "pos" else negative_prompt_embeds
+    audio = audio_embeds if branch.audio == "on" else torch.zeros_like(audio_embeds)
+    return {
+        "hidden_states": hidden_states.to(dtype),
+        "encoder_hidden_states": text.to(dtype),
+        "audio_embeds": audio.to(dtype),
+    }
+
+
 def latent_frames(num_frames: int) -> int:
     """Latent frames of a 4n+1-frame video."""
     return (num_frames - 1) // 4 + 1
@@ -501,4 +518,5 @@ __all__ = [
     "WAN_NEGATIVE_PROMPT",
     "mode_from_inputs",
     "latent_frames",
+    "build_condition",
 ]

@@ -1,4 +1,5 @@
-"""`python -m training <verb>`: synth (synthetic dataset), prepare (raw videos -> training clips)."""
+"""`python -m training <verb>`: synth (synthetic dataset), prepare (raw videos -> training clips),
+cache (encode clips), fit (stage 1 / 2 training), export (official key names)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 from engine.errors import HuMoError
 from training.cli_data import add_prepare_raw_args, add_synth_parser, run_prepare_raw
+from training.cli_fit import add_cache_parser, add_export_parser, add_fit_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = subparsers.add_parser("prepare", help="cut, filter and annotate raw videos into training clips")
     add_prepare_raw_args(prepare)
     prepare.set_defaults(func=run_prepare_raw)
+    add_cache_parser(subparsers)
+    add_fit_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
