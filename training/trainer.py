@@ -314,7 +314,8 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
     end = config.steps if max_steps is None else min(config.steps, step + max_steps)
     started = time.perf_counter()
     transformer.train()
-    while step < end:
+    stop = _stop_on_sigterm()
+    while step < end and not stop.is_set():
         indices = torch.randint(len(clips), (config.batch_size,), generator=gen).tolist()
         batch = make_batch(clips, negative, indices, step, config, gen, variant)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -337,6 +338,11 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
         last_logs = logs
         if accelerator.is_main_process and step % config.log_every == 0:
             _log(writer, metrics_path, logs)
+        if accelerator.is_main_process and (step % 10 == 0 or step == end):
+            extra = f" mask {logs['mask_loss']:.4f}" if "mask_loss" in logs else ""
+            print(
+                f"step {step}/{config.steps} loss {logs['loss']:.4f}{extra} p_audio {logs['p_audio']:.2f}", flush=True
+            )
         if accelerator.is_main_process and config.checkpoint_every and step % config.checkpoint_every == 0:
             save_checkpoint(
                 run_dir / "checkpoints" / f"step-{step}",
@@ -350,7 +356,7 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
             )
         if accelerator.is_main_process and config.validate_every and step % config.validate_every == 0:
             validate(config, accelerator.unwrap_model(transformer), step)
-    summary = {"step": step, "last": last_logs, "run_dir": str(run_dir)}
+    summary = {"step": step, "last": last_logs, "run_dir": str(run_dir), "stopped": stop.is_set()}
     if accelerator.is_main_process:
         if config.checkpoint_every:
             save_checkpoint(
@@ -368,6 +374,17 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
         if writer is not None:
             writer.close()
     return summary
+
+
+def _stop_on_sigterm():
+    """SIGTERM (the studio's Stop) ends the loop after the current step; the final checkpoint is still written."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def _unwrap(model):

@@ -1,0 +1,248 @@
+"""Train tab: build a dataset, launch stage 1 / stage 2 fine-tunes as separate processes, follow and stop them.
+
+Runs live in `<data>/runs/<name>/` (config, train.log, metrics.jsonl, checkpoints/, final/). A finished run's
+`final/` folder appears in the Generate tab's model picker as `checkpoint:<path>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import yaml
+
+from engine.errors import InputError
+from studio.context import StudioContext
+
+PROCESSES: dict[str, subprocess.Popen] = {}  # run name -> the training process this studio started
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def runs_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "runs"
+
+
+def list_checkpoints(data_dir: str | Path) -> list[tuple[str, str]]:
+    """(label, path) of every finished run (a `final/` diffusers folder)."""
+    found = []
+    for final in sorted(runs_dir(Path(data_dir)).glob("*/final")):
+        if (final / "config.json").exists():
+            found.append((final.parent.name, str(final)))
+    return found
+
+
+def list_runs(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in runs_dir(data_dir).glob("*") if (p / "run.yaml").exists())
+
+
+def resolve_cache(dataset: str) -> Path:
+    """A cache folder (index.json), or a prepared clips folder whose `cache/` sibling exists."""
+    path = Path(dataset or "").expanduser()
+    if (path / "index.json").exists():
+        return path
+    if (path / "cache" / "index.json").exists():
+        return path / "cache"
+    raise InputError(
+        f"{dataset!r} is not a training cache. Build one below from videos, or run `python -m training prepare` "
+        "then `python -m training cache`.",
+        field="dataset",
+    )
+
+
+def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frames: int, size: int) -> str:
+    """Uploaded videos -> clips (cut, faces, audio, references) -> an encoded cache. Returns the cache path."""
+    from engine.registry import load_pipeline
+    from training.cache import build_cache
+    from training.raw import build_clips
+
+    name = _safe_name(name)
+    if not videos:
+        raise InputError("Upload at least one video (with a face and speech).", field="videos")
+    root = Path(ctx.store.data_dir) / "train" / name
+    src = root / "source"
+    src.mkdir(parents=True, exist_ok=True)
+    for video in videos:
+        path = Path(getattr(video, "name", video))
+        target = src / path.name
+        if not target.exists():
+            target.write_bytes(path.read_bytes())
+    report = build_clips(src, root / "clips", frames=int(frames), size=(int(size), int(size)), progress=False)
+    if not report.clips:
+        raise InputError(
+            f"No usable clip: {dict(report.skipped)}. Use videos with a visible face and speech.", field="videos"
+        )
+    build_cache(load_pipeline(model or "tiny"), root / "clips", root / "cache", progress=False)
+    return str(root / "cache")
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip("-.")
+    if not name:
+        raise InputError("Give the run a name (letters, digits, - and _).", field="name")
+    return name[:80]
+
+
+def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: str, steps: int, learning_rate: float,
+           lora_rank: int, resume: bool = False) -> str:  # fmt: skip
+    """Start `python -m training fit` for a run in its own process; logs go to runs/<name>/train.log."""
+    name = _safe_name(name)
+    if name in PROCESSES and PROCESSES[name].poll() is None:
+        return f"Run {name} is already training."
+    run_dir = runs_dir(ctx.store.data_dir) / name
+    config_path = run_dir / "run.yaml"
+    if resume:
+        if not config_path.exists():
+            raise InputError(f"No run called {name} to resume.", field="name")
+    else:
+        cache = resolve_cache(dataset)
+        if int(steps) < 1 or float(learning_rate) <= 0 or not float(learning_rate) < 1:
+            raise InputError("Steps must be ≥ 1 and the learning rate between 0 and 1.", field="steps")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "cache_dir": str(cache),
+            "run_dir": str(run_dir),
+            "base_model": base_model,
+            "stage": int(stage),
+            "steps": int(steps),
+            "learning_rate": float(learning_rate),
+            "lora_rank": int(lora_rank),
+            "batch_size": 1,
+            "checkpoint_every": max(1, int(steps) // 10),
+            "data_dir": str(ctx.store.data_dir),
+        }
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [sys.executable, "-m", "training", "fit", "--config", str(config_path)] + (["--resume"] if resume else [])
+    log = open(run_dir / "train.log", "a")  # noqa: SIM115  (the child owns it for its lifetime)
+    PROCESSES[name] = subprocess.Popen(
+        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    return f"🚀 Training {name} (stage {stage}) started: pid {PROCESSES[name].pid}"
+
+
+def stop(name: str) -> str:
+    process = PROCESSES.get(name)
+    if process is None or process.poll() is not None:
+        return f"{name} is not running."
+    process.send_signal(signal.SIGTERM)  # the trainer finishes its step and writes a checkpoint
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    return f"⏹️ {name} stopped; resume continues from its last checkpoint."
+
+
+def run_status(ctx: StudioContext, name: str) -> tuple[str, str, pd.DataFrame]:
+    """(status markdown, log tail, loss frame) of a run."""
+    if not name:
+        return "No run selected.", "", pd.DataFrame(columns=["step", "loss", "series"])
+    run_dir = runs_dir(ctx.store.data_dir) / name
+    log_path = run_dir / "train.log"
+    log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+    rows = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    config = yaml.safe_load((run_dir / "run.yaml").read_text()) if (run_dir / "run.yaml").exists() else {}
+    total = int(config.get("steps", 0))
+    process = PROCESSES.get(name)
+    running = process is not None and process.poll() is None
+    state = "running" if running else ("finished" if (run_dir / "final").exists() else "stopped")
+    text = f"**{name}**: {state}"
+    if rows:
+        last = rows[-1]
+        text += f" · step {last['step']}/{total} · loss {last['loss']:.4f}"
+        if running and last.get("time_s") and last["step"]:
+            per_step = last["time_s"] / max(1, last["step"] - rows[0]["step"] + 1)
+            text += f" · about {per_step * (total - last['step']):.0f} s left"
+    frame = pd.DataFrame(
+        [{"step": r["step"], "loss": r["loss"], "series": "loss"} for r in rows]
+        + [{"step": r["step"], "loss": r["mask_loss"], "series": "mask loss"} for r in rows if "mask_loss" in r],
+        columns=["step", "loss", "series"],
+    ).astype({"step": "int64", "loss": "float64", "series": "str"})
+    return text, log, frame
+
+
+def build_train_tab(ctx: StudioContext) -> dict:
+    c: dict = {}
+    gr.Markdown("Fine-tune HuMo in two stages (text + image, then + audio). Each run trains in its own process.")
+    with gr.Row():
+        with gr.Column():
+            c["name"] = gr.Textbox(label="Run name", value="my-run", elem_id="train-name")
+            c["dataset"] = gr.Textbox(
+                label="Dataset (a cache folder, or a prepared folder with cache/)", elem_id="train-dataset"
+            )
+            with gr.Accordion("…or build one from videos", open=False):
+                c["videos"] = gr.File(label="Videos", file_count="multiple", file_types=["video"])
+                with gr.Row():
+                    c["frames"] = gr.Number(label="Frames per clip (4n+1)", value=33, precision=0)
+                    c["size"] = gr.Number(label="Size (px, square)", value=64, precision=0)
+                c["build"] = gr.Button("Build dataset")
+            with gr.Row():
+                c["stage"] = gr.Radio([1, 2], value=1, label="Stage")
+                c["base"] = gr.Dropdown(
+                    _bases(ctx), value="tiny", label="Base model or stage-1 checkpoint", allow_custom_value=True
+                )
+            with gr.Row():
+                c["steps"] = gr.Number(label="Steps", value=200, precision=0, elem_id="train-steps")
+                c["lr"] = gr.Number(label="Learning rate", value=1e-4)
+                c["lora"] = gr.Number(
+                    label="LoRA rank (0 = full fine-tune of the stage's parameters)", value=0, precision=0
+                )
+            with gr.Row():
+                c["launch"] = gr.Button("Launch", variant="primary", elem_id="train-launch")
+                c["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                c["resume"] = gr.Button("Resume", elem_id="train-resume")
+            c["message"] = gr.Markdown(elem_id="train-message")
+        with gr.Column():
+            c["status"] = gr.Markdown(elem_id="train-status")
+            c["plot"] = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=220)
+            c["log"] = gr.Textbox(label="Log", lines=12, max_lines=12, elem_id="train-log", autoscroll=True)
+    c["timer"] = gr.Timer(1.0)
+
+    def safe(fn):
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except InputError as exc:
+                return f"⚠️ {exc}"
+
+        return wrapper
+
+    c["build"].click(
+        safe(lambda n, v, f, s: f"✅ Dataset ready: `{build_dataset(ctx, n, v, 'tiny', f, s)}`"),
+        [c["name"], c["videos"], c["frames"], c["size"]],
+        c["message"],
+    )
+    c["launch"].click(
+        safe(lambda *a: launch(ctx, *a)),
+        [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]],
+        c["message"],
+        queue=False,
+    )
+    c["resume"].click(
+        safe(lambda n, d, s, b, st, lr, lo: launch(ctx, n, d, s, b, st, lr, lo, resume=True)),
+        [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]],
+        c["message"],
+        queue=False,
+    )
+    c["stop"].click(lambda n: stop(_safe_name(n)), c["name"], c["message"])
+    c["timer"].tick(
+        lambda n: run_status(ctx, n), c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden"
+    )
+    return c
+
+
+def _bases(ctx: StudioContext) -> list[str]:
+    from engine.registry import list_models
+
+    return [m["id"] for m in list_models() if m["present"]] + [path for _, path in list_checkpoints(ctx.store.data_dir)]
+
+
+__all__ = ["build_train_tab", "list_checkpoints", "launch", "stop", "run_status", "build_dataset"]
