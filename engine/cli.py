@@ -36,6 +36,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output mp4 (default outputs/<name>_seed<seed>.mp4)")
     p.add_argument("--cases", default=None, help="official test-case JSON: {item: {img_paths, audio_path, prompt}}")
     p.add_argument("--out-dir", default="outputs", help="folder for --cases outputs")
+    p.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) under torchrun; CPU uses gloo")
+    p.add_argument("--parallel", default="auto", choices=["auto", "ulysses", "cfg"], help="how --gpus N splits work")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,13 +98,17 @@ def clean_case_prompt(prompt: str) -> str:
     return prompt.strip('"').strip()
 
 
-def _run_one(pipe, request, out: Path) -> Path:
+def _run_one(pipe, request, out: Path) -> Path | None:
     import random
 
+    from engine.distributed import is_main_process
     from engine.generate import generate_to_file
 
     if request.seed is None:  # fix the seed first so the file name carries the seed actually used
-        request.seed = random.randint(0, 2**31 - 1)
+        request.seed = _shared_seed(random.randint(0, 2**31 - 1))
+    if not is_main_process():  # other ranks take part in the computation; only rank 0 writes files
+        pipe(**request.pipeline_kwargs(), output_type="latent")
+        return None
     out = Path(str(out).replace("{seed}", str(request.seed)))
     path, record = generate_to_file(pipe, request, out)
     banner = " (untrained demo model: output is noise)" if record.get("untrained_demo_model") else ""
@@ -110,11 +116,39 @@ def _run_one(pipe, request, out: Path) -> Path:
     return path
 
 
-def cmd_generate(args) -> int:
+def _shared_seed(seed: int) -> int:
+    """Under torchrun every rank must use rank 0's random seed (identical noise is what keeps ranks in step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return seed
+    value = torch.tensor([seed], dtype=torch.int64)
+    dist.broadcast(value, src=0)
+    return int(value.item())
+
+
+def cmd_generate(args, argv: list[str] | None = None) -> int:
+    import os
+
     from engine.registry import best_available_model, load_pipeline
 
+    if args.gpus > 1 and not os.environ.get("HUMO_DISTRIBUTED_CHILD"):
+        from engine.distributed import launch_generate
+
+        return launch_generate(args.gpus, argv or [])
+    distributed = bool(os.environ.get("HUMO_DISTRIBUTED_CHILD")) or "WORLD_SIZE" in os.environ
+    device = args.device
+    if distributed and device is None:
+        from engine.distributed import device_for_rank
+
+        device = device_for_rank()
     model_id = args.model or best_available_model()
-    pipe = load_pipeline(model_id, device=args.device, scheduler=args.scheduler)
+    pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler)
+    if distributed:
+        from engine.distributed import setup_parallel
+
+        setup_parallel(pipe, args.parallel)
     if args.cases:
         cases = _load_cases(args.cases)
         for item, case in cases.items():
@@ -122,13 +156,23 @@ def cmd_generate(args) -> int:
                 pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path")
             )
             _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4")
+        _finish_distributed()
         return 0
     if not args.prompt:
         raise InputError("generate needs --prompt (or --cases FILE.json).", field="prompt")
     request = _request(pipe, args, args.prompt, args.image, args.audio)
     out = Path(args.out) if args.out else Path(args.out_dir) / "humo_seed{seed}.mp4"
     _run_one(pipe, request, out)
+    _finish_distributed()
     return 0
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _load_cases(path: str) -> dict:
@@ -178,8 +222,11 @@ COMMANDS = {"generate": cmd_generate, "download": cmd_download, "convert": cmd_c
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "generate":
+            return cmd_generate(args, argv)
         return COMMANDS[args.command](args)
     except HuMoError as exc:
         print(f"error: {exc}", file=sys.stderr)

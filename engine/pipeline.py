@@ -96,6 +96,8 @@ class HuMoPipeline(DiffusionPipeline):
         self._interrupt = False
         self._preview_projection = None
         self.model_id = "custom"
+        # How the guidance branches of one step are evaluated; engine.distributed swaps in a CFG-parallel one.
+        self.branch_evaluator = guidance_lib.evaluate_branches
 
     # ------------------------------------------------------------------ properties
     @property
@@ -256,7 +258,7 @@ class HuMoPipeline(DiffusionPipeline):
                 return_dict=False,
             )[0]
 
-        outputs = guidance_lib.evaluate_branches(model_fn, inputs, batched=batched)
+        outputs = self.branch_evaluator(model_fn, inputs, batched=batched)
         return schedule.combine(timestep_value, dict(zip(branches, outputs))).float()
 
     def _auto_batch(self, num_tokens: int, passes: int, device: torch.device) -> bool:

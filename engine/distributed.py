@@ -1,0 +1,94 @@
+"""Multi-process generation under torchrun: sequence parallelism (Ulysses) and CFG-parallel guidance branches.
+
+    python -m engine generate --gpus 2 --parallel ulysses ...   # relaunches itself under torchrun
+
+- "ulysses": every rank runs the whole pipeline; inside the transformer the video tokens are split across ranks
+  (diffusers context parallelism with the model's `_cp_plan`), so each rank holds 1/N of the activations. The
+  output is gathered, every rank steps the scheduler identically (same seed, same noise).
+- "cfg": HuMo runs 3-4 guidance branches per step; branch i is evaluated by rank i mod N and broadcast to the
+  others, so N ranks cut the transformer time of a step by up to min(N, passes). Every rank holds the full model.
+- "auto": Ulysses when the head count allows it and the video is long, else CFG-parallel.
+
+Only rank 0 writes files. On CPU the same code runs over gloo (that is how the tests check it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+
+from engine import guidance as guidance_lib
+from engine.parallel import enable_context_parallel, init_distributed, is_main_process, world_size
+
+MODES = ("ulysses", "cfg", "auto")
+
+
+def cfg_parallel_evaluator(out_channels: int):
+    """A drop-in for `engine.guidance.evaluate_branches` that spreads the branches over the ranks."""
+
+    def evaluate(model_fn, branches, batched: bool) -> list[torch.Tensor]:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        mine = [i for i in range(len(branches)) if i % world == rank]
+        local = guidance_lib.evaluate_branches(model_fn, [branches[i] for i in mine], batched) if mine else []
+        outputs = []
+        for index, inputs in enumerate(branches):
+            owner = index % world
+            hidden = inputs["hidden_states"]
+            if owner == rank:
+                out = local[mine.index(index)].contiguous()
+            else:
+                out = hidden.new_empty(hidden.shape[0], out_channels, *hidden.shape[2:])
+            dist.broadcast(out, src=owner)
+            outputs.append(out)
+        return outputs
+
+    return evaluate
+
+
+def setup_parallel(pipe, mode: str = "auto") -> str:
+    """Initialise the process group (if torchrun started us) and make `pipe` parallel. Returns the mode used."""
+    if mode not in MODES:
+        raise ValueError(f"parallel mode must be one of {MODES}, got {mode!r}")
+    _, world = init_distributed()
+    if world == 1:
+        return "none"
+    heads = pipe.transformer.config.num_attention_heads
+    if mode == "auto":
+        mode = "ulysses" if heads % world == 0 else "cfg"
+    if mode == "ulysses":
+        enable_context_parallel(pipe.transformer, ulysses_degree=world)
+    else:
+        pipe.branch_evaluator = cfg_parallel_evaluator(pipe.transformer.config.out_channels)
+    pipe.set_progress_bar_config(disable=not is_main_process())
+    return mode
+
+
+def device_for_rank() -> torch.device:
+    """cuda:LOCAL_RANK under torchrun on GPUs, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def launch_generate(num_processes: int, argv: list[str]) -> int:
+    """Re-run `python -m engine <argv>` under torchrun with N processes (one per GPU); returns its exit code."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
+               "-m", "engine", *argv]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "HUMO_DISTRIBUTED_CHILD": "1", "PYTHONPATH": path}
+    return subprocess.call(command, env=env)
+
+
+__all__ = [
+    "setup_parallel",
+    "cfg_parallel_evaluator",
+    "launch_generate",
+    "device_for_rank",
+    "is_main_process",
+    "world_size",
+]
