@@ -353,3 +353,16 @@ def test_huge_image_is_refused_before_decoding(pipe_1_7b, tmp_path):
         run(pipe_1_7b, image=str(huge), num_frames=5)
     assert err.value.field == "image"
     assert "megapixel" in str(err.value).lower() or "mp" in str(err.value).lower()
+
+
+def test_euler_scheduler_runs_and_differs_from_unipc():
+    from engine.registry import load_pipeline
+
+    unipc = load_pipeline("tiny")(
+        prompt="x", num_frames=5, height=H, width=W, num_inference_steps=3, seed=1, output_type="latent"
+    )
+    euler_pipe = load_pipeline("tiny", scheduler="euler")
+    assert type(euler_pipe.scheduler).__name__ == "HuMoFlowMatchEulerScheduler"
+    euler = euler_pipe(prompt="x", num_frames=5, height=H, width=W, num_inference_steps=3, seed=1, output_type="latent")
+    assert torch.isfinite(euler.frames[0]).all()
+    assert not torch.allclose(unipc.frames[0], euler.frames[0])

@@ -129,3 +129,28 @@ def test_tokenizer_behaves_like_umt5():
 
     neg = tokenizer(WAN_NEGATIVE_PROMPT).input_ids
     assert sum(i == tokenizer.unk_token_id for i in neg) < len(neg) / 4
+
+
+def test_convert_command_writes_diffusers_format(tmp_path):
+    from engine.cli import main
+
+    torch.manual_seed(1)
+    model = HuMoTransformer3DModel(**SMALL_OFFICIAL)
+    torch.save(model.to_official_state_dict(), tmp_path / "ema.pth")
+    assert (
+        main(
+            [
+                "convert",
+                "--from-official",
+                str(tmp_path / "ema.pth"),
+                "--out",
+                str(tmp_path / "conv"),
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
+    loaded = HuMoTransformer3DModel.from_pretrained(tmp_path / "conv")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)

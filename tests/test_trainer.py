@@ -195,3 +195,23 @@ def test_trainable_sets(cache):
     assert s1 < s2 and all(SELF_ATTN in n or any(a in n for a in AUDIO) for n in s2)
     everything = names(setup_trainable(model, config(cache, "x", train_all=True)))
     assert everything == {n for n, _ in model.named_parameters()}
+
+
+def test_validation_videos_land_in_the_gallery(cache, tmp_path):
+    from studio.store import Store
+
+    fit(
+        config(
+            cache,
+            tmp_path / "val",
+            stage=2,
+            steps=2,
+            validate_every=2,
+            validation_steps=1,
+            data_dir=str(tmp_path / "data"),
+        )
+    )
+    with Store.open(tmp_path / "data") as store:
+        rows, total = store.list_generations()
+        assert total == 1 and rows[0].status == "done" and "[validation val step 2]" in rows[0].prompt
+        assert store.abs_path(rows[0].video_path).exists()

@@ -17,11 +17,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_parser(subparsers)
     prepare = subparsers.add_parser("prepare", help="cut, filter and annotate raw videos into training clips")
     add_prepare_raw_args(prepare)
-    prepare.set_defaults(func=run_prepare_raw)
+    prepare.add_argument(
+        "--encode-with",
+        default=None,
+        metavar="MODEL",
+        help="also encode the clips into OUT/cache with this model's encoders (tiny, humo-1.7b, ...)",
+    )
+    prepare.set_defaults(func=run_prepare)
     add_cache_parser(subparsers)
     add_fit_parser(subparsers)
     add_export_parser(subparsers)
     return parser
+
+
+def run_prepare(args) -> int:
+    """Clips, then (with --encode-with) the encoded cache next to them: the whole dataset build in one command."""
+    code = run_prepare_raw(args)
+    if code or not args.encode_with:
+        return code
+    from engine.registry import load_pipeline
+    from training.cache import build_cache
+
+    index = build_cache(load_pipeline(args.encode_with), args.out, f"{args.out}/cache")
+    print(f"cached {len(index['clips'])} clips, {len(index['failed'])} refused -> {args.out}/cache")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
