@@ -32,6 +32,11 @@ RESOLUTIONS = {
 PRESETS = list(guidance_lib.GUIDANCE_PRESETS)
 LAST_SETTINGS_KEY = "generate.last"
 FIELDS = ["prompt", "image", "audio", "height", "width", "num_frames", "steps", "guidance", "seed"]
+# The generate action's inputs, in the order of the `/generate` API (prompt, image, audio, then settings).
+API_INPUTS = ("prompt", "image", "audio", "negative_prompt", "model", "resolution", "height", "width", "frames",
+              "steps", "seed", "preset", "scale_t", "scale_i", "scale_a", "switch", "extra_images")  # fmt: skip
+# Inputs that have an error box next to them (width errors show under the size row, i.e. the height box).
+ERROR_FIELDS = ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -119,13 +124,21 @@ def _variant(ctx: StudioContext, model_id: str | None) -> str:
     return ctx.pipeline(model_id).variant
 
 
-def make_request(ctx, model_id, prompt, image, extra_images, audio, negative_prompt, resolution, height, width, frames,
-                 steps, seed, preset, scale_t, scale_i, scale_a, switch) -> GenerationRequest:  # fmt: skip
+def make_request(ctx, prompt, image, audio, negative_prompt, model, resolution, height, width, frames, steps, seed,
+                 preset, scale_t, scale_i, scale_a, switch, extra_images=None) -> GenerationRequest:  # fmt: skip
+    """A GenerationRequest from the Generate tab's values (API_INPUTS)."""
     images = ([image] if image else []) + [getattr(f, "name", f) for f in (extra_images or [])]
+    model = model or ctx.default_model
     if resolution and RESOLUTIONS.get(resolution):
         height, width = RESOLUTIONS[resolution]
+    if not height or not width:  # API calls may leave the size out: the model's default size
+        from engine.registry import MODELS
+
+        height, width = MODELS[model].default_size if model in MODELS else (64, 64)
+    if not steps:
+        steps = 8 if model == "tiny" else 50
     mode = mode_from_inputs(bool(images), bool(audio))
-    schedule = build_schedule(_variant(ctx, model_id), mode, preset, scale_t, scale_i, scale_a, switch)
+    schedule = build_schedule(_variant(ctx, model), mode, preset, scale_t, scale_i, scale_a, switch)
     return GenerationRequest(
         prompt=(prompt or "").strip(),
         images=images,
@@ -145,10 +158,7 @@ def error_updates(field: str | None, message: str) -> dict[str, str]:
     target = field if field in FIELDS else "prompt"
     if target in ("height", "width"):
         target = "height"
-    return {
-        name: (f"⚠️ {message}" if name == target else "")
-        for name in ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")
-    }
+    return {name: (f"⚠️ {message}" if name == target else "") for name in ERROR_FIELDS}
 
 
 def format_progress(event: JobProgress) -> str:
@@ -263,108 +273,33 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
             c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
             c["session"] = gr.State(lambda: str(random.random()))
 
-    inputs = [
-        c[k]
-        for k in (
-            "prompt",
-            "image",
-            "audio",
-            "negative_prompt",
-            "model",
-            "resolution",
-            "height",
-            "width",
-            "frames",
-            "steps",
-            "seed",
-            "preset",
-            "scale_t",
-            "scale_i",
-            "scale_a",
-            "switch",
-            "extra_images",
-        )
-    ]
-    err_boxes = [
-        c[f"{k}_err"] for k in ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")
-    ]
+    inputs = [c[k] for k in API_INPUTS]
+    err_boxes = [c[f"{k}_err"] for k in ERROR_FIELDS]
     outputs = [c["video"], c["gallery_id"], c["status"], c["preview"], *err_boxes]
 
-    def on_generate(prompt, image, audio, negative_prompt, model, resolution, height, width, frames, steps, seed,
-                    preset, scale_t, scale_i, scale_a, switch, extra_images=None, session=None):  # fmt: skip
+    def on_generate(prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
+                    width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
+                    scale_a=None, switch=None, extra_images=None, session=None):  # fmt: skip
+        """The generate action (also the `/generate` API; settings after the audio are optional there)."""
+        values = {k: v for k, v in locals().items() if k in API_INPUTS}
         session = session or "api"
         stop_events[session] = stop = threading.Event()
         blank = ["" for _ in err_boxes]
         try:
-            request = make_request(
-                ctx,
-                model,
-                prompt,
-                image,
-                extra_images,
-                audio,
-                negative_prompt,
-                resolution,
-                height,
-                width,
-                frames,
-                steps,
-                seed,
-                preset,
-                scale_t,
-                scale_i,
-                scale_a,
-                switch,
-            )
-            ctx.store.set_setting(
-                LAST_SETTINGS_KEY,
-                {
-                    "prompt": prompt,
-                    "negative_prompt": negative_prompt,
-                    "resolution": resolution,
-                    "height": height,
-                    "width": width,
-                    "frames": frames,
-                    "steps": steps,
-                    "seed": seed,
-                    "preset": preset,
-                    "scale_t": scale_t,
-                    "scale_i": scale_i,
-                    "scale_a": scale_a,
-                    "switch": switch,
-                },
-            )
-            for event in stream_job(ctx, request, model_id=model, stop_event=stop):
+            request = make_request(ctx, **values)
+            ctx.store.set_setting(LAST_SETTINGS_KEY, {k: values[k] for k in REMEMBERED})
+            for event in stream_job(ctx, request, model_id=values["model"] or ctx.default_model, stop_event=stop):
                 if isinstance(event, JobProgress):
-                    yield (
-                        None,
-                        event.generation_id,
-                        format_progress(event),
-                        event.preview if event.preview is not None else gr.update(),
-                        *blank,
-                    )
+                    preview = event.preview if event.preview is not None else gr.update()
+                    yield None, event.generation_id, format_progress(event), preview, *blank
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}
                     video = str(event.video_path) if event.video_path else None
-                    yield (
-                        video,
-                        event.generation_id,
-                        format_result(event, ctx.is_demo_model),
-                        gr.update(),
-                        *[
-                            errors.get(k, "")
-                            for k in ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")
-                        ],
-                    )
+                    status = format_result(event, ctx.is_demo_model)
+                    yield video, event.generation_id, status, gr.update(), *[errors.get(k, "") for k in ERROR_FIELDS]
         except InputError as exc:
             errors = error_updates(exc.field, str(exc))
-            yield (
-                None,
-                None,
-                f"❌ {exc}",
-                gr.update(),
-                *[errors[k] for k in ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")],
-            )
+            yield None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
         finally:
             stop_events.pop(session, None)
 
@@ -430,21 +365,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
     return c
 
 
-REMEMBERED = [
-    "prompt",
-    "negative_prompt",
-    "resolution",
-    "height",
-    "width",
-    "frames",
-    "steps",
-    "seed",
-    "preset",
-    "scale_t",
-    "scale_i",
-    "scale_a",
-    "switch",
-]
+REMEMBERED = [k for k in API_INPUTS if k not in ("image", "audio", "model", "extra_images")]
 
 
 def restore_last_settings(ctx: StudioContext) -> list:

@@ -42,3 +42,12 @@ def test_generate_api_returns_video_and_gallery_id(tmp_path):
         assert info["audio"] is not None
         row = ctx.store.get(int(gallery_id))
         assert row.status == "done" and row.seed == 42 and row.prompt == "a woman speaks"
+
+        # the settings are optional: (prompt, image, audio) alone uses the model's defaults
+        video, gallery_id, status = client.predict(
+            "a man sings", handle_file(image), handle_file(audio), api_name="/generate"
+        )[:3]
+        assert "done" in status
+        info = media.probe(video["video"] if isinstance(video, dict) else video)
+        assert (info["video"]["width"], info["video"]["height"]) == (64, 64)  # the tiny model's default size
+        assert ctx.store.get(int(gallery_id)).settings["num_inference_steps"] == 8

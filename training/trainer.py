@@ -315,6 +315,11 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
     started = time.perf_counter()
     transformer.train()
     stop = _stop_on_sigterm()
+
+    def checkpoint() -> None:
+        path = run_dir / "checkpoints" / f"step-{step}"
+        save_checkpoint(path, accelerator.unwrap_model(transformer), mask_head, optimizer, ema, gen, step, config)
+
     while step < end and not stop.is_set():
         indices = torch.randint(len(clips), (config.batch_size,), generator=gen).tolist()
         batch = make_batch(clips, negative, indices, step, config, gen, variant)
@@ -344,31 +349,13 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
                 f"step {step}/{config.steps} loss {logs['loss']:.4f}{extra} p_audio {logs['p_audio']:.2f}", flush=True
             )
         if accelerator.is_main_process and config.checkpoint_every and step % config.checkpoint_every == 0:
-            save_checkpoint(
-                run_dir / "checkpoints" / f"step-{step}",
-                accelerator.unwrap_model(transformer),
-                mask_head,
-                optimizer,
-                ema,
-                gen,
-                step,
-                config,
-            )
+            checkpoint()
         if accelerator.is_main_process and config.validate_every and step % config.validate_every == 0:
             validate(config, accelerator.unwrap_model(transformer), step)
     summary = {"step": step, "last": last_logs, "run_dir": str(run_dir), "stopped": stop.is_set()}
     if accelerator.is_main_process:
         if config.checkpoint_every:
-            save_checkpoint(
-                run_dir / "checkpoints" / f"step-{step}",
-                accelerator.unwrap_model(transformer),
-                mask_head,
-                optimizer,
-                ema,
-                gen,
-                step,
-                config,
-            )
+            checkpoint()
         if step >= config.steps:
             summary["final"] = str(save_final(run_dir, accelerator.unwrap_model(transformer), ema, config))
         if writer is not None:

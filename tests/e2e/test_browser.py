@@ -65,7 +65,7 @@ def test_generate_gallery_and_stop(browser, tmp_path):
         page.locator("#audio input[type=file]").set_input_files(audio)
         page.wait_for_function("document.querySelector('#audio-info').innerText.includes('fps')")
         assert "13 frames" in page.locator("#audio-info").inner_text()  # 0.6 s -> 15 -> snapped to 13
-        page.wait_for_function("document.querySelector('#mode').innerText.includes('TIA')", timeout=10_000)
+        page.wait_for_function("document.querySelector('#mode').innerText.includes('TIA')", timeout=30_000)
         set_number(page, "scale-a", 7)
         page.wait_for_function("document.querySelector('#estimate').innerText.includes('passes per step')")
         set_number(page, "steps", 3)
@@ -84,7 +84,7 @@ def test_generate_gallery_and_stop(browser, tmp_path):
         ).json_value()
         assert 0.4 < ready < 0.7  # 13 frames at 25 fps
         page.evaluate("document.querySelector('#result-video video').play()")
-        page.wait_for_function("document.querySelector('#result-video video').currentTime > 0", timeout=10_000)
+        page.wait_for_function("document.querySelector('#result-video video').currentTime > 0", timeout=30_000)
         page.screenshot(path=str(shots / "02-generate-done.png"), full_page=True)
         rows, total = ctx.store.list_generations()
         assert total == 1 and rows[0].status == "done"
