@@ -32,6 +32,13 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize-mode", default="pad", choices=["pad", "crop"], help="reference preprocessing")
     p.add_argument("--sequential-branches", action="store_true", help="one forward per guidance branch")
     p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument(
+        "--window-frames",
+        type=int,
+        default=None,
+        help="long videos: denoise in overlapping windows of this many frames (97 = trained length)",
+    )
+    p.add_argument("--window-overlap", type=int, default=4, help="latent frames shared by neighbouring windows")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output mp4 (default outputs/<name>_seed<seed>.mp4)")
     p.add_argument("--cases", default=None, help="official test-case JSON: {item: {img_paths, audio_path, prompt}}")
@@ -89,6 +96,8 @@ def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
         resize_mode=args.resize_mode,
         batch_branches=False if args.sequential_branches else None,
         vae_tiling=args.vae_tiling,
+        window_frames=args.window_frames,
+        window_overlap=args.window_overlap,
     )
 
 

@@ -36,6 +36,8 @@ class GenerationRequest:
     resize_mode: str = "pad"
     batch_branches: bool | None = None
     vae_tiling: bool = False
+    window_frames: int | None = None  # long videos: temporal windows of this many frames (engine/long_video.py)
+    window_overlap: int = 4  # latent frames shared by neighbouring windows
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,26 @@ def settings_record(
     return record
 
 
+def _generate_long(pipe: HuMoPipeline, request: GenerationRequest, schedule: GuidanceSchedule) -> HuMoPipelineOutput:
+    from engine.long_video import generate_long
+
+    return generate_long(
+        pipe,
+        request.prompt,
+        list(request.images) or None,
+        request.audio,
+        window_frames=request.window_frames,
+        overlap_frames=request.window_overlap,
+        height=request.height,
+        width=request.width,
+        num_frames=request.num_frames,
+        num_inference_steps=request.num_inference_steps,
+        guidance=schedule,
+        seed=request.seed,
+        negative_prompt=request.negative_prompt,
+    )
+
+
 def generate_to_file(
     pipe: HuMoPipeline,
     request: GenerationRequest,
@@ -115,7 +137,10 @@ def generate_to_file(
     mode = "T" + ("I" if request.images else "") + ("A" if request.audio else "")
     schedule = kwargs["guidance"] or pipe.default_guidance(mode)
     kwargs["guidance"] = schedule
-    output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
+    if request.window_frames:
+        output = _generate_long(pipe, request, kwargs["guidance"])
+    else:
+        output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)
     frames = media.to_uint8(output.frames[0])
     path = media.write_video(frames, out_path, fps=fps, audio=request.audio, metadata=record)

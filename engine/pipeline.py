@@ -98,6 +98,7 @@ class HuMoPipeline(DiffusionPipeline):
         self.model_id = "custom"
         # How the guidance branches of one step are evaluated; engine.distributed swaps in a CFG-parallel one.
         self.branch_evaluator = guidance_lib.evaluate_branches
+        self._attention_kwargs = None
 
     # ------------------------------------------------------------------ properties
     @property
