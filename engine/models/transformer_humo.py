@@ -332,7 +332,8 @@ class HuMoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMix
     """
 
     _supports_gradient_checkpointing = True
-    _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm"]
+    # audio_proj reads its first weight's dtype to cast its input, so it stays in the compute dtype under fp8 storage
+    _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm", "audio_proj"]
     _no_split_modules = ["HuMoTransformerBlock"]
     _keep_in_fp32_modules = ["rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3", "norm_audio"]
     _repeated_blocks = ["HuMoTransformerBlock"]

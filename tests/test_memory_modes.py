@@ -1,0 +1,78 @@
+"""Memory modes on the tiny pipeline (CPU): each runnable mode gives the default output within tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+from engine.memory import apply_memory_mode, choose_memory_mode, describe_memory_mode, parse_mode
+from engine.registry import load_pipeline
+
+KW = dict(prompt="a person talks", num_frames=9, height=64, width=64, num_inference_steps=2, seed=4)
+GB = 10**9
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_pipeline("tiny")(**KW).frames[0]
+
+
+@pytest.mark.parametrize(
+    "mode,atol",
+    [
+        ("gpu", 0.0),  # on a CPU-only machine "gpu" means the default device: identical
+        ("cpu", 0.0),
+        ("group_offload", 1e-6),  # blocks moved in and out (CPU to CPU here): same arithmetic
+        ("gpu+text_encoder_cpu", 0.0),
+    ],
+)
+def test_mode_matches_default(reference, mode, atol):
+    pipe = apply_memory_mode(load_pipeline("tiny"), mode, "cpu")
+    out = pipe(**KW).frames[0]
+    assert np.abs(out - reference).max() <= atol
+
+
+def test_vae_tiling_close_to_untiled(reference):
+    """Tiles of 32 px with 16 px overlap on 64 px frames: the random tiny VAE's receptive field crosses the tile
+    edges, so pixels near the seams differ (measured: max 0.24, mean 0.025); bound the mean at 0.04."""
+    pipe = apply_memory_mode(load_pipeline("tiny"), "gpu+vae_tiling", "cpu")
+    pipe.vae.enable_tiling(32, 32, 16, 16)  # force real tiling
+    diff = np.abs(pipe(**KW).frames[0] - reference)
+    assert 0 < diff.mean() < 0.04
+
+
+def test_fp8_storage_within_looser_tolerance(reference):
+    """fp8 (e4m3) keeps ~2 significant digits per weight: the video drifts, but stays close on average.
+    Tolerance: mean abs difference below 0.05 on [0, 1] frames (the output's own spread is ~0.2)."""
+    pipe = apply_memory_mode(load_pipeline("tiny"), "fp8", "cpu")
+    weight = pipe.transformer.blocks[0].attn1.to_q.weight
+    assert weight.dtype.itemsize == 1  # really stored in 8 bits
+    out = pipe(**KW).frames[0]
+    diff = np.abs(out - reference)
+    assert 0 < diff.mean() < 0.05
+    assert np.isfinite(out).all()
+
+
+def test_model_offload_needs_an_accelerator():
+    with pytest.raises(InputError):
+        apply_memory_mode(load_pipeline("tiny"), "model_offload", "cpu")
+
+
+def test_bad_mode_message():
+    with pytest.raises(InputError) as err:
+        parse_mode("turbo+vae_tiling")
+    assert "fp8" in str(err.value) and err.value.field == "memory_mode"
+    assert parse_mode("fp8+vae_tiling+text_encoder_cpu") == ("fp8", {"vae_tiling", "text_encoder_cpu"})
+    assert "fp8" in describe_memory_mode("fp8+vae_tiling")
+
+
+def test_automatic_choice_meets_the_targets():
+    assert choose_memory_mode("humo-17b", 24 * GB) == "fp8+text_encoder_cpu+vae_tiling"
+    assert choose_memory_mode("humo-1.7b", 12 * GB) == "gpu+text_encoder_cpu+vae_tiling"
+    assert choose_memory_mode("humo-1.7b", 80 * GB) == "gpu"
+    assert choose_memory_mode("humo-17b", 80 * GB) == "gpu"
+    assert choose_memory_mode("humo-17b", 48 * GB, height=720, width=1280) == "gpu+text_encoder_cpu+vae_tiling"
+    assert choose_memory_mode("humo-17b", 16 * GB).startswith("group_offload")
+    assert choose_memory_mode("humo-17b", 0) == "cpu"
+    assert choose_memory_mode("tiny", 8 * GB) == "gpu"
