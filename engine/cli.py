@@ -41,6 +41,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-overlap", type=int, default=4, help="latent frames shared by neighbouring windows")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output mp4 (default outputs/<name>_seed<seed>.mp4)")
+    from engine.speed import add_scale_args
+
+    add_scale_args(p)
     p.add_argument("--cases", default=None, help="official test-case JSON: {item: {img_paths, audio_path, prompt}}")
     p.add_argument("--out-dir", default="outputs", help="folder for --cases outputs")
     p.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) under torchrun; CPU uses gloo")
@@ -154,6 +157,9 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
         device = device_for_rank()
     model_id = args.model or best_available_model()
     pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler)
+    from engine.speed import apply_scale_options
+
+    apply_scale_options(pipe, args, device)
     if distributed:
         from engine.distributed import setup_parallel
 

@@ -259,7 +259,15 @@ class HuMoPipeline(DiffusionPipeline):
                 return_dict=False,
             )[0]
 
-        outputs = self.branch_evaluator(model_fn, inputs, batched=batched)
+        if getattr(self, "step_cache", False):
+            # A step cache reuses a block residual from the previous call; each branch gets its own cache context so
+            # a branch only ever reuses its own residual (engine/speed.py enables the cache).
+            outputs = []
+            for branch, branch_inputs in zip(branches, inputs):
+                with self.transformer.cache_context(str(branch)):
+                    outputs.append(model_fn(**branch_inputs))
+        else:
+            outputs = self.branch_evaluator(model_fn, inputs, batched=batched)
         return schedule.combine(timestep_value, dict(zip(branches, outputs))).float()
 
     def _auto_batch(self, num_tokens: int, passes: int, device: torch.device) -> bool:
