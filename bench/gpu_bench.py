@@ -44,15 +44,31 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def build(preset: str, device, dtype) -> HuMoTransformer3DModel:
-    """Random weights made directly on the device in the compute dtype (no fp32 host copy of 17B params)."""
+def build(preset: str, device, dtype, memory_mode: str = "gpu") -> HuMoTransformer3DModel:
+    """Random weights in the compute dtype, placed for a memory mode of the transformer:
+    "gpu" (made directly on the device), "fp8" (fp8 storage, compute in `dtype`), "group_offload" (weights in
+    host RAM, blocks streamed to the GPU one at a time with CUDA streams)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
+    home = device if memory_mode != "group_offload" else torch.device("cpu")
     try:
-        with torch.device(device):
+        with torch.device("meta"):
             model = HuMoTransformer3DModel(**PRESETS[preset])
+        model = model.to_empty(device=home)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.normal_(0.0, 0.02)
+            # the RoPE tables are computed buffers that to_empty left uninitialised: rebuild them
+            model.rope.__init__(model.config.attention_head_dim, model.config.patch_size, model.config.rope_max_seq_len)
+            model.rope.to(home)
     finally:
         torch.set_default_dtype(previous)
+    if memory_mode == "fp8":
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    elif memory_mode == "group_offload":
+        model.enable_group_offload(
+            onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=device.type == "cuda"
+        )
     return model.eval()
 
 
@@ -73,11 +89,13 @@ def forward_flops(model: HuMoTransformer3DModel, tokens: int, audio_tokens: int)
     return float(linear + attention)
 
 
-def bench_one(preset: str, height: int, width: int, frames: int, device, dtype, repeat: int) -> dict:
+def bench_one(
+    preset: str, height: int, width: int, frames: int, device, dtype, repeat: int, memory_mode: str = "gpu"
+) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = build(preset, device, dtype)
+    model = build(preset, device, dtype, memory_mode)
     cfg = model.config
     f_total = (frames - 1) // 4 + 2  # video latent frames + one reference slot
     h, w = height // 8, width // 8
@@ -97,6 +115,7 @@ def bench_one(preset: str, height: int, width: int, frames: int, device, dtype, 
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     result = {
         "model": preset,
+        "mode": memory_mode,
         "size": f"{height}x{width}x{frames}",
         "tokens": tokens,
         "s_per_forward": seconds,
@@ -115,6 +134,9 @@ def main() -> None:
     parser.add_argument("--models", default="humo-1.7b,humo-17b")
     parser.add_argument("--sizes", default="480x832x97,720x1280x97")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--modes", default="gpu", help="comma list of transformer memory modes: gpu, fp8, group_offload"
+    )
     parser.add_argument("--out", default="bench/out/gpu_bench.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -127,25 +149,26 @@ def main() -> None:
     rows = []
     for preset in models:
         for size in sizes:
-            height, width, frames = (int(v) for v in size.split("x"))
-            try:
-                row = bench_one(preset, height, width, frames, device, dtype, args.repeat)
-                row["mfu"] = row["tflop_per_forward"] / row["s_per_forward"] / peak
-            except torch.OutOfMemoryError as exc:
-                row = {"model": preset, "size": size, "error": f"OOM: {str(exc)[:80]}"}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for mode in args.modes.split(","):
+                height, width, frames = (int(v) for v in size.split("x"))
+                try:
+                    row = bench_one(preset, height, width, frames, device, dtype, args.repeat, mode)
+                    row["mfu"] = row["tflop_per_forward"] / row["s_per_forward"] / peak
+                except torch.OutOfMemoryError as exc:
+                    row = {"model": preset, "mode": mode, "size": size, "error": f"OOM: {str(exc)[:80]}"}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"\ndevice: {device_name}, torch {torch.__version__}, {dtype}, measured matmul peak {peak:.0f} TFLOP/s\n")
     print(
-        f"{'model':<10} {'size':<14} {'tokens':>7} {'s/forward':>10} {'passes':>6} {'s/step':>8} {'peak GB':>8} {'MFU':>6}"
+        f"{'model':<10} {'mode':<14} {'size':<14} {'tokens':>7} {'s/forward':>10} {'passes':>6} {'s/step':>8} {'peak GB':>8} {'MFU':>6}"
     )
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<10} {r['size']:<14} {r['error']}")
+            print(f"{r['model']:<10} {r['mode']:<14} {r['size']:<14} {r['error']}")
             continue
         print(
-            f"{r['model']:<10} {r['size']:<14} {r['tokens']:>7} {r['s_per_forward']:>10.3f} {r['passes_per_step']:>6} "
+            f"{r['model']:<10} {r['mode']:<14} {r['size']:<14} {r['tokens']:>7} {r['s_per_forward']:>10.3f} {r['passes_per_step']:>6} "
             f"{r['s_per_step']:>8.2f} {r['peak_gb']:>8.1f} {r['mfu']:>6.1%}"
         )
     out = Path(args.out)
