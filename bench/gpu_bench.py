@@ -96,6 +96,10 @@ def bench_one(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = build(preset, device, dtype, memory_mode)
+    if device.type == "cuda":  # measure the generation, not the bf16 build that fp8 storage replaces
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     cfg = model.config
     f_total = (frames - 1) // 4 + 2  # video latent frames + one reference slot
     h, w = height // 8, width // 8
