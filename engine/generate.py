@@ -102,8 +102,16 @@ def settings_record(
     return record
 
 
-def _generate_long(pipe: HuMoPipeline, request: GenerationRequest, schedule: GuidanceSchedule) -> HuMoPipelineOutput:
+def _generate_long(
+    pipe, request: GenerationRequest, schedule: GuidanceSchedule, step_callback=None
+) -> HuMoPipelineOutput:
+    """Windowed generation; `step_callback` gets the pipeline-style call after every window, with
+    callback_kwargs {"latents": None, "window": (index, count)} (no preview for windows)."""
     from engine.long_video import generate_long
+
+    def on_window(index, count, step, total):
+        if step_callback is not None:
+            step_callback(pipe, step, None, {"latents": None, "window": (index, count)})
 
     return generate_long(
         pipe,
@@ -119,6 +127,7 @@ def _generate_long(pipe: HuMoPipeline, request: GenerationRequest, schedule: Gui
         guidance=schedule,
         seed=request.seed,
         negative_prompt=request.negative_prompt,
+        callback=on_window,
     )
 
 
@@ -138,7 +147,7 @@ def generate_to_file(
     schedule = kwargs["guidance"] or pipe.default_guidance(mode)
     kwargs["guidance"] = schedule
     if request.window_frames:
-        output = _generate_long(pipe, request, kwargs["guidance"])
+        output = _generate_long(pipe, request, kwargs["guidance"], callback_on_step_end)
     else:
         output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.guidance import GuidanceSchedule
-from engine.pipeline import HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
+from engine.pipeline import GenerationInterrupted, HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
 
 
 def plan_windows(
@@ -139,6 +139,7 @@ def generate_long(
     pipe.scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = pipe.scheduler.timesteps
     batched = device.type != "cuda"
+    pipe._interrupt = False
     for k, t in enumerate(timesteps):
         windows = plan_windows(f_vid, window, overlap_frames, k, window_shift)
         weights = blend_weights(windows, f_vid, overlap_frames)
@@ -165,6 +166,8 @@ def generate_long(
             velocity[:, :, f_vid:] += v[:, :, end - start :] / len(windows)
             if callback is not None:
                 callback(index, len(windows), k, len(timesteps))
+            if pipe._interrupt:
+                raise GenerationInterrupted(f"stopped at step {k + 1} of {len(timesteps)}, window {index + 1}")
         latents = pipe.scheduler.step(velocity, t, latents, return_dict=False)[0]
     video_latents = latents[:, :, :f_vid]
     if output_type == "latent":

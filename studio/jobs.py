@@ -169,12 +169,20 @@ def _progress_callback(ctx, gid, stop_event, on_progress):
         if on_progress is not None and (now - last_preview[0] >= PREVIEW_EVERY_S or done == total):
             last_preview[0] = now
             try:
-                preview = pipe.latent_preview(kwargs["latents"])
+                preview = pipe.latent_preview(kwargs["latents"]) if kwargs.get("latents") is not None else None
             except Exception:  # a preview must never break a job
                 preview = None
         if on_progress is not None:
-            remaining = elapsed / done * (total - done)
-            on_progress(JobProgress(gid, done, total, elapsed, remaining, preview, f"step {done}/{total}"))
+            window = kwargs.get("window")
+            if window:  # long videos report every window of a step: count progress in windows
+                index, count = window
+                fraction = (step + (index + 1) / count) / total
+                remaining = elapsed / max(fraction, 1e-6) * (1 - fraction)
+                message = f"step {done}/{total} · window {index + 1}/{count}"
+            else:
+                remaining = elapsed / done * (total - done)
+                message = f"step {done}/{total}"
+            on_progress(JobProgress(gid, done, total, elapsed, remaining, preview, message))
         if stop_event.is_set():
             pipe._interrupt = True
         return {}

@@ -34,7 +34,7 @@ LAST_SETTINGS_KEY = "generate.last"
 FIELDS = ["prompt", "image", "audio", "height", "width", "num_frames", "steps", "guidance", "seed"]
 # The generate action's inputs, in the order of the `/generate` API (prompt, image, audio, then settings).
 API_INPUTS = ("prompt", "image", "audio", "negative_prompt", "model", "resolution", "height", "width", "frames",
-              "steps", "seed", "preset", "scale_t", "scale_i", "scale_a", "switch", "extra_images")  # fmt: skip
+              "steps", "seed", "preset", "scale_t", "scale_i", "scale_a", "switch", "extra_images", "long_video")  # fmt: skip
 # Inputs that have an error box next to them (width errors show under the size row, i.e. the height box).
 ERROR_FIELDS = ("prompt", "image", "audio", "height", "num_frames", "steps", "guidance", "seed")
 
@@ -125,7 +125,7 @@ def _variant(ctx: StudioContext, model_id: str | None) -> str:
 
 
 def make_request(ctx, prompt, image, audio, negative_prompt, model, resolution, height, width, frames, steps, seed,
-                 preset, scale_t, scale_i, scale_a, switch, extra_images=None) -> GenerationRequest:  # fmt: skip
+                 preset, scale_t, scale_i, scale_a, switch, extra_images=None, long_video=False) -> GenerationRequest:  # fmt: skip
     """A GenerationRequest from the Generate tab's values (API_INPUTS)."""
     images = ([image] if image else []) + [getattr(f, "name", f) for f in (extra_images or [])]
     model = model or ctx.default_model
@@ -150,6 +150,8 @@ def make_request(ctx, prompt, image, audio, negative_prompt, model, resolution, 
         num_inference_steps=int(steps),
         seed=None if seed is None or int(seed) < 0 else int(seed),
         guidance=schedule.to_dict(),
+        # long videos: windows of the trained length (97 frames) blended at every step (engine/long_video.py)
+        window_frames=97 if long_video else None,
     )
 
 
@@ -163,7 +165,7 @@ def error_updates(field: str | None, message: str) -> dict[str, str]:
 
 def format_progress(event: JobProgress) -> str:
     remaining = f", about {event.remaining_s:.0f} s left" if event.remaining_s is not None else ""
-    return f"⏳ Generation #{event.generation_id}: step {event.step}/{event.total} · {event.elapsed_s:.1f} s elapsed{remaining}"
+    return f"⏳ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
 
 
 def format_result(result: JobResult, demo: bool) -> str:
@@ -236,6 +238,11 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
                 )
                 c["seed"] = gr.Number(label="Seed (-1 = random)", value=last.get("seed", -1), precision=0)
                 c["random_seed"] = gr.Button("🎲", scale=0, min_width=40)
+            c["long_video"] = gr.Checkbox(
+                label="Long video: as long as the audio, in 97-frame windows blended at every step",
+                value=False,
+                elem_id="long-video",
+            )
             c["num_frames_err"] = gr.Markdown()
             c["steps_err"] = gr.Markdown()
             c["seed_err"] = gr.Markdown()
@@ -268,6 +275,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
                 c["run"] = gr.Button("Generate", variant="primary", elem_id="generate")
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
             c["status"] = gr.Markdown(elem_id="status")
+            c["stop_info"] = gr.Markdown(elem_id="stop-info")  # Stop's answer; the job's own status stays above
             c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=200, elem_id="preview")
             c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
             c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
@@ -279,7 +287,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
 
     def on_generate(prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
                     width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
-                    scale_a=None, switch=None, extra_images=None, session=None):  # fmt: skip
+                    scale_a=None, switch=None, extra_images=None, long_video=False, session=None):  # fmt: skip
         """The generate action (also the `/generate` API; settings after the audio are optional there)."""
         values = {k: v for k, v in locals().items() if k in API_INPUTS}
         session = session or "api"
@@ -322,7 +330,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
     # The public API: (prompt, image, audio, then optional settings) -> (video, gallery id, status, ...).
     c["api"] = gr.Button(visible=False)
     c["api"].click(api_generate, inputs, outputs, api_name="generate", concurrency_id="gpu", concurrency_limit=1)
-    c["stop"].click(on_stop, [c["session"]], [c["status"]], queue=False)
+    c["stop"].click(on_stop, [c["session"]], [c["stop_info"]], queue=False)
     c["random_seed"].click(lambda: random.randint(0, 2**31 - 1), None, c["seed"], queue=False)
 
     c["audio"].change(lambda a: audio_summary(a)[0], c["audio"], c["audio_info"], queue=False, show_progress="hidden")
@@ -365,7 +373,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
     return c
 
 
-REMEMBERED = [k for k in API_INPUTS if k not in ("image", "audio", "model", "extra_images")]
+REMEMBERED = [k for k in API_INPUTS if k not in ("image", "audio", "model", "extra_images", "long_video")]
 
 
 def restore_last_settings(ctx: StudioContext) -> list:

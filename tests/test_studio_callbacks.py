@@ -172,3 +172,22 @@ def test_spaces_duration():
 
     assert gpu_duration(50, 97, 3) > gpu_duration(10, 97, 3)
     assert gpu_duration(500, 500, 4) == MAX_GPU_SECONDS
+
+
+def test_long_video_job_reports_windows(ctx, tmp_path):
+    events = []
+    req = request(
+        tmp_path, audio=write_wav(tmp_path / "long.wav", 1.4), num_inference_steps=2, window_frames=17, window_overlap=2
+    )
+    result = run_job(ctx, req, "tiny", on_progress=events.append)
+    assert result.status == "done" and result.settings["num_frames"] == 33  # 1.4 s -> 35 -> 33 frames
+    assert any("window 2/" in e.message for e in events)
+    assert "window" in tab_generate.format_progress(events[-1])
+
+
+def test_long_video_job_can_be_stopped(ctx, tmp_path):
+    stop = threading.Event()
+    stop.set()  # pressed before the first window finishes
+    req = request(tmp_path, audio=write_wav(tmp_path / "long.wav", 1.4), num_inference_steps=3, window_frames=17)
+    result = run_job(ctx, req, "tiny", stop_event=stop)
+    assert result.status == "stopped" and ctx.store.get(result.generation_id).video_path is None

@@ -106,12 +106,18 @@ def test_generate_gallery_and_stop(browser, tmp_path):
         page.wait_for_function("document.querySelector('#prompt textarea').value.includes('bright studio')")
         page.locator("#image input[type=file]").set_input_files(image)
         set_number(page, "steps", 100)
+        set_number(page, "frames", 97)  # a long enough job to press Stop in the middle of it
         page.locator("#generate").click()
         page.wait_for_function(
             "document.querySelector('#status').innerText.match(/step ([3-9]|[1-9][0-9])\\//)", timeout=120_000
         )
         page.locator("#stop").click()
-        page.wait_for_function("document.querySelector('#status').innerText.includes('stopped')", timeout=60_000)
+        page.wait_for_function(
+            "['stopped', 'done', 'failed'].some(w => document.querySelector('#status').innerText.includes(w))",
+            timeout=120_000,
+        )
+        assert "stopped" in page.locator("#status").inner_text()
+        assert "Stopping" in page.locator("#stop-info").inner_text()
         page.screenshot(path=str(shots / "04-stopped.png"), full_page=True)
         rows, total = ctx.store.list_generations()
         assert total == 2 and rows[0].status == "stopped" and rows[0].video_path is None
