@@ -156,7 +156,7 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
 
         device = device_for_rank()
     model_id = args.model or best_available_model()
-    pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler)
+    pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler, memory_mode=args.memory_mode or "auto")
     from engine.speed import apply_scale_options
 
     apply_scale_options(pipe, args, device)

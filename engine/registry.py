@@ -244,11 +244,13 @@ def load_pipeline(
     device: str | torch.device | None = None,
     torch_dtype: torch.dtype | None = None,
     scheduler: str = "unipc",
+    memory_mode: str | None = "auto",
 ):
     """A ready HuMoPipeline for a model id ("humo-17b", "humo-1.7b", "tiny", or one registered later).
 
     Real models: transformer from the official files (strict, streamed) in `torch_dtype` (default bf16 on CUDA,
     fp32 on CPU), VAE and Whisper in fp32 (as the official code), umT5 in bf16.
+    `memory_mode`: "auto" picks one from the free VRAM on CUDA (engine/memory.py); None just moves to `device`.
     """
     from engine.pipeline import HuMoPipeline
     from engine.schedulers import make_scheduler
@@ -265,7 +267,18 @@ def load_pipeline(
         pipe = _load_official(resolve(model_id), device, torch_dtype, make_scheduler(scheduler))
     pipe.model_id = model_id
     pipe.default_size = MODELS[model_id].default_size if model_id in MODELS else (64, 64)
-    return pipe.to(device)
+    if memory_mode == "auto":
+        from engine.memory import choose_memory_mode
+        from engine.system import free_ram_bytes
+
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+        memory_mode = choose_memory_mode(model_id, free, free_ram_bytes(), *pipe.default_size)
+    if memory_mode in (None, "gpu", "cpu"):
+        pipe.memory_mode = memory_mode or device.type
+        return pipe.to(device)
+    from engine.memory import apply_memory_mode
+
+    return apply_memory_mode(pipe, memory_mode, device)
 
 
 # Extra loaders registered by other parts of the project (e.g. the trained nano model): id -> fn(device=, ...).

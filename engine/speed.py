@@ -151,7 +151,7 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
 def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
     from engine.memory import apply_memory_mode
 
-    if args.memory_mode:
+    if args.memory_mode and args.memory_mode != getattr(pipe, "memory_mode", None):
         apply_memory_mode(pipe, args.memory_mode, device)
     if args.attention_backend:
         set_attention_backend(pipe, args.attention_backend)

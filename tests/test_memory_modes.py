@@ -76,3 +76,9 @@ def test_automatic_choice_meets_the_targets():
     assert choose_memory_mode("humo-17b", 16 * GB).startswith("group_offload")
     assert choose_memory_mode("humo-17b", 0) == "cpu"
     assert choose_memory_mode("tiny", 8 * GB) == "gpu"
+
+
+def test_load_pipeline_applies_the_chosen_mode_and_accepts_an_override():
+    assert load_pipeline("tiny").memory_mode == "cpu"  # no CUDA here: the automatic choice
+    pipe = load_pipeline("tiny", memory_mode="fp8")
+    assert pipe.memory_mode == "fp8" and pipe.transformer.blocks[0].ffn.net[2].weight.dtype.itemsize == 1
