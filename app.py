@@ -22,6 +22,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("HUMO_MODEL"), help="default: the best model present")
     parser.add_argument("--device", default=os.environ.get("HUMO_DEVICE"))
     parser.add_argument("--public", action="store_true", default=env_flag("HUMO_PUBLIC") or on_space)
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=int(os.environ.get("HUMO_GPUS", "1")),
+        help="run every job on this many GPUs (a torchrun worker group; 'all' = HUMO_GPUS=$(nvidia-smi -L | wc -l))",
+    )
     return parser.parse_args(argv)
 
 
@@ -29,7 +35,9 @@ def main(argv=None) -> None:
     from studio.app import create_app
 
     args = parse_args(argv)
-    options = StudioOptions(data_dir=args.data_dir, model=args.model, public=args.public, device=args.device)
+    options = StudioOptions(
+        data_dir=args.data_dir, model=args.model, public=args.public, device=args.device, gpus=args.gpus
+    )
     demo, ctx = create_app(options)
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
     demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(ctx.store.data_dir)], show_error=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-a", type=float, default=None, help="audio guidance scale")
     p.add_argument("--switch-timestep", type=int, default=None, help="17B TIA: text-dominant while t > this")
     p.add_argument("--guidance-preset", default="official", help="official | tighter lip-sync | faster")
+    p.add_argument(
+        "--guidance-json", default=None, help="a GuidanceSchedule.to_dict() JSON file (overrides the scales)"
+    )
     p.add_argument("--scheduler", default="unipc", choices=["unipc", "euler"])
     p.add_argument("--resize-mode", default="pad", choices=["pad", "crop"], help="reference preprocessing")
     p.add_argument("--sequential-branches", action="store_true", help="one forward per guidance branch")
@@ -67,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _schedule_for(pipe, mode: str, args) -> dict:
     from engine import guidance
 
+    if args.guidance_json:
+        return guidance.GuidanceSchedule.from_dict(json.loads(Path(args.guidance_json).read_text())).to_dict()
     schedule = guidance.preset_schedule(
         args.guidance_preset,
         pipe.variant,
@@ -110,6 +116,18 @@ def clean_case_prompt(prompt: str) -> str:
     return prompt.strip('"').strip()
 
 
+def _progress_printer():
+    """With --progress, rank 0 prints `HUMO_PROGRESS step total` lines a supervising process (the studio) reads."""
+    if not os.environ.get("HUMO_PROGRESS"):
+        return None
+
+    def callback(pipe, step, timestep, kwargs):
+        print(f"HUMO_PROGRESS {step + 1} {len(pipe.scheduler.timesteps)}", flush=True)
+        return {}
+
+    return callback
+
+
 def _run_one(pipe, request, out: Path) -> Path | None:
     import random
 
@@ -122,7 +140,7 @@ def _run_one(pipe, request, out: Path) -> Path | None:
         pipe(**request.pipeline_kwargs(), output_type="latent")
         return None
     out = Path(str(out).replace("{seed}", str(request.seed)))
-    path, record = generate_to_file(pipe, request, out)
+    path, record = generate_to_file(pipe, request, out, callback_on_step_end=_progress_printer())
     banner = " (untrained demo model: output is noise)" if record.get("untrained_demo_model") else ""
     print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} mode={record['mode']}{banner}")
     return path

@@ -20,6 +20,7 @@ class StudioOptions:
     model: str | None = None  # None: the best model present
     public: bool = False  # HUMO_PUBLIC=1: capped sizes/steps, no training tab
     device: str | None = None
+    gpus: int = 1  # >1: every job runs as a torchrun worker group over this many GPUs (processes on CPU)
 
     # Caps applied in public mode (a shared Space): keep one job well inside a ZeroGPU slot.
     max_steps_public: int = 30

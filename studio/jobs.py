@@ -6,8 +6,14 @@ UI-free: the Generate tab, the API and the tests drive it the same way.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -111,12 +117,20 @@ def run_job(
     gid = row.id
     stop_event = stop_event or threading.Event()
     try:
-        pipe = ctx.pipeline(model_id)
-        ctx.store.mark_running(gid)
-        callback = _progress_callback(ctx, gid, stop_event, on_progress)
         video_rel = DataPaths.video_rel(gid)
         started = time.perf_counter()
-        path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel), callback_on_step_end=callback)
+        if ctx.options.gpus > 1:
+            ctx.store.mark_running(gid)
+            path, settings = run_worker_group(
+                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
+            )
+        else:
+            pipe = ctx.pipeline(model_id)
+            ctx.store.mark_running(gid)
+            callback = _progress_callback(ctx, gid, stop_event, on_progress)
+            path, settings = generate_to_file(
+                pipe, request, ctx.store.abs_path(video_rel), callback_on_step_end=callback
+            )
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         thumb_rel = DataPaths.thumb_rel(gid)
         _thumbnail(path, ctx.store.abs_path(thumb_rel))
@@ -131,6 +145,80 @@ def run_job(
     except Exception as exc:  # keep serving: the row records what went wrong
         ctx.store.mark_failed(gid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def worker_group_command(
+    request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path
+) -> list[str]:
+    """`python -m engine generate --gpus N ...` reproducing `request` (the CLI relaunches itself under torchrun)."""
+    command = [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus), "--model", model_id,
+               "--prompt", request.prompt, "--height", str(request.height), "--width", str(request.width),
+               "--steps", str(request.num_inference_steps), "--seed", str(request.seed), "--out", str(out),
+               "--resize-mode", request.resize_mode]  # fmt: skip
+    for image in request.images:
+        command += ["--image", image]
+    if request.audio:
+        command += ["--audio", request.audio]
+    if request.negative_prompt:
+        command += ["--negative-prompt", request.negative_prompt]
+    if request.num_frames:
+        command += ["--frames", str(request.num_frames)]
+    if request.guidance:
+        guidance_file.write_text(json.dumps(request.guidance))
+        command += ["--guidance-json", str(guidance_file)]
+    if request.window_frames:
+        command += ["--window-frames", str(request.window_frames), "--window-overlap", str(request.window_overlap)]
+    return command
+
+
+def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on_progress) -> tuple[Path, dict]:
+    """Generate on all GPUs with a torchrun worker group; rank 0 reports progress on stdout and writes the file."""
+    from engine.media import read_settings
+    from engine.pipeline import GenerationInterrupted
+
+    guidance_file = ctx.store.paths.logs / f"guidance-{gid}.json"
+    guidance_file.parent.mkdir(parents=True, exist_ok=True)
+    command = worker_group_command(request, model_id, ctx.options.gpus, out, guidance_file)
+    env = {**os.environ, "HUMO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    started, tail = time.perf_counter(), []
+    watcher = threading.Thread(target=_stop_when_set, args=(stop_event, process), daemon=True)
+    watcher.start()
+    for line in process.stdout:
+        tail = (tail + [line])[-30:]
+        if line.startswith("HUMO_PROGRESS "):
+            done, total = (int(v) for v in line.split()[1:3])
+            ctx.store.update_progress(gid, done, total)
+            if on_progress is not None:
+                elapsed = time.perf_counter() - started
+                on_progress(
+                    JobProgress(
+                        gid,
+                        done,
+                        total,
+                        elapsed,
+                        elapsed / done * (total - done),
+                        None,
+                        f"step {done}/{total} on {ctx.options.gpus} GPUs",
+                    )
+                )
+    code = process.wait()
+    if stop_event.is_set():
+        raise GenerationInterrupted("stopped: the worker group was ended")
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"the {ctx.options.gpus}-process worker group failed (exit {code}): {''.join(tail)[-1500:]}")
+    return out, read_settings(out)
+
+
+def _stop_when_set(stop_event: threading.Event, process: subprocess.Popen) -> None:
+    """Stop ends the whole worker group (torchrun and its ranks share a process group); no file is left."""
+    while process.poll() is None:
+        if stop_event.wait(0.2):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            return
 
 
 def _settings_of(request: GenerationRequest) -> dict:

@@ -50,6 +50,8 @@ def memory_text(ctx: StudioContext) -> str:
             f"**GPU {gpu['index']}:** {gpu['name']}, {gpu['free'] / 2**30:.1f} / {gpu['total'] / 2**30:.1f} GB free"
         )
     lines.append(f"**Memory mode for {ctx.default_model}:** {memory_mode(ctx.default_model, gpus)}")
+    if ctx.options.gpus > 1:
+        lines.append(f"**Jobs run on {ctx.options.gpus} GPUs** (a torchrun worker group; rank 0 reports progress)")
     return "\n\n".join(lines)
 
 

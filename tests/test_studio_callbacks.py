@@ -191,3 +191,32 @@ def test_long_video_job_can_be_stopped(ctx, tmp_path):
     req = request(tmp_path, audio=write_wav(tmp_path / "long.wav", 1.4), num_inference_steps=3, window_frames=17)
     result = run_job(ctx, req, "tiny", stop_event=stop)
     assert result.status == "stopped" and ctx.store.get(result.generation_id).video_path is None
+
+
+@pytest.mark.dist
+def test_worker_group_job_equals_single_process_and_reports_progress(tmp_path):
+    """--gpus 2 in the studio: a torchrun worker group (gloo here) writes the same video; rank 0 reports steps."""
+    import numpy as np
+
+    from engine.media import read_video_frames
+
+    single = StudioContext.create(StudioOptions(data_dir=tmp_path / "one", model="tiny"))
+    group = StudioContext.create(StudioOptions(data_dir=tmp_path / "two", model="tiny", gpus=2))
+    req = request(tmp_path, num_inference_steps=3)
+    a = run_job(single, req, "tiny")
+    events = []
+    b = run_job(group, req, "tiny", on_progress=events.append)
+    assert a.status == b.status == "done", b.error
+    assert [e.step for e in events] == [1, 2, 3] and "2 GPUs" in events[-1].message
+    np.testing.assert_array_equal(read_video_frames(a.video_path), read_video_frames(b.video_path))
+    assert group.store.get(b.generation_id).seed == 7
+
+
+@pytest.mark.dist
+def test_worker_group_stop(tmp_path):
+    group = StudioContext.create(StudioOptions(data_dir=tmp_path / "two", model="tiny", gpus=2))
+    stop = threading.Event()
+    result = run_job(group, request(tmp_path, num_inference_steps=400, height=64, width=64), "tiny", stop_event=stop,
+                     on_progress=lambda e: stop.set() if e.step >= 2 else None)  # fmt: skip
+    assert result.status == "stopped" and group.store.get(result.generation_id).video_path is None
+    assert not list((group.store.data_dir / "videos").glob("*.mp4"))
