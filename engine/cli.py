@@ -51,7 +51,12 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", default=None, help="official test-case JSON: {item: {img_paths, audio_path, prompt}}")
     p.add_argument("--out-dir", default="outputs", help="folder for --cases outputs")
     p.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) under torchrun; CPU uses gloo")
-    p.add_argument("--parallel", default="auto", choices=["auto", "ulysses", "cfg"], help="how --gpus N splits work")
+    p.add_argument(
+        "--parallel",
+        default="auto",
+        choices=["auto", "ulysses", "ring", "unified", "cfg"],
+        help="how --gpus N splits work",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,8 @@
   output is gathered, every rank steps the scheduler identically (same seed, same noise).
 - "cfg": HuMo runs 3-4 guidance branches per step; branch i is evaluated by rank i mod N and broadcast to the
   others, so N ranks cut the transformer time of a step by up to min(N, passes). Every rank holds the full model.
+- "ring" / "unified": ring attention, or diffusers' 2-D Ulysses × ring layout, where the attention backend returns
+  the log-sum-exp (flash / cuDNN on GPUs; the native CPU backend refuses it).
 - "auto": Ulysses when the head count allows it and the video is long, else CFG-parallel.
 
 Only rank 0 writes files. On CPU the same code runs over gloo (that is how the tests check it).
@@ -22,9 +24,24 @@ import torch
 import torch.distributed as dist
 
 from engine import guidance as guidance_lib
+from engine.errors import InputError
 from engine.parallel import enable_context_parallel, init_distributed, is_main_process, world_size
 
-MODES = ("ulysses", "cfg", "auto")
+MODES = ("ulysses", "ring", "unified", "cfg", "auto")
+
+
+def parallel_degrees(mode: str, world: int, heads: int) -> tuple[int | None, int | None]:
+    """(ulysses_degree, ring_degree) of a context-parallel mode. Ring attention needs an attention backend that
+    returns the log-sum-exp (flash / cuDNN on GPUs); "unified" is diffusers' 2-D mode: Ulysses inside groups of
+    the largest head-count divisor, ring across them."""
+    if mode == "ulysses":
+        return world, None
+    if mode == "ring":
+        return None, world
+    if mode == "unified":
+        ulysses = max(d for d in range(1, world + 1) if world % d == 0 and heads % d == 0 and d < world) or 1
+        return ulysses, world // ulysses
+    raise ValueError(f"{mode!r} is not a context-parallel mode")
 
 
 def cfg_parallel_evaluator(out_channels: int):
@@ -59,8 +76,20 @@ def setup_parallel(pipe, mode: str = "auto") -> str:
     heads = pipe.transformer.config.num_attention_heads
     if mode == "auto":
         mode = "ulysses" if heads % world == 0 else "cfg"
-    if mode == "ulysses":
-        enable_context_parallel(pipe.transformer, ulysses_degree=world)
+    if mode in ("ring", "unified") and getattr(pipe, "attention_backend", "native") in ("native", None):
+        raise InputError(
+            f"--parallel {mode} needs an attention backend that returns the log-sum-exp: add --attention-backend "
+            "flash (or _flash_3 / cuDNN) on GPUs; the native backend cannot do ring attention.",
+            field="parallel",
+        )
+    if mode in ("ulysses", "ring", "unified"):
+        ulysses, ring = parallel_degrees(mode, world, heads)
+        try:
+            enable_context_parallel(pipe.transformer, ulysses_degree=ulysses, ring_degree=ring)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise InputError(
+                f"--parallel {mode} is not possible here ({exc}); use ulysses or cfg.", field="parallel"
+            ) from exc
     else:
         pipe.branch_evaluator = cfg_parallel_evaluator(pipe.transformer.config.out_channels)
     pipe.set_progress_bar_config(disable=not is_main_process())

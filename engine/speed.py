@@ -36,6 +36,7 @@ def set_attention_backend(pipe, name: str) -> None:
     """ "native" (PyTorch SDPA), "flash", "_flash_3", "sage", ... where the package is installed."""
     try:
         pipe.transformer.set_attention_backend(name)
+        pipe.attention_backend = name
     except Exception as exc:  # diffusers raises ValueError / ImportError / RuntimeError depending on the backend
         raise InputError(
             f"Attention backend {name!r} is not available here ({exc}). Use 'native'.", field="attention"

@@ -37,3 +37,14 @@ def test_two_processes_equal_one(mode, reference, tmp_path):
     print(f"{mode}: max abs diff vs one process = {diff:.2e}")
     assert video.shape == reference.shape == (17, 32, 48, 3)
     assert diff <= 1e-5
+
+
+def test_context_parallel_degrees():
+    from engine.distributed import parallel_degrees
+
+    assert parallel_degrees("ulysses", 4, 12) == (4, None)
+    assert parallel_degrees("ring", 4, 12) == (None, 4)
+    assert parallel_degrees("unified", 8, 12) == (4, 2)  # 8 does not divide 12 heads: Ulysses 4 x ring 2
+    assert parallel_degrees("unified", 8, 40) == (4, 2)
+    with pytest.raises(ValueError):
+        parallel_degrees("cfg", 2, 12)
