@@ -48,13 +48,30 @@ def compile_transformer(pipe, **kwargs) -> None:
     pipe.transformer.compile_repeated_blocks(**kwargs)
 
 
-def enable_step_cache(pipe, threshold: float = 0.05) -> None:
-    """diffusers' first-block cache: when the first block's output barely changes between steps, the remaining
-    blocks' residual from the previous call is reused. Each guidance branch runs in its own cache context, so a
-    branch never reuses another branch's residual (see HuMoPipeline._predict)."""
-    from diffusers.hooks import FirstBlockCacheConfig
+def enable_step_cache(
+    pipe, threshold: float = 0.05, kind: str = "first_block", mag_ratios=None, num_inference_steps: int = 50
+) -> None:
+    """diffusers step caches; each guidance branch runs in its own cache context, so a branch never reuses another
+    branch's residual (see HuMoPipeline._predict).
 
-    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    - "first_block": when the first block's output barely changes between steps, reuse the remaining blocks'
+      residual from the previous call (`threshold` on the relative change).
+    - "mag": MagCache, skipping steps while the accumulated magnitude-ratio error stays under `threshold`. It needs
+      the model's per-step magnitude ratios (`mag_ratios`, e.g. from a calibration run); without them it runs in
+      calibration mode, which computes every step and logs the ratios to use next time.
+    """
+    from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
+
+    if kind == "first_block":
+        config = FirstBlockCacheConfig(threshold=threshold)
+    elif kind == "mag":
+        ratios = None if mag_ratios is None else torch.as_tensor(mag_ratios, dtype=torch.float32)
+        config = MagCacheConfig(
+            threshold=threshold, num_inference_steps=num_inference_steps, mag_ratios=ratios, calibrate=ratios is None
+        )
+    else:
+        raise InputError(f"Unknown step cache {kind!r}: use first_block or mag.", field="step_cache")
+    pipe.transformer.enable_cache(config)
     pipe.step_cache = True
 
 

@@ -102,3 +102,16 @@ def test_step_cache_skips_blocks_per_branch(pipe):
     out = pipe(**{**KW, "num_inference_steps": 6, "batch_branches": False}).frames[0]
     hook.remove()
     assert calls["n"] < full and torch.isfinite(out).all()
+
+
+def test_mag_cache_with_ratios_skips_blocks(pipe):
+    calls = {"n": 0}
+    hook = pipe.transformer.blocks[1].ffn.register_forward_pre_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    run = {**KW, "num_inference_steps": 8, "batch_branches": False}
+    base = pipe(**run).frames[0]
+    full, calls["n"] = calls["n"], 0
+    enable_step_cache(pipe, threshold=0.5, kind="mag", mag_ratios=[0.99] * 8, num_inference_steps=8)
+    out = pipe(**run).frames[0]
+    hook.remove()
+    assert calls["n"] < full and torch.isfinite(out).all()
+    assert (out - base).abs().max() > 0  # skipped steps really change the result a little
