@@ -92,10 +92,18 @@ MODELS: dict[str, ModelSpec] = {
         (480, 832),
         description="HuMo-1.7B (Wan2.1-1.3B + audio), fp32 ema.pth",
     ),
-    "tiny": ModelSpec("tiny", "1.7b", None, (64, 64), components=(), description="untrained demo model, built in code"),
+    "humo-nano": ModelSpec(
+        "humo-nano",
+        "1.7b",
+        None,
+        (64, 64),
+        components=(),
+        description="CPU-sized HuMo trained on the synthetic world (assets/humo-nano, `python -m training nano`)",
+    ),
+    "tiny": ModelSpec("tiny", "1.7b", None, (64, 64), components=(), description="untrained test model, built in code"),
 }
-# Preference order when nothing is asked for: the largest model present first. Issue #7 adds "humo-nano" ahead
-# of "tiny" once its trained files exist.
+# Preference order when nothing is asked for: the largest model present first; HuMo-nano (bundled) before the
+# untrained "tiny", which only remains the default where assets/humo-nano is missing.
 PREFERENCE = ["humo-17b", "humo-1.7b", "humo-nano", "tiny"]
 
 
@@ -194,6 +202,8 @@ def _disk_size(path: Path) -> int:
 
 def is_present(model_id: str) -> bool:
     spec = get_spec(model_id)
+    if model_id in PRESENCE:
+        return PRESENCE[model_id]()
     return all(component_root(c) is not None for c in spec.all_components)
 
 
@@ -205,6 +215,10 @@ def list_models() -> list[dict]:
         location = None
         if spec.transformer is not None and present:
             location = str(component_root(spec.transformer) / spec.transformer.marker)
+        elif model_id == "humo-nano":
+            from engine import nano
+
+            location = str(nano.nano_dir()) if present else None
         elif spec.transformer is None:
             location = "built in code" if model_id == "tiny" else None
         rows.append(
@@ -267,6 +281,10 @@ def load_pipeline(
         pipe = _load_official(resolve(model_id), device, torch_dtype, make_scheduler(scheduler))
     pipe.model_id = model_id
     pipe.default_size = MODELS[model_id].default_size if model_id in MODELS else (64, 64)
+    if model_id == "humo-nano":
+        from engine import nano
+
+        pipe.default_size = nano.default_size()
     if memory_mode == "auto":
         from engine.memory import choose_memory_mode
         from engine.system import free_ram_bytes
@@ -281,8 +299,21 @@ def load_pipeline(
     return apply_memory_mode(pipe, memory_mode, device)
 
 
-# Extra loaders registered by other parts of the project (e.g. the trained nano model): id -> fn(device=, ...).
-LOADERS: dict[str, Callable] = {}
+def _load_nano(device, torch_dtype, scheduler):
+    from engine import nano
+
+    return nano.load_nano_pipeline(torch_dtype=torch_dtype, scheduler=scheduler)
+
+
+def _nano_present() -> bool:
+    from engine import nano
+
+    return nano.is_present()
+
+
+# Models whose files are not Hub components: id -> fn(device=, torch_dtype=, scheduler=) and id -> presence check.
+LOADERS: dict[str, Callable] = {"humo-nano": _load_nano}
+PRESENCE: dict[str, Callable[[], bool]] = {"humo-nano": _nano_present}
 
 
 def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler):

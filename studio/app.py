@@ -14,6 +14,11 @@ DEMO_BANNER = (
     "Get the real models with `python -m engine download humo-1.7b` (7 GB + 26 GB of shared encoders) "
     "or `humo-17b`, then restart the studio; it picks the largest model present."
 )
+NANO_BANNER = (
+    "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, about "
+    "2-second clips): the face follows the reference, the background the prompt, the mouth the voice. Try the example "
+    "below. For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
+)
 
 
 def model_choices(ctx: StudioContext) -> list[str]:
@@ -36,6 +41,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
         gr.Markdown("# 🎬 HuMo Studio\nA face, a voice and a prompt → a lip-synced video.")
         if ctx.is_demo_model:
             gr.Markdown(DEMO_BANNER, elem_id="demo-banner")
+        elif ctx.is_nano_model:
+            gr.Markdown(NANO_BANNER, elem_id="nano-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
                 generate = build_generate_tab(ctx, model_choices(ctx))

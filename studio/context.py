@@ -60,7 +60,13 @@ class StudioContext:
 
     @property
     def is_demo_model(self) -> bool:
+        """The untrained built-in model (its videos are noise)."""
         return self.default_model == "tiny"
+
+    @property
+    def is_nano_model(self) -> bool:
+        """The bundled HuMo-nano (trained on the synthetic world, 64x64)."""
+        return self.default_model == "humo-nano"
 
 
 def _load_checkpoint(path: str, device):

@@ -5,6 +5,7 @@ Layout is built in `build_generate_tab`; every callback is a small function of p
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
@@ -25,8 +26,8 @@ RESOLUTIONS = {
     "832×480 (portrait)": (832, 480),
     "720×1280 (landscape, official)": (720, 1280),
     "1280×720 (portrait)": (1280, 720),
-    "64×64 (tiny demo)": (64, 64),
-    "128×128 (tiny demo)": (128, 128),
+    "64×64 (HuMo-nano, tiny)": (64, 64),
+    "128×128 (tiny)": (128, 128),
     "custom": None,
 }
 PRESETS = list(guidance_lib.GUIDANCE_PRESETS)
@@ -115,6 +116,29 @@ def guidance_panel(
     ) + f"\n\n`{schedule.describe()}`"
 
 
+def default_steps(model_id: str) -> int:
+    """Sampling steps a model is used with: 8 for the untrained tiny, HuMo-nano's evaluated count, else 50."""
+    if model_id == "tiny":
+        return 8
+    if model_id == "humo-nano":
+        from engine import nano
+
+        return int(nano.info().get("sample_steps", 30))
+    return 50
+
+
+def example_rows() -> list[list[str]]:
+    """[prompt, image, audio] of the bundled example (assets/examples/cases.json "nano"), for gr.Examples."""
+    from engine.components import ASSETS
+
+    cases = json.loads((ASSETS / "examples" / "cases.json").read_text())
+    case = cases.get("nano")
+    if not case:
+        return []
+    root = ASSETS.parent
+    return [[case["prompt"], str(root / case["img_paths"][0]), str(root / case["audio_path"])]]
+
+
 def _variant(ctx: StudioContext, model_id: str | None) -> str:
     from engine.registry import MODELS
 
@@ -136,7 +160,7 @@ def make_request(ctx, prompt, image, audio, negative_prompt, model, resolution, 
 
         height, width = MODELS[model].default_size if model in MODELS else (64, 64)
     if not steps:
-        steps = 8 if model == "tiny" else 50
+        steps = default_steps(model)
     mode = mode_from_inputs(bool(images), bool(audio))
     schedule = build_schedule(_variant(ctx, model), mode, preset, scale_t, scale_i, scale_a, switch)
     return GenerationRequest(
@@ -210,6 +234,8 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
             )
             c["audio_err"] = gr.Markdown(elem_id="audio-error")
             c["mode"] = gr.Markdown(mode_label(None, None, None), elem_id="mode")
+            if rows := example_rows():
+                gr.Examples(rows, inputs=[c["prompt"], c["image"], c["audio"]], label="Example (made for HuMo-nano)")
             c["negative_prompt"] = gr.Textbox(
                 label="Negative prompt (empty: the official Wan negative prompt)",
                 lines=2,
@@ -217,7 +243,8 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
             )
             with gr.Row():
                 c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
-                default_res = "64×64 (tiny demo)" if ctx.is_demo_model else "480×832 (landscape, official)"
+                small = ctx.is_demo_model or ctx.is_nano_model
+                default_res = "64×64 (HuMo-nano, tiny)" if small else "480×832 (landscape, official)"
                 c["resolution"] = gr.Dropdown(
                     list(RESOLUTIONS), value=last.get("resolution", default_res), label="Resolution"
                 )
@@ -231,7 +258,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
                 c["steps"] = gr.Slider(
                     1,
                     100,
-                    value=last.get("steps", 8 if ctx.is_demo_model else 50),
+                    value=last.get("steps", default_steps(ctx.default_model)),
                     step=1,
                     label="Steps",
                     elem_id="steps",

@@ -40,6 +40,7 @@ def empty_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HUMO_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HUMO_NANO_DIR", str(tmp_path / "no-nano"))  # as on a clone without assets/humo-nano
     return tmp_path
 
 
@@ -56,7 +57,10 @@ def test_missing_weights_message_names_component_size_and_command(empty_env):
 def test_tiny_is_always_present_and_best_when_nothing_else(empty_env):
     rows = {row["id"]: row for row in registry.list_models()}
     assert rows["tiny"]["present"] and not rows["humo-17b"]["present"] and not rows["humo-1.7b"]["present"]
+    assert not rows["humo-nano"]["present"]
     assert registry.best_available_model() == "tiny"
+    with pytest.raises(MissingWeightsError, match="python -m training nano"):
+        registry.load_pipeline("humo-nano", device="cpu")
 
 
 def _write_official_layout(root):

@@ -1,5 +1,6 @@
 """`python -m training <verb>`: synth (synthetic dataset), prepare (raw videos -> training clips),
-cache (encode clips), fit (stage 1 / 2 training), export (official key names)."""
+cache (encode clips), fit (stage 1 / 2 training), export (official key names), nano (build the bundled HuMo-nano),
+ablations (Table 3 in miniature)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parser(subparsers)
     add_fit_parser(subparsers)
     add_export_parser(subparsers)
+    add_nano_parsers(subparsers)
     return parser
+
+
+def add_nano_parsers(subparsers) -> None:
+    nano = subparsers.add_parser("nano", help="train HuMo-nano on the synthetic world (about 45 min on 2 CPU cores)")
+    nano.add_argument("--out", default="assets/humo-nano", help="where the model goes (default: %(default)s)")
+    ablations = subparsers.add_parser("ablations", help="train the Table 3 variants and print their scores")
+    ablations.add_argument(
+        "--factor", type=float, default=0.5, help="stage 1 + 2 steps per variant, relative to nano (default 0.5)"
+    )
+    for sub in (nano, ablations):
+        sub.add_argument("--work", default="data/nano", help="intermediate files, reused when present")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--quick", action="store_true", help="a seconds-long build at 32x32 (a smoke test)")
+        sub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    nano.set_defaults(func=run_nano)
+    ablations.set_defaults(func=run_ablations_cli)
+
+
+def _nano_budget(args):
+    import torch
+
+    from training.nano import NanoBudget
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = NanoBudget.quick() if args.quick else NanoBudget()
+    budget.seed = args.seed
+    return budget
+
+
+def run_nano(args) -> int:
+    from training.nano import build_nano
+
+    info = build_nano(args.out, args.work, _nano_budget(args))
+    print(f"held-out scores: {info['heldout_scores']}  (total {info['total_s'] / 60:.1f} min)")
+    return 0
+
+
+def run_ablations_cli(args) -> int:
+    from training.nano import format_table, run_ablations
+
+    rows = run_ablations(args.work, _nano_budget(args), factor=args.factor)
+    print(format_table(rows))
+    return 0
 
 
 def run_prepare(args) -> int:

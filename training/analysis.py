@@ -10,69 +10,131 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from training.filters import sync_score
-from training.synth import BACKGROUNDS
+from training.synth import BACKGROUNDS, LIGHTING
+
+WALL_RAMP = 0.94  # mean brightness of the border pixels under the world's top-lit wall ramp (0.85 .. 1.1)
 
 
-def reference_face_box(reference: np.ndarray):
-    """The largest Haar detection in the reference image, or None (then the centre is used)."""
-    from training.faces import HaarFaceDetector
-
-    boxes = HaarFaceDetector()(reference)
-    if len(boxes) == 0:
-        return None
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return boxes[int(np.argmax(areas))]
-
-
-def _region_colour(image: np.ndarray, box, top: float, bottom: float, left: float = 0.3, right: float = 0.7):
-    """Median colour of a band of the face box (fractions of its height and width)."""
+def shirt_colour(image: np.ndarray) -> np.ndarray:
+    """Median colour of the bottom-centre patch: the torso, which every framing of the world puts there."""
     h, w = image.shape[:2]
-    if box is None or not np.all(np.isfinite(box)):
-        box = (w * 0.25, h * 0.15, w * 0.75, h * 0.85)
-    x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    ys = slice(max(0, int(y0 + top * bh)), min(h, max(int(y0 + top * bh) + 1, int(y0 + bottom * bh))))
-    xs = slice(max(0, int(x0 + left * bw)), min(w, max(int(x0 + left * bw) + 1, int(x0 + right * bw))))
-    return np.median(image[ys, xs].reshape(-1, 3).astype(np.float64), axis=0)
+    patch = image[int(0.92 * h) :, int(0.42 * w) : int(0.58 * w)].reshape(-1, 3).astype(np.float64)
+    return np.median(patch, axis=0)
 
 
-def appearance(image: np.ndarray, box) -> np.ndarray:
-    """Skin (cheeks) and hair (top of the head) colours as chromaticity + log brightness: lighting in the world
-    scales and tints colours, which mostly moves the brightness and leaves the chromaticity."""
-    features = []
-    for top, bottom, left, right in ((0.62, 0.75, 0.15, 0.35), (0.0, 0.1, 0.35, 0.65)):
-        rgb = _region_colour(image, box, top, bottom, left, right) + 1.0
-        features += [*(rgb[:2] / rgb.sum()), 0.1 * np.log(rgb.sum())]
-    return np.array(features)
+def appearance(image: np.ndarray) -> np.ndarray:
+    """Identity features of one image: log(skin) - log(shirt) per channel. The world's lights scale every colour of
+    a frame by one gain and one per-channel tint, so a ratio of two colours of the same frame does not change with
+    the light (a reference is lit differently from its clip by design)."""
+    return np.log(skin_colour(image).astype(np.float64) + 8.0) - np.log(shirt_colour(image) + 8.0)
 
 
-def identity_score(reference: np.ndarray, frames: np.ndarray, face_boxes: np.ndarray | None = None) -> float:
-    """exp(-distance/0.05) between the reference's and the video's skin and hair colours, averaged over frames."""
-    ref = appearance(reference, reference_face_box(reference))
-    scores = []
-    for index, frame in enumerate(frames):
-        box = None if face_boxes is None else face_boxes[index]
-        scores.append(np.exp(-np.linalg.norm(ref - appearance(frame, box)) / 0.05))
-    return float(np.mean(scores))
+def identity_score(reference: np.ndarray, frames: np.ndarray, scale: float = 0.25) -> float:
+    """exp(-distance/scale) between the reference's and the video's identity features, averaged over frames."""
+    ref = appearance(reference)
+    step = max(1, len(frames) // 12)  # a dozen frames are enough; the person does not change within a clip
+    return float(np.mean([np.exp(-np.linalg.norm(ref - appearance(f)) / scale) for f in frames[::step]]))
 
 
 def text_score(frames: np.ndarray, caption: str, temperature: float = 20.0) -> float:
-    """Probability-like score that the background has the caption's colour; NaN if the caption names none."""
-    words = caption.lower().replace(",", " ").split()
-    named = next((c for c in BACKGROUNDS if f"{c} background" in caption.lower() or c in words), None)
+    """Probability-like score that the background has the caption's colour; NaN if the caption names none.
+
+    The measured border colour is compared with every background colour under every light of the world (gain and
+    tint), and the probability mass of the named colour is summed over the lights."""
+    text = caption.lower()
+    words = text.replace(",", " ").replace(".", " ").split()
+    # "<colour> background" first: captions also name hair colours ("red hair") that are background colours too
+    named = next((c for c in BACKGROUNDS if f"{c} background" in text), None)
+    named = named or next((c for c in BACKGROUNDS if c in words), None)
     if named is None:
         return float("nan")
     border = np.concatenate(
         [frames[:, :4].reshape(-1, 3), frames[:, :, :4].reshape(-1, 3), frames[:, :, -4:].reshape(-1, 3)]
     )
-    colour = border.astype(np.float64).mean(0)
+    colour = np.median(border.astype(np.float64), axis=0)  # objects and the torso also touch the border
     names = list(BACKGROUNDS)
-    distances = np.array([np.linalg.norm(colour - np.array(BACKGROUNDS[n], np.float64)) for n in names])
-    weights = np.exp(-(distances - distances.min()) / temperature)
-    return float(weights[names.index(named)] / weights.sum())
+    expected = {
+        (name, light): np.clip(np.array(BACKGROUNDS[name]) * WALL_RAMP * gain * np.array(tint), 0, 255)
+        for name in names
+        for light, (gain, tint) in LIGHTING.items()
+    }
+    distances = {key: np.linalg.norm(colour - value) for key, value in expected.items()}
+    low = min(distances.values())
+    weights = {key: np.exp(-(d - low) / temperature) for key, d in distances.items()}
+    return float(sum(v for (name, _), v in weights.items() if name == named) / sum(weights.values()))
+
+
+def skin_colour(image: np.ndarray) -> np.ndarray:
+    """The face's skin colour (RGB float) without a face box: the most common colour of the central window once
+    pixels near the background colour (the image border) and dark pixels (hair, eyes, shadows) are left out.
+    Works on frames too small for a face detector (the nano model's 64x64)."""
+    h, w = image.shape[:2]
+    pixels = image.astype(np.float32)
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    background = np.median(border, axis=0)
+    centre = pixels[int(0.25 * h) : int(0.75 * h), int(0.3 * w) : int(0.7 * w)].reshape(-1, 3)
+    keep = (np.linalg.norm(centre - background, axis=1) > 40) & (centre.sum(axis=1) > 150)
+    if keep.sum() < 4:
+        return np.median(centre, axis=0)
+    candidates = centre[keep]
+    bins = (candidates // 24).astype(np.int64)
+    keys = bins[:, 0] * 10000 + bins[:, 1] * 100 + bins[:, 2]
+    values, counts = np.unique(keys, return_counts=True)
+    return candidates[keys == values[np.argmax(counts)]].mean(axis=0)
+
+
+def skin_chromaticity(image: np.ndarray) -> np.ndarray:
+    """(r, g) chromaticity of the skin: the colour `locate_faces` looks for."""
+    rgb = skin_colour(image) + 1.0
+    return rgb[:2] / rgb.sum()
+
+
+def locate_faces(frames: np.ndarray, *, tolerance: float = 0.03, aspect: float = 0.74, smooth: int = 5) -> np.ndarray:
+    """Face boxes [T, 4] (NaN where none) in a generated video, found by the video's own skin colour.
+
+    Generated frames are too small and soft for a face detector, and their head motion is the model's own (not a
+    clip's ground truth), so the scores need boxes found in the video itself: the largest blob of skin-coloured
+    pixels; its widest row is the face centre line (the neck below is narrower, hair covers the top), its width
+    there the face width, and the height follows from the world's mean face aspect. Boxes are median-smoothed
+    over `smooth` frames so box jitter does not read as mouth motion.
+    """
+    target = np.median([skin_chromaticity(f) for f in frames[:: max(1, len(frames) // 8)]], axis=0)
+    boxes = np.full((len(frames), 4), np.nan, np.float32)
+    h, w = frames.shape[1:3]
+    for t, frame in enumerate(frames):
+        rgb = frame.astype(np.float32) + 1.0
+        chroma = rgb[..., :2] / rgb.sum(axis=-1, keepdims=True)
+        mask = (np.linalg.norm(chroma - target, axis=-1) < tolerance).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+        if count < 2:
+            continue
+        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        if stats[best, cv2.CC_STAT_AREA] < 0.01 * h * w:
+            continue
+        blob = labels == best
+        widths = np.convolve(blob.sum(axis=1).astype(np.float32), np.ones(3) / 3, mode="same")
+        cy = float(np.mean(np.flatnonzero(widths >= 0.9 * widths.max())))
+        cols = np.flatnonzero(blob[int(round(cy))]) if blob[int(round(cy))].any() else np.flatnonzero(blob.any(0))
+        cx, rx = (cols[0] + cols[-1] + 1) / 2, (cols[-1] + 1 - cols[0]) / 2
+        ry = rx / aspect
+        boxes[t] = (cx - rx, cy - ry, cx + rx, cy + ry)
+    return _median_smooth(boxes, smooth)
+
+
+def _median_smooth(boxes: np.ndarray, window: int) -> np.ndarray:
+    out = boxes.copy()
+    half = window // 2
+    for t in range(len(boxes)):
+        near = boxes[max(0, t - half) : t + half + 1]
+        near = near[np.isfinite(near).all(axis=1)]
+        if len(near) and np.isfinite(boxes[t]).all():
+            out[t] = np.median(near, axis=0)
+    return out
 
 
 def sync(frames: np.ndarray, face_boxes: np.ndarray, waveform: np.ndarray) -> tuple[float, int]:
@@ -83,10 +145,12 @@ def stability(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.float32), axis=0)).mean())
 
 
-def score_video(frames, reference, caption, waveform, face_boxes) -> dict:
+def score_video(frames, reference, caption, waveform, face_boxes=None) -> dict:
+    """Every score of one video; face boxes default to `locate_faces` (generated videos have no ground truth)."""
+    face_boxes = locate_faces(frames) if face_boxes is None else face_boxes
     corr, lag = sync(frames, face_boxes, waveform)
     return {
-        "identity": identity_score(reference, frames, face_boxes),
+        "identity": identity_score(reference, frames),
         "text": text_score(frames, caption),
         "sync": corr,
         "sync_lag": lag,

@@ -53,25 +53,53 @@ def _face_mask(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_clip(pipe, clip_dir_root: Path, entry: dict) -> dict[str, torch.Tensor]:
-    """Every tensor the trainer needs for one clip."""
+    """Every tensor the trainer needs for one clip of a `build_clips` folder."""
     video = _video_tensor(clip_dir_root / entry["video"])
+    audio_path = clip_dir_root / entry["audio"] if entry.get("audio") else None
+    has_audio = audio_path is not None and audio_path.exists()
+    return encode_example(
+        pipe,
+        video,
+        clip_dir_root / entry["reference"],
+        entry.get("caption") or "",
+        str(audio_path) if has_audio else None,
+        mask_path=clip_dir_root / entry.get("face_mask", "-"),
+        audio_task_ok=has_audio and "av" in entry.get("task_ok", ["av"]),
+    )
+
+
+@torch.no_grad()
+def encode_example(
+    pipe,
+    video: torch.Tensor,
+    reference,
+    caption: str,
+    audio,
+    *,
+    mask_path: Path | None = None,
+    face_mask: torch.Tensor | None = None,
+    audio_task_ok: bool = True,
+) -> dict[str, torch.Tensor]:
+    """One training example from in-memory inputs: video [1, 3, F, H, W] in [-1, 1], a reference image (path, PIL
+    or array), the caption, audio (path, 16 kHz waveform or None) and the face mask ([F_lat, h, w] in [0, 1], or a
+    `.npy` path as written by build_clips)."""
     num_frames = video.shape[2]
     height, width = video.shape[-2:]
     latents = pipe._vae_encode(video)[0]
-    ref = pipe.encode_image([clip_dir_root / entry["reference"]], height, width)[0]
-    prompt_embeds, _ = pipe.encode_prompt(entry.get("caption") or "", None)
-    audio_path = clip_dir_root / entry["audio"] if entry.get("audio") else None
-    if audio_path is not None and audio_path.exists():
+    ref = pipe.encode_image([reference], height, width)[0]
+    prompt_embeds, _ = pipe.encode_prompt(caption, None)
+    audio_embeds = None
+    if audio is not None:
         try:
-            audio_embeds, _ = pipe.encode_audio(str(audio_path), num_frames)
+            audio_embeds, _ = pipe.encode_audio(audio, num_frames)
         except InputError:  # silent clip: keep it for the subject task, audio as the null input
             audio_embeds = None
-    else:
-        audio_embeds = None
+    has_audio = audio_embeds is not None and audio_task_ok
     if audio_embeds is None:
         cfg = pipe.transformer.config
         audio_embeds = torch.zeros(latents.shape[1], cfg.audio_window, cfg.audio_bands, cfg.audio_dim)
-    mask = _face_mask(clip_dir_root / entry.get("face_mask", "-"), tuple(latents.shape[1:]))
+    shape = tuple(latents.shape[1:])
+    mask = face_mask if face_mask is not None else _face_mask(mask_path or Path("-"), shape)
     extra = {}
     if pipe.variant == "17b":  # the grey-video latents of the 36-channel conditioning (video + 1 reference slot)
         extra["zero_latents"] = pipe.zero_vae_latents(latents.shape[1] + 1, height, width)[0].float()
@@ -82,7 +110,7 @@ def encode_clip(pipe, clip_dir_root: Path, entry: dict) -> dict[str, torch.Tenso
         "prompt_embeds": prompt_embeds[0].float(),
         "audio_embeds": audio_embeds.float(),
         "face_mask": mask.float(),
-        "has_audio": torch.tensor(float(audio_path is not None and "av" in entry.get("task_ok", ["av"]))),
+        "has_audio": torch.tensor(float(has_audio)),
     }
 
 

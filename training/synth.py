@@ -430,10 +430,8 @@ def write_synth_clip(
     return SynthClip(path.stem, path, caption, identity, scene, faces_path, box_list)
 
 
-def write_reference(
-    path: str | Path, identity: Identity, scene: Scene, size: tuple[int, int], rng: np.random.Generator
-) -> Path:
-    """The same character in another pose, light and place (a cross-paired reference image)."""
+def render_reference(identity: Identity, scene: Scene, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """The same character in another pose, light and place (a cross-paired reference image), RGB uint8."""
     h, w = size
     pose = Pose(
         cx=float(w * rng.uniform(0.4, 0.6)),
@@ -442,7 +440,14 @@ def write_reference(
         yaw=float(rng.uniform(-0.6, 0.6)),
         mouth_open=float(rng.uniform(0.0, 0.3)),
     )
-    img = render_frame(identity, scene, pose, size, light_direction=float(rng.uniform(-1, 1)))  # side light
+    return render_frame(identity, scene, pose, size, light_direction=float(rng.uniform(-1, 1)))  # side light
+
+
+def write_reference(
+    path: str | Path, identity: Identity, scene: Scene, size: tuple[int, int], rng: np.random.Generator
+) -> Path:
+    """`render_reference` written as an image file (atomically)."""
+    img = render_reference(identity, scene, size, rng)
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))

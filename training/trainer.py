@@ -45,7 +45,7 @@ class TrainConfig:
     cache_dir: str = "data/train/cache"
     run_dir: str = "data/runs/humo-stage1"
     base_model: str = "tiny"  # model id, or a diffusers folder (e.g. a stage-1 run's final/)
-    stage: int = 1
+    stage: int = 1  # 1 or 2; 0 pretrains a base text-to-video model from scratch (all parameters, no reference)
     # optimisation
     steps: int = 1000
     batch_size: int = 1
@@ -105,7 +105,7 @@ def load_base_transformer(base_model: str):
 
 
 def trainable_pattern(config: TrainConfig) -> str:
-    if config.train_all:
+    if config.train_all or config.stage == 0:
         return r".*"
     return SELF_ATTENTION if config.stage == 1 else f"({SELF_ATTENTION}|{AUDIO_MODULES})"
 
@@ -164,7 +164,8 @@ def make_batch(clips, negative, indices, step, config: TrainConfig, gen: torch.G
         else torch.zeros(batch, dtype=torch.bool)
     )
     drop_text = torch.rand(batch, generator=gen) < config.drop_text
-    drop_image = torch.rand(batch, generator=gen) < config.drop_image
+    # stage 0 pretrains the base text-to-video model (Wan's role): the reference slot is always the null input
+    drop_image = torch.rand(batch, generator=gen) < (1.0 if config.stage == 0 else config.drop_image)
     drop_audio = torch.rand(batch, generator=gen) < config.drop_audio
     sigmas = sample_sigmas(batch, config, gen)
     noise = torch.randn(x0.shape[0], x0.shape[1], x0.shape[2] + 1, *x0.shape[3:], generator=gen)

@@ -50,4 +50,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "tiny": dict(_TINY),
     "tiny-17b": {**_TINY, "in_channels": 36},
+    # HuMo-nano (issue #7): the 1.7B layout at CPU size, trained on the synthetic world by `python -m training nano`
+    "humo-nano": {
+        **_TINY,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "freq_dim": 64,
+        "ffn_dim": 512,
+        "num_layers": 8,
+        "audio_tokens": 4,
+        "audio_token_dim": 64,
+        "audio_hidden_dim": 64,
+    },
 }

@@ -1,0 +1,540 @@
+"""HuMo-nano: the whole method at CPU size, trained on the synthetic world (issue #7).
+
+    python -m training nano                 # world -> VAE -> base -> stage 1 -> stage 2 -> assets/humo-nano
+    python -m training ablations            # the paper's Table 3 in miniature (README "HuMo-nano")
+
+HuMo fine-tunes a pretrained Wan2.1 text-to-video model. There is no Wan at this size, so the recipe adds one step
+in front of the paper's two stages, with the same trainer (training/trainer.py):
+
+  0. world      `WorldExample`s rendered in memory by training/synth.py (identity, scene, speech, face boxes).
+  1. VAE        a small `AutoencoderKLWan` (the real 4x/8x compression, 16 latent channels) trained to reconstruct
+                5-frame windows (the causal first frame plus one 4-frame chunk), faces weighted up.
+  2. encoders   umT5 and Whisper encoders of the pipeline's interface, small and fixed (random but real modules):
+                the transformer learns to read them, as HuMo learns to read the frozen umT5/Whisper.
+  3. base       stage 0 of the trainer: the DiT pretrained as text-to-video, all parameters, no reference (Wan).
+  4. stage 1    subject preservation: text + reference, self-attention only (minimal-invasive).
+  5. stage 2    + audio: self-attention + audio modules + focus-by-predicting head, task mix 0.2 -> 0.5.
+
+Everything is seeded; `NanoBudget` fixes the sizes and step counts (the README states the ones used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.components import (
+    build_feature_extractor,
+    build_tiny_audio_encoder,
+    build_tiny_text_encoder,
+    load_tiny_tokenizer,
+)
+from engine.nano import NANO_SHIFT
+from training import synth
+from training.analysis import locate_faces, score_video
+
+NANO_VAE = {
+    "base_dim": 16,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 2, 2],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+}
+VAE_WINDOW = 5  # frames per VAE training sample: the causal first frame + one 4-frame chunk
+
+
+@dataclass
+class NanoBudget:
+    """Sizes, step counts and seeds of one HuMo-nano build. `quick()` is the seconds-long version for tests."""
+
+    height: int = 64
+    width: int = 64
+    frames: int = 49  # 2 s at 25 fps (4n+1)
+    clips: int = 240
+    identities: int = 120
+    heldout: int = 8
+    vae_steps: int = 2400
+    vae_batch: int = 4
+    vae_lr: float = 1e-3
+    base_steps: int = 1000
+    stage1_steps: int = 400
+    stage2_steps: int = 900
+    batch_size: int = 6
+    base_lr: float = 5e-4
+    stage_lr: float = 2e-4
+    sample_steps: int = 30
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> NanoBudget:
+        return cls(
+            height=32, width=32, frames=9, clips=4, identities=2, heldout=2, vae_steps=2, vae_batch=2,
+            base_steps=2, stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
+        )  # fmt: skip
+
+    def scaled(self, factor: float) -> NanoBudget:
+        """The same build with the DiT training steps multiplied by `factor` (the ablations' fixed budget)."""
+        s = lambda n: max(1, int(round(n * factor)))  # noqa: E731
+        return replace(self, stage1_steps=s(self.stage1_steps), stage2_steps=s(self.stage2_steps))
+
+
+# ---------------------------------------------------------------------------------------------- the world
+@dataclass
+class WorldExample:
+    """One clip of the world with everything the scores need: RGB uint8 video [T, H, W, 3], 16 kHz waveform,
+    ground-truth face boxes [T, 4] and a reference image of the same person elsewhere."""
+
+    name: str
+    identity: synth.Identity
+    scene: synth.Scene
+    caption: str
+    video: np.ndarray
+    waveform: np.ndarray
+    boxes: np.ndarray
+    reference: np.ndarray
+    reference_scene: synth.Scene = field(default_factory=synth.Scene)
+
+
+def sample_world(
+    count: int, *, frames: int, size: tuple[int, int], seed: int, identities: int | None = None, prefix: str = "w"
+) -> list[WorldExample]:
+    """`count` clips of `identities` people (each person in several scenes). Distinct seeds give disjoint draws."""
+    rng = np.random.default_rng([seed, 11])
+    people = [synth.sample_identity(rng, f"{prefix}{i:03d}") for i in range(identities or count)]
+    out = []
+    for i in range(count):
+        person = people[i % len(people)]
+        scene, ref_scene = synth.sample_scene(rng), synth.sample_scene(rng)
+        video, wav, boxes = synth.render_clip(
+            person, scene, frames=frames, size=size, seed=int(rng.integers(1 << 31)), audio="speech"
+        )
+        reference = synth.render_reference(person, ref_scene, size, rng)
+        caption = synth.caption_for(person, scene)
+        out.append(WorldExample(f"{prefix}{i:04d}", person, scene, caption, video, wav, boxes, reference, ref_scene))
+    return out
+
+
+def video_tensor(video: np.ndarray) -> torch.Tensor:
+    """RGB uint8 [T, H, W, 3] -> [1, 3, T, H, W] in [-1, 1]."""
+    return torch.from_numpy(video).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+
+
+def face_pixel_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Filled face ellipses of the boxes: float32 [T, H, W] in {0, 1}."""
+    masks = np.zeros((len(boxes), *size), np.float32)
+    for t, box in enumerate(boxes):
+        if np.isfinite(box).all():
+            x0, y0, x1, y1 = box
+            centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2)))
+            axes = (max(1, int(round((x1 - x0) / 2))), max(1, int(round((y1 - y0) / 2))))
+            cv2.ellipse(masks[t], centre, axes, 0, 0, 360, 1.0, -1)
+    return masks
+
+
+def latent_face_mask(boxes: np.ndarray, size: tuple[int, int], scale: int = 8) -> torch.Tensor:
+    """[F_lat, h, w]: the face-covered fraction of each latent cell, on the frame each latent frame starts at."""
+    pixels = face_pixel_mask(boxes, size)
+    picks = [0] + list(range(4, len(boxes), 4))  # latent 0 <- frame 0, latent j <- frames 4j-3..4j (use 4j)
+    h, w = size[0] // scale, size[1] // scale
+    cells = [cv2.resize(pixels[i], (w, h), interpolation=cv2.INTER_AREA) for i in picks]
+    return torch.from_numpy(np.stack(cells)).float()
+
+
+# ---------------------------------------------------------------------------------------------- components
+def build_components(seed: int = 0) -> dict:
+    """The fixed small encoders (random, real modules) and the tokenizer shipped in assets/tokenizer."""
+    tokenizer = load_tiny_tokenizer()
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": build_tiny_text_encoder(len(tokenizer), seed),
+        "audio_encoder": build_tiny_audio_encoder(seed),
+        "feature_extractor": build_feature_extractor(),
+    }
+
+
+def new_transformer(seed: int = 0):
+    from engine.models import PRESETS, HuMoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return HuMoTransformer3DModel(**PRESETS["humo-nano"]).eval()
+
+
+def make_pipeline(vae, transformer, encoders: dict):
+    from engine.pipeline import HuMoPipeline
+    from engine.schedulers import make_scheduler
+
+    pipe = HuMoPipeline(vae=vae, transformer=transformer, scheduler=make_scheduler("unipc", shift=NANO_SHIFT), **encoders)
+    pipe.model_id = "humo-nano"
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+def _vae_windows(examples: list[WorldExample], batch: int, rng: np.random.Generator):
+    """A batch of random 5-frame windows [B, 3, 5, H, W] in [-1, 1] and their face weights [B, 1, 5, H, W]."""
+    videos, weights = [], []
+    for _ in range(batch):
+        ex = examples[int(rng.integers(len(examples)))]
+        start = int(rng.integers(0, max(1, len(ex.video) - VAE_WINDOW + 1)))
+        clip = ex.video[start : start + VAE_WINDOW]
+        if rng.random() < 0.25:  # references are encoded as 1-frame clips: train that path on them too
+            clip = np.repeat(ex.reference[None], len(clip), axis=0)
+            weight = np.ones((len(clip), *ex.reference.shape[:2]), np.float32)
+        else:
+            weight = 1.0 + 3.0 * face_pixel_mask(ex.boxes[start : start + VAE_WINDOW], ex.video.shape[1:3])
+        videos.append(video_tensor(clip)[0])
+        weights.append(torch.from_numpy(weight)[None])
+    return torch.stack(videos), torch.stack(weights)
+
+
+def train_vae(examples: list[WorldExample], budget: NanoBudget, log=print):
+    """Face-weighted L1 + L2 reconstruction; then the latent mean/std go into the config, as Wan's are."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(budget.seed)
+    vae = AutoencoderKLWan(**NANO_VAE)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=budget.vae_lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, budget.vae_steps))
+    rng = np.random.default_rng([budget.seed, 3])
+    started = time.perf_counter()
+    vae.train()
+    for step in range(1, budget.vae_steps + 1):
+        video, weight = _vae_windows(examples, budget.vae_batch, rng)
+        # The posterior mean plus a little noise, not a full posterior sample: the Wan VAE starts with logvar ~ 0
+        # (std 1), and at this budget the decoder then never gets past predicting the mean image. The noise keeps
+        # the decoder tolerant of the small latent errors a diffusion model makes.
+        z = vae.encode(video).latent_dist.mode()
+        recon = vae.decode(z + 0.05 * z.detach().std() * torch.randn_like(z)).sample
+        error = (recon - video) * weight
+        rec_loss = error.abs().mean()
+        loss = rec_loss + error.pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == budget.vae_steps:
+            log(f"vae step {step}/{budget.vae_steps} l1 {rec_loss.item():.4f} ({time.perf_counter() - started:.0f} s)")
+    vae.eval()
+    set_latent_statistics(vae, examples[: min(len(examples), 32)])
+    return vae
+
+
+@torch.no_grad()
+def set_latent_statistics(vae, examples: list[WorldExample]) -> None:
+    """Per-channel mean/std of the posterior means, stored as `latents_mean/std` (the pipeline normalises with
+    them, so the diffusion model sees unit-variance latents as with the real Wan VAE)."""
+    z = torch.cat([vae.encode(video_tensor(ex.video)).latent_dist.mode() for ex in examples], dim=2)
+    mean = z.mean(dim=(0, 2, 3, 4))
+    std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+
+
+@torch.no_grad()
+def vae_psnr(vae, examples: list[WorldExample]) -> float:
+    """Mean reconstruction PSNR (dB) of whole clips: how much of the world the VAE can show at all."""
+    values = []
+    for ex in examples:
+        video = video_tensor(ex.video)
+        recon = vae.decode(vae.encode(video).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = ((recon - video) / 2).pow(2).mean().item()
+        values.append(10 * np.log10(1.0 / max(mse, 1e-10)))
+    return float(np.mean(values))
+
+
+# ---------------------------------------------------------------------------------------------- cache + stages
+def encode_world(pipe, examples: list[WorldExample], cache_dir: Path, log=print) -> Path:
+    """The trainer's cache (training/cache.py format) from in-memory examples, with the pipeline's encoders."""
+    from training.cache import _atomic_save, encode_example
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _, negative = pipe.encode_prompt("", None)
+    _atomic_save({"negative_prompt_embeds": negative[0].float()}, cache_dir / "negative.safetensors")
+    size = examples[0].video.shape[1:3]
+    for index, ex in enumerate(examples):
+        out = cache_dir / f"{ex.name}.safetensors"
+        if not out.exists():
+            tensors = encode_example(
+                pipe, video_tensor(ex.video), ex.reference, ex.caption, ex.waveform,
+                face_mask=latent_face_mask(ex.boxes, size),
+            )  # fmt: skip
+            _atomic_save(tensors, out)
+        if (index + 1) % 50 == 0:
+            log(f"encoded {index + 1}/{len(examples)} clips")
+    index = {"clips": [ex.name for ex in examples], "failed": {}, "model_id": "humo-nano", "source": str(cache_dir)}
+    (cache_dir / "index.json").write_text(json.dumps(index, indent=1))
+    return cache_dir
+
+
+def run_stage(name: str, work: Path, base: Path, budget: NanoBudget, steps: int, **config) -> Path:
+    """One trainer run from the `base` transformer folder; returns its final folder (reused when it exists)."""
+    from training.trainer import TrainConfig, fit
+
+    run_dir = work / "runs" / name
+    final = run_dir / "final"
+    if (final / "config.json").exists():
+        return final
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train_config = TrainConfig(
+        cache_dir=str(work / "cache"),
+        run_dir=str(run_dir),
+        base_model=str(base),
+        steps=steps,
+        **{"batch_size": budget.batch_size, "learning_rate": budget.stage_lr, "seed": budget.seed, **config},
+        timestep_shift=NANO_SHIFT,
+        checkpoint_every=0,
+        log_every=10,
+    )
+    summary = fit(train_config)
+    return Path(summary["final"])
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+def generate(pipe, example: WorldExample, *, steps: int, guidance=None, seed: int = 0) -> np.ndarray:
+    """The pipeline's video (RGB uint8 [T, H, W, 3]) for a held-out example's reference, caption and audio."""
+    h, w = example.video.shape[1:3]
+    out = pipe(
+        prompt=example.caption,
+        image=example.reference,
+        audio=example.waveform,
+        height=h,
+        width=w,
+        num_frames=len(example.video),
+        num_inference_steps=steps,
+        guidance=guidance,
+        seed=seed,
+        output_type="np",
+    )
+    frames = out.frames[0] if hasattr(out, "frames") else out[0]
+    return (np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8)
+
+
+def evaluate(pipe, examples: list[WorldExample], *, steps: int, guidance=None, seed: int = 0) -> dict:
+    """Mean scores over held-out examples (training.analysis): identity, text, sync (corr), |lag|, stability."""
+    rows = []
+    for ex in examples:
+        video = generate(pipe, ex, steps=steps, guidance=guidance, seed=seed)
+        boxes = locate_faces(video)
+        rows.append(score_video(video, ex.reference, ex.caption, ex.waveform, boxes))
+    keys = ("identity", "text", "sync", "stability")
+    result = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    result["abs_lag"] = float(np.mean([abs(r["sync_lag"]) for r in rows]))
+    return result
+
+
+def heldout_world(budget: NanoBudget) -> list[WorldExample]:
+    """New people, scenes and voices (a seed the training world never uses)."""
+    return sample_world(
+        budget.heldout, frames=budget.frames, size=(budget.height, budget.width), seed=budget.seed + 1000, prefix="h"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- export
+def save_nano(out_dir: Path, vae, transformer_dir: Path, encoders: dict, info: dict) -> Path:
+    """assets/humo-nano: vae/, transformer/, text_encoder/, audio_encoder/ (diffusers/transformers folders), nano.json.
+    The tokenizer is the shared assets/tokenizer. Written to a temporary folder, then swapped in."""
+    from safetensors.torch import save_file
+
+    from engine.models import HuMoTransformer3DModel
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    vae.save_pretrained(tmp / "vae")
+    HuMoTransformer3DModel.from_pretrained(transformer_dir).save_pretrained(tmp / "transformer")
+    encoders["text_encoder"].save_pretrained(tmp / "text_encoder")
+    audio = encoders["audio_encoder"]
+    (tmp / "audio_encoder").mkdir()
+    audio.config.save_pretrained(tmp / "audio_encoder")
+    state = {f"encoder.{k}": v.contiguous() for k, v in audio.state_dict().items()}
+    save_file(state, str(tmp / "audio_encoder" / "model.safetensors"))
+    (tmp / "nano.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------------------- the build
+@dataclass
+class NanoBuild:
+    """What `build_base` made (reused by `build_nano` and the ablations)."""
+
+    work: Path
+    budget: NanoBudget
+    vae: object
+    encoders: dict
+    base: Path
+    vae_psnr: float
+    timings: dict
+
+
+def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
+    """World, VAE, encoders, cache and the stage-0 base model; each step reuses its output in `work` if present."""
+    from diffusers import AutoencoderKLWan
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "budget.json").write_text(json.dumps(asdict(budget), indent=1))
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    size = (budget.height, budget.width)
+    examples = sample_world(
+        budget.clips, frames=budget.frames, size=size, seed=budget.seed, identities=budget.identities
+    )
+    timings["world_s"] = time.perf_counter() - t0
+    log(f"world: {len(examples)} clips of {budget.frames} frames at {size[1]}x{size[0]}")
+
+    t0 = time.perf_counter()
+    if (work / "vae" / "config.json").exists():
+        vae = AutoencoderKLWan.from_pretrained(work / "vae").eval()
+    else:
+        vae = train_vae(examples, budget, log)
+        vae.save_pretrained(work / "vae")
+    timings["vae_s"] = time.perf_counter() - t0
+    psnr = vae_psnr(vae, examples[:8])
+    log(f"vae: PSNR {psnr:.1f} dB on training clips")
+
+    encoders = build_components(budget.seed)
+    t0 = time.perf_counter()
+    if not (work / "cache" / "index.json").exists():
+        encode_world(make_pipeline(vae, new_transformer(budget.seed), encoders), examples, work / "cache", log)
+    timings["encode_s"] = time.perf_counter() - t0
+
+    init = work / "init"
+    if not (init / "config.json").exists():
+        new_transformer(budget.seed).save_pretrained(init)
+    t0 = time.perf_counter()
+    base = run_stage("base", work, init, budget, budget.base_steps, stage=0, learning_rate=budget.base_lr)
+    timings["base_s"] = time.perf_counter() - t0
+    return NanoBuild(work, budget, vae, encoders, base, psnr, timings)
+
+
+def train_variant(build: NanoBuild, name: str, budget: NanoBudget, **changes) -> Path:
+    """Stage 1 then stage 2 from the base (or, with `joint=True`, one stage-2 run with both tasks from the start).
+
+    `changes`: trainer overrides for both stages (e.g. train_all=True) and `focus_by_predicting`.
+    """
+    joint = changes.pop("joint", False)
+    if joint:
+        steps = budget.stage1_steps + budget.stage2_steps
+        return run_stage(f"{name}-joint", build.work, build.base, budget, steps, stage=2, task_start=0.5, **changes)
+    stage1 = run_stage(f"{name}-s1", build.work, build.base, budget, budget.stage1_steps, stage=1, **changes)
+    return run_stage(f"{name}-s2", build.work, stage1, budget, budget.stage2_steps, stage=2, **changes)
+
+
+def build_nano(
+    out_dir: str | Path = "assets/humo-nano", work: str | Path = "data/nano", budget: NanoBudget | None = None, log=print
+) -> dict:
+    """The whole recipe; writes `out_dir` and returns nano.json's content (budget, timings, held-out scores)."""
+    from engine.models import HuMoTransformer3DModel
+
+    budget = budget or NanoBudget()
+    started = time.perf_counter()
+    build = build_base(work, budget, log)
+    t0 = time.perf_counter()
+    final = train_variant(build, "nano", budget)
+    build.timings["stages_s"] = time.perf_counter() - t0
+    pipe = make_pipeline(build.vae, HuMoTransformer3DModel.from_pretrained(final).eval(), build.encoders)
+    scores = evaluate(pipe, heldout_world(budget), steps=budget.sample_steps, seed=budget.seed)
+    info = {
+        "model": "humo-nano",
+        "size": [budget.height, budget.width],
+        "frames": budget.frames,
+        "sample_steps": budget.sample_steps,
+        "budget": asdict(budget),
+        "vae_psnr_db": round(build.vae_psnr, 2),
+        "timings_s": {k: round(v, 1) for k, v in build.timings.items()},
+        "total_s": round(time.perf_counter() - started, 1),
+        "heldout_scores": {k: round(v, 4) for k, v in scores.items()},
+    }
+    save_nano(Path(out_dir), build.vae, final, build.encoders, info)
+    log(f"HuMo-nano -> {out_dir}: {json.dumps(info['heldout_scores'])}")
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+# The paper's Table 3 rows, at the miniature: name -> trainer changes for `train_variant`.
+ABLATIONS = {
+    "HuMo-nano (full)": {},
+    "w/o progressive (joint)": {"joint": True},
+    "w/o focus-by-predicting": {"focus_by_predicting": False},
+    "full fine-tune (not minimal-invasive)": {"train_all": True},
+}
+
+
+def guidance_variants(switch_timestep: int = 900) -> dict:
+    """Sampling ablation on the full model: HuMo's time-adaptive CFG (text-dominant while t > switch, then text and
+    image jointly; the 17B schedule of reference/humo-official.md §4.8, applied to the nano) vs the same weights
+    held static over all steps (its main phase only)."""
+    from engine import guidance as g
+
+    adaptive = g.humo_17b_tia(scale_a=7.5, scale_t=7.0, switch_timestep=switch_timestep)
+    static = g.GuidanceSchedule([adaptive.phases[-1]], dict(adaptive.scales), "1.7b", "TIA", "custom")
+    adaptive.variant = "1.7b"
+    return {"time-adaptive CFG": adaptive, "static CFG": static}
+
+
+def run_ablations(
+    work: str | Path = "data/nano", budget: NanoBudget | None = None, factor: float = 0.5, log=print
+) -> list[dict]:
+    """Train every ABLATIONS variant from the shared base with the same budget and seeds, score each on the held-out
+    world, and add the untrained model and the guidance rows. Returns table rows (also written to work/)."""
+    from engine.models import HuMoTransformer3DModel
+
+    budget = budget or NanoBudget()
+    build = build_base(work, budget, log)
+    scaled = budget.scaled(factor)
+    heldout = heldout_world(budget)
+    rows = []
+
+    def score(name: str, transformer, guidance=None, note: str = "") -> None:
+        pipe = make_pipeline(build.vae, transformer.eval(), build.encoders)
+        started = time.perf_counter()
+        result = evaluate(pipe, heldout, steps=budget.sample_steps, guidance=guidance, seed=budget.seed)
+        rows.append({"variant": name, **result, "note": note, "eval_s": time.perf_counter() - started})
+        log(f"{name}: {json.dumps({k: round(v, 3) for k, v in result.items()})}")
+
+    score("untrained (random DiT)", new_transformer(budget.seed))
+    score("base only (stage 0, T2V)", HuMoTransformer3DModel.from_pretrained(build.base))
+    full = None
+    for name, changes in ABLATIONS.items():
+        tag = "abl" + "".join(ch for ch in name.lower() if ch.isalnum())[:16]
+        final = train_variant(build, tag, scaled, **dict(changes))
+        transformer = HuMoTransformer3DModel.from_pretrained(final)
+        full = full or final
+        score(name, transformer)
+    for name, schedule in guidance_variants().items():
+        score(f"HuMo-nano (full), {name}", HuMoTransformer3DModel.from_pretrained(full), guidance=schedule)
+    write_table(Path(work) / "ablations.md", rows, budget, factor)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown, Table-3 style: identity, text, sync (corr) up; |lag| and stability (frame change) down."""
+    lines = [
+        "| variant | identity ↑ | text ↑ | sync ↑ | \\|lag\\| (frames) ↓ | frame change ↓ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['identity']:.3f} | {r['text']:.3f} | {r['sync']:.3f} | "
+            f"{r['abs_lag']:.2f} | {r['stability']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_table(path: Path, rows: list[dict], budget: NanoBudget, factor: float) -> None:
+    header = (
+        f"Budget: stage 1 {budget.scaled(factor).stage1_steps} + stage 2 {budget.scaled(factor).stage2_steps} "
+        f"steps (batch {budget.batch_size}) per variant from the shared base; {budget.heldout} held-out clips, "
+        f"{budget.sample_steps} sampling steps, seed {budget.seed}.\n\n"
+    )
+    path.write_text(header + format_table(rows) + "\n")
+    (path.with_suffix(".json")).write_text(json.dumps(rows, indent=1))
