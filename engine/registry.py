@@ -212,13 +212,14 @@ def list_models() -> list[dict]:
     rows = []
     for model_id, spec in MODELS.items():
         present = is_present(model_id)
-        location = None
+        location, size = None, 0
         if spec.transformer is not None and present:
             location = str(component_root(spec.transformer) / spec.transformer.marker)
         elif model_id == "humo-nano":
             from engine import nano
 
             location = str(nano.nano_dir()) if present else None
+            size = _disk_size(nano.nano_dir()) if present else 0
         elif spec.transformer is None:
             location = "built in code" if model_id == "tiny" else None
         rows.append(
@@ -226,7 +227,7 @@ def list_models() -> list[dict]:
                 "id": model_id,
                 "variant": spec.variant,
                 "present": present,
-                "size_gb": spec.size_bytes / 1e9,
+                "size_gb": (size if model_id == "humo-nano" else spec.size_bytes) / 1e9,
                 "location": location,
                 "description": spec.description,
                 "default_size": spec.default_size,

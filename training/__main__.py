@@ -37,8 +37,9 @@ def add_nano_parsers(subparsers) -> None:
     nano.add_argument("--out", default="assets/humo-nano", help="where the model goes (default: %(default)s)")
     ablations = subparsers.add_parser("ablations", help="train the Table 3 variants and print their scores")
     ablations.add_argument(
-        "--factor", type=float, default=0.5, help="stage 1 + 2 steps per variant, relative to nano (default 0.5)"
+        "--factor", type=float, default=0.4, help="stage 1 + 2 steps per variant, relative to nano (default 0.4)"
     )
+    ablations.add_argument("--heldout", type=int, default=6, help="held-out clips scored per row (default 6)")
     for sub in (nano, ablations):
         sub.add_argument("--work", default="data/nano", help="intermediate files, reused when present")
         sub.add_argument("--seed", type=int, default=0)
@@ -71,7 +72,7 @@ def run_nano(args) -> int:
 def run_ablations_cli(args) -> int:
     from training.nano import format_table, run_ablations
 
-    rows = run_ablations(args.work, _nano_budget(args), factor=args.factor)
+    rows = run_ablations(args.work, _nano_budget(args), factor=args.factor, heldout_clips=args.heldout)
     print(format_table(rows))
     return 0
 

@@ -1,12 +1,14 @@
 """Scores for videos of the synthetic world (issue #7): identity, text, sync and temporal stability.
 
-- identity: closeness of skin and hair colours (chromaticity + log brightness, robust to the world's lighting)
-  between the face in the reference image and the faces in the video, in [0, 1].
+Every score works on generated 64x64 videos, where no face detector does: faces are found by colour.
+
+- identity: the skin-to-shirt colour ratios of the reference and of the video (ratios of two colours of one frame
+  do not change with the world's lights, which scale and tint whole frames), as exp(-distance / 0.25) in [0, 1].
 - text: how surely the video's background shows the colour the caption names, in [0, 1] (a softmax over the
-  world's background colours of the distance to the measured border colour).
-- sync: correlation of mouth motion with the audio envelope (training.filters.sync_score), in [-1, 1], and its lag.
-- stability: mean absolute frame-to-frame change (lower is steadier), in pixel units.
-"""
+  world's background colours under each of its lights, of the distance to the measured border colour).
+- sync: correlation of mouth motion with the audio envelope (training.filters.sync_score) in [-1, 1], and its lag,
+  on face boxes from `locate_faces` (the video's own skin blob), a small analogue of Sync-C / Sync-D.
+- stability: mean absolute frame-to-frame change (lower is steadier), in pixel units."""
 
 from __future__ import annotations
 
