@@ -15,9 +15,9 @@ DEMO_BANNER = (
     "or `humo-17b`, then restart the studio; it picks the largest model present."
 )
 NANO_BANNER = (
-    "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, about "
-    "2-second clips): the face follows the reference, the background the prompt, the mouth the voice. Try the example "
-    "below. For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
+    "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, 2-second "
+    "clips). This first build is under-trained: backgrounds follow the prompt, faces are still blurred blobs. "
+    "For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
 )
 
 

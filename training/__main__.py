@@ -37,9 +37,9 @@ def add_nano_parsers(subparsers) -> None:
     nano.add_argument("--out", default="assets/humo-nano", help="where the model goes (default: %(default)s)")
     ablations = subparsers.add_parser("ablations", help="train the Table 3 variants and print their scores")
     ablations.add_argument(
-        "--factor", type=float, default=0.4, help="stage 1 + 2 steps per variant, relative to nano (default 0.4)"
+        "--factor", type=float, default=0.3, help="stage 1 + 2 steps per variant, relative to nano (default 0.3)"
     )
-    ablations.add_argument("--heldout", type=int, default=6, help="held-out clips scored per row (default 6)")
+    ablations.add_argument("--heldout", type=int, default=4, help="held-out clips scored per row (default 4)")
     for sub in (nano, ablations):
         sub.add_argument("--work", default="data/nano", help="intermediate files, reused when present")
         sub.add_argument("--seed", type=int, default=0)

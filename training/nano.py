@@ -61,11 +61,9 @@ class NanoBudget:
     clips: int = 240
     identities: int = 120
     heldout: int = 8
-    vae_steps: int = 2400
-    vae_chunk_steps: int = 600
-    vae_batch: int = 4
-    vae_lr: float = 1e-3
-    base_steps: int = 1000
+    # VAE phases: (steps, frames per window, batch, learning rate); see `train_vae`
+    vae_phases: tuple = ((2400, 5, 4, 1e-3), (600, 9, 4, 5e-4), (300, 25, 2, 2.5e-4))
+    base_steps: tuple = (1000, 2000)  # legs, each from the previous leg's weights with a fresh optimiser
     stage1_steps: int = 400
     stage2_steps: int = 900
     batch_size: int = 6
@@ -77,8 +75,8 @@ class NanoBudget:
     @classmethod
     def quick(cls) -> NanoBudget:
         return cls(
-            height=32, width=32, frames=9, clips=4, identities=2, heldout=2, vae_steps=2, vae_chunk_steps=1, vae_batch=2,
-            base_steps=2, stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
+            height=32, width=32, frames=9, clips=4, identities=2, heldout=2, vae_phases=((2, 5, 2, 1e-3), (1, 9, 1, 5e-4)),
+            base_steps=(2,), stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
         )  # fmt: skip
 
     def scaled(self, factor: float) -> NanoBudget:
@@ -196,19 +194,17 @@ def _vae_windows(examples: list[WorldExample], batch: int, rng: np.random.Genera
 
 
 def train_vae(examples: list[WorldExample], budget: NanoBudget, log=print, vae=None, phase: int = 1):
-    """Face-weighted L1 + L2 reconstruction, in two phases with their own seeds and optimisers (so a build resumed
-    between them gives the same weights):
+    """One phase of VAE training (`budget.vae_phases[phase - 1]`): face-weighted L1 + L2 reconstruction, with the
+    phase's own seed and optimiser, so a build resumed between phases gives the same weights.
 
-    1. `vae_steps` on 5-frame windows (the causal first frame + one 4-frame chunk): the frame codec;
-    2. `vae_chunk_steps` on 9-frame windows, continuing phase 1's weights: from the second chunk on, the causal
-       convolutions see the cache of a previous 4-frame chunk instead of the first frame, a state phase 1 never
-       trains (measured: 23 dB on frames 1-4, falling to 8 dB by frame 12 after phase 1 alone).
+    Phase 1 (5-frame windows: the causal first frame + one 4-frame chunk) learns the frame codec. The later phases
+    train longer windows: from the second chunk on, every causal convolution reads a cache of the previous chunk's
+    features, a recurrence phase 1 never runs and whose error grows chunk by chunk (measured after phase 1: 23 dB
+    on frames 1-4, 8 dB by frame 12; after 9-frame windows the drop starts at frame 9 instead).
     """
     from diffusers import AutoencoderKLWan
 
-    steps, window, lr = (
-        (budget.vae_steps, VAE_WINDOW, budget.vae_lr) if phase == 1 else (budget.vae_chunk_steps, 9, budget.vae_lr / 2)
-    )
+    steps, window, batch, lr = budget.vae_phases[phase - 1]
     torch.manual_seed(budget.seed + phase - 1)
     vae = vae if vae is not None else AutoencoderKLWan(**NANO_VAE)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
@@ -217,7 +213,7 @@ def train_vae(examples: list[WorldExample], budget: NanoBudget, log=print, vae=N
     started = time.perf_counter()
     vae.train()
     for step in range(1, steps + 1):
-        video, weight = _vae_windows(examples, budget.vae_batch, rng, window)
+        video, weight = _vae_windows(examples, batch, rng, window)
         # The posterior mean plus a little noise, not a full posterior sample: the Wan VAE starts with logvar ~ 0
         # (std 1), and at this budget the decoder then never gets past predicting the mean image. The noise keeps
         # the decoder tolerant of the small latent errors a diffusion model makes.
@@ -407,12 +403,14 @@ def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
     if (work / "vae" / "config.json").exists():
         vae = AutoencoderKLWan.from_pretrained(work / "vae").eval()
     else:
-        if (work / "vae-phase1" / "config.json").exists():
-            vae = AutoencoderKLWan.from_pretrained(work / "vae-phase1")
-        else:
-            vae = train_vae(examples, budget, log, phase=1)
-            vae.save_pretrained(work / "vae-phase1")
-        vae = train_vae(examples, budget, log, vae=vae, phase=2)
+        vae = None
+        for phase in range(1, len(budget.vae_phases) + 1):
+            saved = work / f"vae-phase{phase}"
+            if (saved / "config.json").exists():
+                vae = AutoencoderKLWan.from_pretrained(saved)
+                continue
+            vae = train_vae(examples, budget, log, vae=vae, phase=phase)
+            vae.save_pretrained(saved)
         set_latent_statistics(vae, examples[: min(len(examples), 32)])
         vae.save_pretrained(work / "vae")
     timings["vae_s"] = time.perf_counter() - t0
@@ -429,7 +427,9 @@ def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
     if not (init / "config.json").exists():
         new_transformer(budget.seed).save_pretrained(init)
     t0 = time.perf_counter()
-    base = run_stage("base", work, init, budget, budget.base_steps, stage=0, learning_rate=budget.base_lr)
+    base = init
+    for leg, steps in enumerate(budget.base_steps):
+        base = run_stage(f"base{leg}", work, base, budget, steps, stage=0, learning_rate=budget.base_lr)
     timings["base_s"] = time.perf_counter() - t0
     return NanoBuild(work, budget, vae, encoders, base, psnr, timings)
 
@@ -502,8 +502,8 @@ def guidance_variants(switch_timestep: int = 900) -> dict:
 def run_ablations(
     work: str | Path = "data/nano",
     budget: NanoBudget | None = None,
-    factor: float = 0.4,
-    heldout_clips: int = 6,
+    factor: float = 0.3,
+    heldout_clips: int = 4,
     log=print,
 ) -> list[dict]:
     """Train every ABLATIONS variant from the shared base with the same budget and seeds, score each on the held-out
