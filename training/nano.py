@@ -8,10 +8,11 @@ in front of the paper's two stages, with the same trainer (training/trainer.py):
 
   0. world      `WorldExample`s rendered in memory by training/synth.py (identity, scene, speech, face boxes).
   1. VAE        a small `AutoencoderKLWan` (the real 4x/8x compression, 16 latent channels) trained to reconstruct
-                5-frame windows (the causal first frame plus one 4-frame chunk), faces weighted up.
+                the world in phases of longer and longer windows (5, 9, 25 frames; see `train_vae`), faces weighted.
   2. encoders   umT5 and Whisper encoders of the pipeline's interface, small and fixed (random but real modules):
                 the transformer learns to read them, as HuMo learns to read the frozen umT5/Whisper.
-  3. base       stage 0 of the trainer: the DiT pretrained as text-to-video, all parameters, no reference (Wan).
+  3. base       stage 0 of the trainer: the DiT pretrained as text-to-video, all parameters, no reference (Wan),
+                in legs (each from the previous leg's weights with a fresh optimiser).
   4. stage 1    subject preservation: text + reference, self-attention only (minimal-invasive).
   5. stage 2    + audio: self-attention + audio modules + focus-by-predicting head, task mix 0.2 -> 0.5.
 
@@ -48,7 +49,6 @@ NANO_VAE = {
     "num_res_blocks": 1,
     "temperal_downsample": [False, True, True],
 }
-VAE_WINDOW = 5  # frames per VAE training sample: the causal first frame + one 4-frame chunk
 
 
 @dataclass
