@@ -281,11 +281,10 @@ def load_pipeline(
     else:
         pipe = _load_official(resolve(model_id), device, torch_dtype, make_scheduler(scheduler))
     pipe.model_id = model_id
-    pipe.default_size = MODELS[model_id].default_size if model_id in MODELS else (64, 64)
-    if model_id == "humo-nano":
-        from engine import nano
-
-        pipe.default_size = nano.default_size()
+    # a loader may know its model's size better than the registry (HuMo-nano reads it from nano.json)
+    pipe.default_size = getattr(pipe, "default_size", None) or (
+        MODELS[model_id].default_size if model_id in MODELS else (64, 64)
+    )
     if memory_mode == "auto":
         from engine.memory import choose_memory_mode
         from engine.system import free_ram_bytes

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_nano_parsers(subparsers) -> None:
-    nano = subparsers.add_parser("nano", help="train HuMo-nano on the synthetic world (about 45 min on 2 CPU cores)")
+    nano = subparsers.add_parser("nano", help="train HuMo-nano on the synthetic world (about 90 min on 2 CPU cores)")
     nano.add_argument("--out", default="assets/humo-nano", help="where the model goes (default: %(default)s)")
     ablations = subparsers.add_parser("ablations", help="train the Table 3 variants and print their scores")
     ablations.add_argument(

@@ -31,11 +31,13 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """RGB uint8 [T, H, W, 3] -> [1, 3, T, H, W] in [-1, 1] (the VAE's input)."""
+    return torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
+
+
 def _video_tensor(path: Path) -> torch.Tensor:
-    """[1, 3, F, H, W] in [-1, 1]."""
-    frames = media.read_video_frames(path)
-    video = torch.from_numpy(frames).float().div(127.5).sub(1.0)
-    return video.permute(3, 0, 1, 2)[None]
+    return frames_to_tensor(media.read_video_frames(path))
 
 
 def _face_mask(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:

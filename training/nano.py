@@ -41,6 +41,7 @@ from engine.components import (
 from engine.nano import NANO_SHIFT
 from training import synth
 from training.analysis import locate_faces, score_video
+from training.cache import frames_to_tensor as video_tensor
 
 NANO_VAE = {
     "base_dim": 16,
@@ -119,11 +120,6 @@ def sample_world(
         caption = synth.caption_for(person, scene)
         out.append(WorldExample(f"{prefix}{i:04d}", person, scene, caption, video, wav, boxes, reference, ref_scene))
     return out
-
-
-def video_tensor(video: np.ndarray) -> torch.Tensor:
-    """RGB uint8 [T, H, W, 3] -> [1, 3, T, H, W] in [-1, 1]."""
-    return torch.from_numpy(video).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
 
 
 def face_pixel_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
