@@ -57,7 +57,7 @@ def load_nano_pipeline(device=None, torch_dtype: torch.dtype | None = None, sche
     root = Path(root) if root else nano_dir()
     if not is_present(root):
         raise MissingWeightsError(
-            f"HuMo-nano is not in {root}: build it with `python -m training nano` (about 90 minutes on 2 CPU cores)."
+            f"HuMo-nano is not in {root}: build it with `python -m training nano` (about 3 hours on 2 CPU cores)."
         )
     dtype = torch_dtype or torch.float32
     pipe = HuMoPipeline(

@@ -16,7 +16,8 @@ DEMO_BANNER = (
 )
 NANO_BANNER = (
     "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, 2-second "
-    "clips). This first build is under-trained: backgrounds follow the prompt, faces are still blurred blobs. "
+    "clips). It is under-trained: backgrounds follow the prompt and skin/shirt colours start to follow the reference, "
+    "but faces are still blurred and the lips do not follow the voice yet. "
     "For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
 )
 

@@ -17,7 +17,7 @@ from engine.audio import num_video_frames, snap_frames
 from engine.errors import InputError
 from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
-from engine.schedulers import official_timesteps
+from engine.schedulers import DEFAULT_SHIFT, official_timesteps
 from studio.context import StudioContext
 from studio.jobs import JobProgress, JobResult, stream_job
 
@@ -72,9 +72,16 @@ def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale
     ).validate()
 
 
-def guidance_plot_data(schedule, steps: int) -> pd.DataFrame:
+def sampling_shift(model_id: str) -> float:
+    """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls)."""
+    from engine.nano import NANO_SHIFT
+
+    return NANO_SHIFT if model_id == "humo-nano" else DEFAULT_SHIFT
+
+
+def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd.DataFrame:
     """Long-format frame (step, weight, modality) of each modality's effective weight over the steps."""
-    timesteps = official_timesteps(max(1, int(steps)))
+    timesteps = official_timesteps(max(1, int(steps)), shift)
     weights = schedule.effective_weights(timesteps)
     rows = [
         {"step": i + 1, "weight": float(w), "modality": modality}
@@ -85,7 +92,7 @@ def guidance_plot_data(schedule, steps: int) -> pd.DataFrame:
 
 
 def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int) -> str:
-    timesteps = official_timesteps(max(1, int(steps)))
+    timesteps = official_timesteps(max(1, int(steps)), sampling_shift(model_id))
     passes = schedule.passes_per_step(timesteps)
     total = sum(passes)
     per_step = f"{min(passes)}–{max(passes)}" if min(passes) != max(passes) else str(passes[0])
@@ -109,7 +116,7 @@ def guidance_panel(
         schedule = build_schedule(_variant(ctx, model_id), mode, preset, scale_t, scale_i, scale_a, switch)
     except InputError as exc:
         return gr.update(), f"⚠️ {exc}"
-    plot = guidance_plot_data(schedule, steps)
+    plot = guidance_plot_data(schedule, steps, sampling_shift(model_id))
     frames = int(frames) if frames else DEFAULT_FRAMES
     return plot, estimate_text(
         ctx, model_id, schedule, steps, frames, int(height), int(width)

@@ -44,7 +44,9 @@ def memory_text(ctx: StudioContext) -> str:
     gpus = gpu_memory()
     lines = [f"**RAM available:** {free_ram_bytes() / 2**30:.1f} GB"]
     if not gpus:
-        lines.append("**GPU:** none — generation runs on the CPU (fine for HuMo-nano and the tiny test model, far too slow for HuMo-1.7B/17B)")
+        lines.append(
+            "**GPU:** none — generation runs on the CPU (fine for HuMo-nano and the tiny test model, far too slow for HuMo-1.7B/17B)"
+        )
     for gpu in gpus:
         lines.append(
             f"**GPU {gpu['index']}:** {gpu['name']}, {gpu['free'] / 2**30:.1f} / {gpu['total'] / 2**30:.1f} GB free"

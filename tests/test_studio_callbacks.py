@@ -56,6 +56,9 @@ def test_guidance_plot_and_estimate(ctx):
     text = frame[frame.modality == "text"].sort_values("step")["weight"].tolist()
     assert len(text) == 50 and text[:5] == [5.0] * 5 and text[5:] == [3.0] * 45  # the time-adaptive switch
     assert set(frame.modality) == {"text", "image", "audio"}
+    # HuMo-nano samples with flow shift 2: its grid leaves 980 after 2 steps, not 5, and the plot shows that
+    nano = tab_generate.guidance_plot_data(schedule, 50, tab_generate.sampling_shift("humo-nano"))
+    assert nano[nano.modality == "text"].sort_values("step")["weight"].tolist()[:3] == [5.0, 5.0, 3.0]
     estimate = tab_generate.estimate_text(ctx, "humo-17b", schedule, 50, 97, 480, 832)
     assert "3 transformer passes per step" in estimate and "150" in estimate
     lipsync = tab_generate.build_schedule("17b", "TIA", "tighter lip-sync", None, None, None, None)

@@ -33,11 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_nano_parsers(subparsers) -> None:
-    nano = subparsers.add_parser("nano", help="train HuMo-nano on the synthetic world (about 90 min on 2 CPU cores)")
+    nano = subparsers.add_parser("nano", help="train HuMo-nano on the synthetic world (about 3 h on 2 CPU cores)")
     nano.add_argument("--out", default="assets/humo-nano", help="where the model goes (default: %(default)s)")
     ablations = subparsers.add_parser("ablations", help="train the Table 3 variants and print their scores")
     ablations.add_argument(
-        "--factor", type=float, default=0.3, help="stage 1 + 2 steps per variant, relative to nano (default 0.3)"
+        "--factor", type=float, default=0.1, help="stage 1 + 2 steps per variant, relative to nano (default 0.1)"
     )
     ablations.add_argument("--heldout", type=int, default=4, help="held-out clips scored per row (default 4)")
     for sub in (nano, ablations):

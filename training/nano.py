@@ -8,7 +8,8 @@ in front of the paper's two stages, with the same trainer (training/trainer.py):
 
   0. world      `WorldExample`s rendered in memory by training/synth.py (identity, scene, speech, face boxes).
   1. VAE        a small `AutoencoderKLWan` (the real 4x/8x compression, 16 latent channels) trained to reconstruct
-                the world in phases of longer and longer windows (5, 9, 25 frames; see `train_vae`), faces weighted.
+                the world in phases of longer and longer windows (5, 9, 25 frames; see `train_vae`), faces weighted,
+                then its decoder alone on whole clips.
   2. encoders   umT5 and Whisper encoders of the pipeline's interface, small and fixed (random but real modules):
                 the transformer learns to read them, as HuMo learns to read the frozen umT5/Whisper.
   3. base       stage 0 of the trainer: the DiT pretrained as text-to-video, all parameters, no reference (Wan),
@@ -62,28 +63,33 @@ class NanoBudget:
     clips: int = 240
     identities: int = 120
     heldout: int = 8
-    # VAE phases: (steps, frames per window, batch, learning rate); see `train_vae`
-    vae_phases: tuple = ((2400, 5, 4, 1e-3), (600, 9, 4, 5e-4), (300, 25, 2, 2.5e-4))
-    base_steps: tuple = (1000, 2000)  # legs, each from the previous leg's weights with a fresh optimiser
-    stage1_steps: int = 400
-    stage2_steps: int = 900
+    # VAE phases: (steps, frames per window, batch, learning rate[, "decoder"]); see `train_vae`
+    vae_phases: tuple = ((2400, 5, 4, 1e-3), (600, 9, 4, 5e-4), (300, 25, 2, 2.5e-4), (400, 49, 1, 2e-4, "decoder"))
+    base_steps: tuple = (1000, 2000, 3000)  # legs, each from the previous leg's weights with a fresh optimiser
+    stage1_steps: int = 1500
+    stage2_steps: int = 5000
     batch_size: int = 6
     base_lr: float = 5e-4
     stage_lr: float = 2e-4
+    # weights averaged over the last ~1/(1 - decay) steps: with a constant learning rate the raw weights of a small
+    # batch are noisy, and diffusion samples show it (legs trained before this was set had none)
+    ema_decay: float = 0.998
     sample_steps: int = 30
     seed: int = 0
 
     @classmethod
     def quick(cls) -> NanoBudget:
         return cls(
-            height=32, width=32, frames=9, clips=4, identities=2, heldout=2, vae_phases=((2, 5, 2, 1e-3), (1, 9, 1, 5e-4)),
+            height=32, width=32, frames=9, clips=4, identities=2, heldout=2,
+            vae_phases=((2, 5, 2, 1e-3), (1, 9, 1, 5e-4), (1, 9, 1, 2e-4, "decoder")),
             base_steps=(2,), stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
         )  # fmt: skip
 
     def scaled(self, factor: float) -> NanoBudget:
         """The same build with the DiT training steps multiplied by `factor` (the ablations' fixed budget)."""
         s = lambda n: max(1, int(round(n * factor)))  # noqa: E731
-        return replace(self, stage1_steps=s(self.stage1_steps), stage2_steps=s(self.stage2_steps))
+        # no EMA: over runs of a few hundred steps it would still be mostly the starting weights
+        return replace(self, stage1_steps=s(self.stage1_steps), stage2_steps=s(self.stage2_steps), ema_decay=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- the world
@@ -166,20 +172,24 @@ def make_pipeline(vae, transformer, encoders: dict):
     from engine.pipeline import HuMoPipeline
     from engine.schedulers import make_scheduler
 
-    pipe = HuMoPipeline(vae=vae, transformer=transformer, scheduler=make_scheduler("unipc", shift=NANO_SHIFT), **encoders)
+    pipe = HuMoPipeline(
+        vae=vae, transformer=transformer, scheduler=make_scheduler("unipc", shift=NANO_SHIFT), **encoders
+    )
     pipe.model_id = "humo-nano"
     return pipe
 
 
 # ---------------------------------------------------------------------------------------------- VAE
-def _vae_windows(examples: list[WorldExample], batch: int, rng: np.random.Generator, window: int):
+def _vae_windows(
+    examples: list[WorldExample], batch: int, rng: np.random.Generator, window: int, reference_share: float = 0.25
+):
     """A batch of random `window`-frame clips [B, 3, T, H, W] in [-1, 1] and their face weights [B, 1, T, H, W]."""
     videos, weights = [], []
     for _ in range(batch):
         ex = examples[int(rng.integers(len(examples)))]
         start = int(rng.integers(0, max(1, len(ex.video) - window + 1)))
         clip = ex.video[start : start + window]
-        if rng.random() < 0.25:  # references are encoded as 1-frame clips: train that path on them too
+        if rng.random() < reference_share:  # references are encoded as 1-frame clips: train that path on them too
             clip = np.repeat(ex.reference[None], len(clip), axis=0)
             weight = np.ones((len(clip), *ex.reference.shape[:2]), np.float32)
         else:
@@ -197,34 +207,46 @@ def train_vae(examples: list[WorldExample], budget: NanoBudget, log=print, vae=N
     train longer windows: from the second chunk on, every causal convolution reads a cache of the previous chunk's
     features, a recurrence phase 1 never runs and whose error grows chunk by chunk (measured after phase 1: 23 dB
     on frames 1-4, 8 dB by frame 12; after 9-frame windows the drop starts at frame 9 instead).
+
+    A phase marked "decoder" trains the decoder alone on whole clips (the encoder, and so the latents, the
+    statistics and any cache encoded with them, stay as they are): after the 25-frame phase the decoder still drifted
+    in colour past frame 25 (identity and mouth motion of round-tripped clips scored below chance).
     """
     from diffusers import AutoencoderKLWan
 
-    steps, window, batch, lr = budget.vae_phases[phase - 1]
+    steps, window, batch, lr, *part = budget.vae_phases[phase - 1]
+    decoder_only = part == ["decoder"]
     torch.manual_seed(budget.seed + phase - 1)
     vae = vae if vae is not None else AutoencoderKLWan(**NANO_VAE)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
+    trained = [
+        p for n, p in vae.named_parameters() if not decoder_only or n.startswith(("decoder.", "post_quant_conv."))
+    ]
+    optimizer = torch.optim.AdamW(trained, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
     rng = np.random.default_rng([budget.seed, 2 + phase])
     started = time.perf_counter()
     vae.train()
     for step in range(1, steps + 1):
-        video, weight = _vae_windows(examples, batch, rng, window)
+        # the pipeline never decodes a reference (its latent frame is dropped first): the decoder phase skips them
+        video, weight = _vae_windows(examples, batch, rng, window, reference_share=0.0 if decoder_only else 0.25)
         # The posterior mean plus a little noise, not a full posterior sample: the Wan VAE starts with logvar ~ 0
         # (std 1), and at this budget the decoder then never gets past predicting the mean image. The noise keeps
         # the decoder tolerant of the small latent errors a diffusion model makes.
-        z = vae.encode(video).latent_dist.mode()
+        with torch.set_grad_enabled(not decoder_only):
+            z = vae.encode(video).latent_dist.mode()
         recon = vae.decode(z + 0.05 * z.detach().std() * torch.randn_like(z)).sample
         error = (recon - video) * weight
         rec_loss = error.abs().mean()
         loss = rec_loss + error.pow(2).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps:
-            log(f"vae phase {phase} step {step}/{steps} l1 {rec_loss.item():.4f} ({time.perf_counter() - started:.0f} s)")
+            log(
+                f"vae phase {phase} step {step}/{steps} l1 {rec_loss.item():.4f} ({time.perf_counter() - started:.0f} s)"
+            )
     return vae.eval()
 
 
@@ -289,7 +311,13 @@ def run_stage(name: str, work: Path, base: Path, budget: NanoBudget, steps: int,
         run_dir=str(run_dir),
         base_model=str(base),
         steps=steps,
-        **{"batch_size": budget.batch_size, "learning_rate": budget.stage_lr, "seed": budget.seed, **config},
+        **{
+            "batch_size": budget.batch_size,
+            "learning_rate": budget.stage_lr,
+            "seed": budget.seed,
+            "ema_decay": budget.ema_decay,
+            **config,
+        },
         timestep_shift=NANO_SHIFT,
         checkpoint_every=0,
         log_every=10,
@@ -444,7 +472,10 @@ def train_variant(build: NanoBuild, name: str, budget: NanoBudget, **changes) ->
 
 
 def build_nano(
-    out_dir: str | Path = "assets/humo-nano", work: str | Path = "data/nano", budget: NanoBudget | None = None, log=print
+    out_dir: str | Path = "assets/humo-nano",
+    work: str | Path = "data/nano",
+    budget: NanoBudget | None = None,
+    log=print,
 ) -> dict:
     """The whole recipe; writes `out_dir` and returns nano.json's content (budget, timings, held-out scores)."""
     from engine.models import HuMoTransformer3DModel
@@ -498,7 +529,7 @@ def guidance_variants(switch_timestep: int = 900) -> dict:
 def run_ablations(
     work: str | Path = "data/nano",
     budget: NanoBudget | None = None,
-    factor: float = 0.3,
+    factor: float = 0.1,
     heldout_clips: int = 4,
     log=print,
 ) -> list[dict]:
