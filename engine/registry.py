@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from engine.errors import InputError, MissingWeightsError
+from engine.nano import NANO_SHIFT
+from engine.schedulers import DEFAULT_SHIFT
 
 HUMO_REPO = "bytedance-research/HuMo"
 WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -65,6 +67,7 @@ class ModelSpec:
     default_size: tuple[int, int]  # (height, width)
     components: tuple[Component, ...] = field(default=SHARED)
     description: str = ""
+    flow_shift: float = DEFAULT_SHIFT  # the sampling grid's shift (Wan's 5 for 480p; HuMo-nano's 64x64 uses 2)
 
     @property
     def size_bytes(self) -> int:
@@ -99,6 +102,7 @@ MODELS: dict[str, ModelSpec] = {
         (64, 64),
         components=(),
         description="CPU-sized HuMo trained on the synthetic world (assets/humo-nano, `python -m training nano`)",
+        flow_shift=NANO_SHIFT,
     ),
     "tiny": ModelSpec("tiny", "1.7b", None, (64, 64), components=(), description="untrained test model, built in code"),
 }

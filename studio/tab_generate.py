@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from engine import guidance as guidance_lib
+from engine import registry
 from engine.audio import num_video_frames, snap_frames
 from engine.errors import InputError
 from engine.generate import GenerationRequest
@@ -74,9 +75,8 @@ def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale
 
 def sampling_shift(model_id: str) -> float:
     """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls)."""
-    from engine.nano import NANO_SHIFT
-
-    return NANO_SHIFT if model_id == "humo-nano" else DEFAULT_SHIFT
+    spec = registry.MODELS.get(model_id)
+    return spec.flow_shift if spec else DEFAULT_SHIFT
 
 
 def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd.DataFrame:
