@@ -16,8 +16,8 @@ DEMO_BANNER = (
 )
 NANO_BANNER = (
     "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, 2-second "
-    "clips). It is under-trained: backgrounds follow the prompt and skin/shirt colours start to follow the reference, "
-    "but faces are still blurred and the lips do not follow the voice yet. "
+    "clips). It is small and lightly trained: backgrounds follow the prompt, skin/shirt colours loosely follow the "
+    "reference and the mouth opens and closes with the voice, but faces are smeared and the sync is loose. "
     "For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
 )
 

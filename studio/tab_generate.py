@@ -146,6 +146,15 @@ def example_rows() -> list[list[str]]:
     return [[case["prompt"], str(root / case["img_paths"][0]), str(root / case["audio_path"])]]
 
 
+def starting_scales(ctx: StudioContext) -> dict:
+    """The sliders' first values: the official scales of the default model's variant (1.7B and 17B differ, and
+    HuMo-nano samples as 1.7B); a trained checkpoint's variant is only known once loaded, so it starts on 17B's."""
+    from engine.registry import MODELS
+
+    spec = MODELS.get(ctx.default_model)
+    return guidance_lib.DEFAULT_SCALES[spec.variant if spec else "17b"]
+
+
 def _variant(ctx: StudioContext, model_id: str | None) -> str:
     from engine.registry import MODELS
 
@@ -213,6 +222,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
     """Builds the tab; returns its components by name (the gallery's "use these settings" fills them)."""
     stop_events: dict[str, threading.Event] = {}
     last = ctx.store.get_setting(LAST_SETTINGS_KEY, {}) or {}
+    scales = starting_scales(ctx)
     c: dict = {}
     with gr.Row():
         with gr.Column(scale=5):
@@ -270,7 +280,9 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
                     label="Steps",
                     elem_id="steps",
                 )
-                c["seed"] = gr.Number(label="Seed (-1 = random)", value=last.get("seed", -1), precision=0)
+                c["seed"] = gr.Number(
+                    label="Seed (-1 = random)", value=last.get("seed", -1), precision=0, elem_id="seed"
+                )
                 c["random_seed"] = gr.Button("🎲", scale=0, min_width=40)
             c["long_video"] = gr.Checkbox(
                 label="Long video: as long as the audio, in 97-frame windows blended at every step",
@@ -284,13 +296,28 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
                 c["preset"] = gr.Radio(PRESETS, value=last.get("preset", "official"), label="Preset")
                 with gr.Row():
                     c["scale_t"] = gr.Slider(
-                        0, 15, value=last.get("scale_t", 5.0), step=0.5, label="Text scale", elem_id="scale-t"
+                        0,
+                        15,
+                        value=last.get("scale_t", scales["scale_t"]),
+                        step=0.5,
+                        label="Text scale",
+                        elem_id="scale-t",
                     )
                     c["scale_i"] = gr.Slider(
-                        0, 15, value=last.get("scale_i", 4.0), step=0.5, label="Image scale", elem_id="scale-i"
+                        0,
+                        15,
+                        value=last.get("scale_i", scales["scale_i"]),
+                        step=0.5,
+                        label="Image scale",
+                        elem_id="scale-i",
                     )
                     c["scale_a"] = gr.Slider(
-                        0, 15, value=last.get("scale_a", 5.5), step=0.5, label="Audio scale", elem_id="scale-a"
+                        0,
+                        15,
+                        value=last.get("scale_a", scales["scale_a"]),
+                        step=0.5,
+                        label="Audio scale",
+                        elem_id="scale-a",
                     )
                     c["switch"] = gr.Slider(
                         900,
@@ -395,12 +422,14 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str]) -> dict:
             queue=False,
             show_progress="hidden",
         )
-    c["preset"].change(
-        lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a),
-        [c["preset"], c["model"], c["image"], c["extra_images"], c["audio"]],
-        [c["scale_t"], c["scale_i"], c["scale_a"]],
-        queue=False,
-    )
+    # a preset or a model of the other variant (1.7B vs 17B) starts the sliders from its official scales
+    for comp in (c["preset"], c["model"]):
+        comp.change(
+            lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a),
+            [c["preset"], c["model"], c["image"], c["extra_images"], c["audio"]],
+            [c["scale_t"], c["scale_i"], c["scale_a"]],
+            queue=False,
+        )
     c["_panel"] = (panel_inputs, [c["plot"], c["estimate"]])
     remembered = [c[k] for k in REMEMBERED]
     c["_restore"] = (lambda: restore_last_settings(ctx), [], remembered)

@@ -1,4 +1,4 @@
-"""A studio server on a free port for the API and browser tests (tiny model, temporary data folder)."""
+"""A studio server on a free port for the API and browser tests (tiny model by default, temporary data folder)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_studio(data_dir: Path, public: bool = False):
-    """Yields (url, ctx) of a launched studio; closes it afterwards."""
+def running_studio(data_dir: Path, public: bool = False, model: str | None = "tiny"):
+    """Yields (url, ctx) of a launched studio; closes it afterwards. `model=None`: the studio's own default."""
     from studio.app import create_app
     from studio.context import StudioOptions
 
-    demo, ctx = create_app(StudioOptions(data_dir=data_dir, model="tiny", public=public))
+    demo, ctx = create_app(StudioOptions(data_dir=data_dir, model=model, public=public))
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",

@@ -67,6 +67,17 @@ def test_guidance_plot_and_estimate(ctx):
         tab_generate.build_schedule("17b", "TIA", "official", float("nan"), None, 5.5, 980)
 
 
+def test_sliders_start_on_the_default_models_official_scales(tmp_path):
+    """1.7B models (HuMo-nano included) and 17B ones have different official scales (reference §4.8, §4.12)."""
+    for model, expected in (("humo-nano", (7.0, 4.0, 7.5)), ("humo-17b", (5.0, 3.0, 5.5))):
+        context = StudioContext.create(StudioOptions(data_dir=tmp_path / model, model=model))
+        scales = tab_generate.starting_scales(context)
+        context.store.close()
+        assert (scales["scale_t"], scales["scale_i"], scales["scale_a"]) == expected
+        # a model picked later: its preset scales (what the model dropdown's change event puts on the sliders)
+        assert tab_generate.preset_scales(context, "official", model, "x.png", None, "a.wav") == expected
+
+
 def test_error_goes_next_to_the_input():
     updates = tab_generate.error_updates("audio", "The audio is silent.")
     assert updates["audio"].endswith("The audio is silent.") and updates["prompt"] == "" and updates["image"] == ""

@@ -92,43 +92,66 @@ def skin_colour(image: np.ndarray) -> np.ndarray:
     return candidates[keys == values[np.argmax(counts)]].mean(axis=0)
 
 
-def skin_chromaticity(image: np.ndarray) -> np.ndarray:
-    """(r, g) chromaticity of the skin: the colour `locate_faces` looks for."""
-    rgb = skin_colour(image) + 1.0
-    return rgb[:2] / rgb.sum()
-
-
-def locate_faces(frames: np.ndarray, *, tolerance: float = 0.03, aspect: float = 0.74, smooth: int = 5) -> np.ndarray:
+def locate_faces(
+    frames: np.ndarray, *, skin_distance: float = 45.0, background_distance: float = 60.0, smooth: int = 5
+) -> np.ndarray:
     """Face boxes [T, 4] (NaN where none) in a generated video, found by the video's own skin colour.
 
     Generated frames are too small and soft for a face detector, and their head motion is the model's own (not a
-    clip's ground truth), so the scores need boxes found in the video itself: the largest blob of skin-coloured
-    pixels; its widest row is the face centre line (the neck below is narrower, hair covers the top), its width
-    there the face width, and the height follows from the world's mean face aspect. Boxes are median-smoothed
-    over `smooth` frames so box jitter does not read as mouth motion.
+    clip's ground truth), so the scores need boxes found in the video itself. Skin: pixels within `skin_distance`
+    (RGB) of the clip's skin colour and more than `background_distance` from the frame's border colour (a clip
+    keeps one light, so full colour separates skin from a wall of similar hue, which chromaticity alone did not
+    once the VAE blurs the edge between them); the largest such blob is the face. Its widest row gives the face
+    width and centre column; the height follows from the world's mean face aspect. The centre row comes from the
+    chin, the lowest row still half as wide as the face (an ellipse is half as wide at 0.87 of its half height):
+    the neck below is narrower, while the widest row wanders between brows and cheeks once the face is blurred.
+    Boxes are median-smoothed over `smooth` frames so box jitter does not read as mouth motion.
     """
-    target = np.median([skin_chromaticity(f) for f in frames[:: max(1, len(frames) // 8)]], axis=0)
+    skin = np.median([skin_colour(f) for f in frames[:: max(1, len(frames) // 8)]], axis=0)
     boxes = np.full((len(frames), 4), np.nan, np.float32)
-    h, w = frames.shape[1:3]
     for t, frame in enumerate(frames):
-        rgb = frame.astype(np.float32) + 1.0
-        chroma = rgb[..., :2] / rgb.sum(axis=-1, keepdims=True)
-        mask = (np.linalg.norm(chroma - target, axis=-1) < tolerance).astype(np.uint8)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
-        if count < 2:
-            continue
-        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        if stats[best, cv2.CC_STAT_AREA] < 0.01 * h * w:
-            continue
-        blob = labels == best
-        widths = np.convolve(blob.sum(axis=1).astype(np.float32), np.ones(3) / 3, mode="same")
-        cy = float(np.mean(np.flatnonzero(widths >= 0.9 * widths.max())))
-        cols = np.flatnonzero(blob[int(round(cy))]) if blob[int(round(cy))].any() else np.flatnonzero(blob.any(0))
-        cx, rx = (cols[0] + cols[-1] + 1) / 2, (cols[-1] + 1 - cols[0]) / 2
-        ry = rx / aspect
-        boxes[t] = (cx - rx, cy - ry, cx + rx, cy + ry)
+        blob = _skin_blob(frame.astype(np.float32), skin, skin_distance, background_distance)
+        if blob is not None:
+            boxes[t] = _box_of_blob(blob)
     return _median_smooth(boxes, smooth)
+
+
+FACE_ASPECT = 0.74  # the world's mean face width / height
+_CHIN_WIDTH = 0.5  # the chin row: the lowest row at least this share of the face width
+
+
+def _skin_blob(pixels: np.ndarray, skin: np.ndarray, skin_distance: float, background_distance: float):
+    """The largest connected skin-coloured region (bool [H, W]), or None when it is under 1% of the frame."""
+    h, w = pixels.shape[:2]
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    wall = np.median(border, axis=0)
+    # a wall close to the skin colour leaves skin pixels nearer than `background_distance`: take half the gap then
+    background_distance = min(background_distance, 0.5 * float(np.linalg.norm(skin - wall)))
+    near_skin = np.linalg.norm(pixels - skin, axis=-1) < skin_distance
+    off_wall = np.linalg.norm(pixels - wall, axis=-1) > background_distance
+    mask = cv2.morphologyEx((near_skin & off_wall).astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    if count < 2:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == best if stats[best, cv2.CC_STAT_AREA] >= 0.01 * h * w else None
+
+
+def _box_of_blob(blob: np.ndarray) -> tuple[float, float, float, float]:
+    counts = np.convolve(blob.sum(axis=1).astype(np.float32), np.ones(3) / 3, mode="same")
+    widest = int(round(np.mean(np.flatnonzero(counts >= 0.9 * counts.max()))))
+    cols = np.flatnonzero(blob[widest]) if blob[widest].any() else np.flatnonzero(blob.any(0))
+    cx, rx = (cols[0] + cols[-1] + 1) / 2, (cols[-1] + 1 - cols[0]) / 2
+    extents = np.zeros(len(blob), np.float32)
+    for y, row in enumerate(blob):
+        if row.any():
+            xs = np.flatnonzero(row)
+            extents[y] = xs[-1] + 1 - xs[0]
+    extents = np.convolve(extents, np.ones(3) / 3, mode="same")
+    chin = np.flatnonzero(extents >= _CHIN_WIDTH * extents.max())[-1] + 0.5
+    ry = rx / FACE_ASPECT
+    cy = chin - np.sqrt(1 - _CHIN_WIDTH**2) * (extents.max() / 2) / FACE_ASPECT
+    return (cx - rx, cy - ry, cx + rx, cy + ry)
 
 
 def _median_smooth(boxes: np.ndarray, window: int) -> np.ndarray:

@@ -10,8 +10,9 @@ in front of the paper's two stages, with the same trainer (training/trainer.py):
   1. VAE        a small `AutoencoderKLWan` (the real 4x/8x compression, 16 latent channels) trained to reconstruct
                 the world in phases of longer and longer windows (5, 9, 25 frames; see `train_vae`), faces weighted,
                 then its decoder alone on whole clips.
-  2. encoders   umT5 and Whisper encoders of the pipeline's interface, small and fixed (random but real modules):
-                the transformer learns to read them, as HuMo learns to read the frozen umT5/Whisper.
+  2. encoders   umT5 and Whisper encoders of the pipeline's interface, small real modules: umT5 fixed random, the
+                Whisper encoder pre-trained to hear loudness (see `train_audio_encoder`); the transformer learns to
+                read both, as HuMo learns to read the frozen umT5/Whisper.
   3. base       stage 0 of the trainer: the DiT pretrained as text-to-video, all parameters, no reference (Wan),
                 in legs (each from the previous leg's weights with a fresh optimiser).
   4. stage 1    subject preservation: text + reference, self-attention only (minimal-invasive).
@@ -38,6 +39,7 @@ from engine.components import (
     build_tiny_audio_encoder,
     build_tiny_text_encoder,
     load_tiny_tokenizer,
+    load_whisper_encoder,
 )
 from engine.nano import NANO_SHIFT
 from training import synth
@@ -65,6 +67,7 @@ class NanoBudget:
     heldout: int = 8
     # VAE phases: (steps, frames per window, batch, learning rate[, "decoder"]); see `train_vae`
     vae_phases: tuple = ((2400, 5, 4, 1e-3), (600, 9, 4, 5e-4), (300, 25, 2, 2.5e-4), (400, 49, 1, 2e-4, "decoder"))
+    audio_steps: int = 600  # the small Whisper encoder's pre-training (see `train_audio_encoder`)
     base_steps: tuple = (1000, 2000, 3000)  # legs, each from the previous leg's weights with a fresh optimiser
     stage1_steps: int = 1500
     stage2_steps: int = 5000
@@ -82,7 +85,7 @@ class NanoBudget:
         return cls(
             height=32, width=32, frames=9, clips=4, identities=2, heldout=2,
             vae_phases=((2, 5, 2, 1e-3), (1, 9, 1, 5e-4), (1, 9, 1, 2e-4, "decoder")),
-            base_steps=(2,), stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
+            audio_steps=2, base_steps=(2,), stage1_steps=2, stage2_steps=2, batch_size=2, sample_steps=2,
         )  # fmt: skip
 
     def scaled(self, factor: float) -> NanoBudget:
@@ -150,15 +153,92 @@ def latent_face_mask(boxes: np.ndarray, size: tuple[int, int], scale: int = 8) -
 
 
 # ---------------------------------------------------------------------------------------------- components
-def build_components(seed: int = 0) -> dict:
-    """The fixed small encoders (random, real modules) and the tokenizer shipped in assets/tokenizer."""
+def build_components(seed: int = 0, audio_encoder=None) -> dict:
+    """The small encoders and the tokenizer shipped in assets/tokenizer: a fixed random umT5 (a caption's words
+    are distinct tokens, which is all the DiT needs to read) and the given Whisper encoder (random when None)."""
     tokenizer = load_tiny_tokenizer()
     return {
         "tokenizer": tokenizer,
         "text_encoder": build_tiny_text_encoder(len(tokenizer), seed),
-        "audio_encoder": build_tiny_audio_encoder(seed),
+        "audio_encoder": audio_encoder if audio_encoder is not None else build_tiny_audio_encoder(seed),
         "feature_extractor": build_feature_extractor(),
     }
+
+
+def train_audio_encoder(examples: list[WorldExample], budget: NanoBudget, log=print, batch: int = 8):
+    """The small Whisper encoder, pre-trained to hear the voice. Returns (encoder, R^2 on new voices).
+
+    A randomly initialised Whisper of this size is all but deaf: its convolutions start at std 0.02, so the mel
+    content is ~1% of each hidden state next to the positional embeddings (two clips' windowed features differ by
+    0.005 at std 0.7; a ridge read-out still finds the loudness, R^2 0.85, but a DiT fine-tuned for 5000 steps on
+    such features made byte-identical videos for swapped voices). Real Whisper's features carry speech because ASR
+    training put it there; here every hidden state the pipeline reads (all five bands) is trained so that a linear
+    read-out gives the loudness of each 20 ms step (the clips' features then differ by 0.29). The read-outs are
+    thrown away; the encoder never sees video or mouths.
+    """
+    encoder = build_tiny_audio_encoder(budget.seed)
+    extractor = build_feature_extractor()
+    positions = len(examples[0].waveform) * 50 // extractor.sampling_rate  # Whisper steps are 20 ms
+
+    def features_and_targets(waveforms):
+        mels = extractor(list(waveforms), sampling_rate=extractor.sampling_rate, return_tensors="pt").input_features
+        loud = np.stack([synth.loudness_per_frame(w, positions, fps=50) for w in waveforms])
+        return mels, torch.from_numpy(loud)
+
+    mels, targets = features_and_targets([ex.waveform for ex in examples])
+    rng = np.random.default_rng([budget.seed, 23])  # new voices: pitches and rhythms the world never drew
+    val_mels, val_targets = features_and_targets(
+        [synth.synth_speech(len(examples[0].waveform), rng, pitch_hz=float(rng.uniform(100, 220))) for _ in range(16)]
+    )
+    heads = torch.nn.ModuleList(
+        torch.nn.Linear(encoder.config.d_model, 1) for _ in range(encoder.config.encoder_layers + 1)
+    )
+
+    def predictions(mel):
+        states = encoder(mel, output_hidden_states=True).hidden_states
+        return [head(h[:, :positions]).squeeze(-1) for head, h in zip(heads, states)]
+
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *heads.parameters()], lr=1e-3, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(budget.seed)
+    encoder.train()
+    for step in range(budget.audio_steps):
+        idx = torch.randint(len(examples), (min(batch, len(examples)),), generator=gen)
+        loss = sum(torch.nn.functional.mse_loss(p, targets[idx]) for p in predictions(mels[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 100 == 0:
+            log(f"audio encoder step {step + 1}/{budget.audio_steps} loss {loss.item():.4f}")
+    encoder.eval()
+    with torch.no_grad():
+        worst = min(_r2(p, val_targets) for p in predictions(val_mels))
+    log(f"audio encoder: loudness R^2 {worst:.3f} on new voices (worst hidden state)")
+    return encoder, worst
+
+
+def _r2(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    return float(1 - (prediction - target).pow(2).mean() / target.var(unbiased=False).clamp_min(1e-12))
+
+
+def save_audio_encoder(audio_encoder, folder: Path) -> None:
+    """A Whisper checkpoint folder (`encoder.`-prefixed keys) that engine.components.load_whisper_encoder reads."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    audio_encoder.config.save_pretrained(folder)
+    state = {f"encoder.{k}": v.contiguous() for k, v in audio_encoder.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def audio_fingerprint(audio_encoder) -> str:
+    """A short hash of the encoder's weights: the cache and stage-2 runs built on other audio features are stale."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(audio_encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().numpy().tobytes())
+    return digest.hexdigest()[:10]
 
 
 def new_transformer(seed: int = 0):
@@ -273,8 +353,9 @@ def vae_psnr(vae, examples: list[WorldExample]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- cache + stages
-def encode_world(pipe, examples: list[WorldExample], cache_dir: Path, log=print) -> Path:
-    """The trainer's cache (training/cache.py format) from in-memory examples, with the pipeline's encoders."""
+def encode_world(pipe, examples: list[WorldExample], cache_dir: Path, log=print, audio_tag: str = "") -> Path:
+    """The trainer's cache (training/cache.py format) from in-memory examples, with the pipeline's encoders;
+    index.json records `audio_tag` (the audio encoder's fingerprint) so a cache of other features is not reused."""
     from training.cache import _atomic_save, encode_example
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +372,10 @@ def encode_world(pipe, examples: list[WorldExample], cache_dir: Path, log=print)
             _atomic_save(tensors, out)
         if (index + 1) % 50 == 0:
             log(f"encoded {index + 1}/{len(examples)} clips")
-    index = {"clips": [ex.name for ex in examples], "failed": {}, "model_id": "humo-nano", "source": str(cache_dir)}
+    index = {
+        "clips": [ex.name for ex in examples], "failed": {}, "model_id": "humo-nano", "source": str(cache_dir),
+        "audio_encoder": audio_tag,
+    }  # fmt: skip
     (cache_dir / "index.json").write_text(json.dumps(index, indent=1))
     return cache_dir
 
@@ -370,8 +454,6 @@ def heldout_world(budget: NanoBudget) -> list[WorldExample]:
 def save_nano(out_dir: Path, vae, transformer_dir: Path, encoders: dict, info: dict) -> Path:
     """assets/humo-nano: vae/, transformer/ (fp16), text_encoder/, audio_encoder/ (diffusers/transformers folders) and
     nano.json. The tokenizer is the shared assets/tokenizer. Written to a temporary folder, then swapped in."""
-    from safetensors.torch import save_file
-
     from engine.models import HuMoTransformer3DModel
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -382,11 +464,7 @@ def save_nano(out_dir: Path, vae, transformer_dir: Path, encoders: dict, info: d
     transformer = HuMoTransformer3DModel.from_pretrained(transformer_dir)
     transformer.to(torch.float16).save_pretrained(tmp / "transformer")
     encoders["text_encoder"].save_pretrained(tmp / "text_encoder")
-    audio = encoders["audio_encoder"]
-    (tmp / "audio_encoder").mkdir()
-    audio.config.save_pretrained(tmp / "audio_encoder")
-    state = {f"encoder.{k}": v.contiguous() for k, v in audio.state_dict().items()}
-    save_file(state, str(tmp / "audio_encoder" / "model.safetensors"))
+    save_audio_encoder(encoders["audio_encoder"], tmp / "audio_encoder")
     (tmp / "nano.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
@@ -405,6 +483,7 @@ class NanoBuild:
     base: Path
     vae_psnr: float
     timings: dict
+    audio_tag: str = ""  # `audio_fingerprint` of the encoder: names the runs that read audio features
 
 
 def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
@@ -441,10 +520,22 @@ def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
     psnr = vae_psnr(vae, examples[:8])
     log(f"vae: PSNR {psnr:.1f} dB on training clips")
 
-    encoders = build_components(budget.seed)
     t0 = time.perf_counter()
-    if not (work / "cache" / "index.json").exists():
-        encode_world(make_pipeline(vae, new_transformer(budget.seed), encoders), examples, work / "cache", log)
+    if (work / "audio_encoder" / "config.json").exists():
+        audio_encoder = load_whisper_encoder(work / "audio_encoder")
+    else:
+        audio_encoder, _ = train_audio_encoder(examples, budget, log)
+        save_audio_encoder(audio_encoder, work / "audio_encoder")
+    timings["audio_s"] = time.perf_counter() - t0
+    encoders = build_components(budget.seed, audio_encoder)
+    audio_tag = audio_fingerprint(audio_encoder)
+
+    t0 = time.perf_counter()
+    index = work / "cache" / "index.json"
+    if not index.exists() or json.loads(index.read_text()).get("audio_encoder") != audio_tag:
+        shutil.rmtree(work / "cache", ignore_errors=True)  # a cache of other audio features (or none) is stale
+        pipe = make_pipeline(vae, new_transformer(budget.seed), encoders)
+        encode_world(pipe, examples, work / "cache", log, audio_tag=audio_tag)
     timings["encode_s"] = time.perf_counter() - t0
 
     init = work / "init"
@@ -455,7 +546,7 @@ def build_base(work: str | Path, budget: NanoBudget, log=print) -> NanoBuild:
     for leg, steps in enumerate(budget.base_steps):
         base = run_stage(f"base{leg}", work, base, budget, steps, stage=0, learning_rate=budget.base_lr)
     timings["base_s"] = time.perf_counter() - t0
-    return NanoBuild(work, budget, vae, encoders, base, psnr, timings)
+    return NanoBuild(work, budget, vae, encoders, base, psnr, timings, audio_tag)
 
 
 def train_variant(build: NanoBuild, name: str, budget: NanoBudget, **changes) -> Path:
@@ -464,11 +555,13 @@ def train_variant(build: NanoBuild, name: str, budget: NanoBudget, **changes) ->
     `changes`: trainer overrides for both stages (e.g. train_all=True) and `focus_by_predicting`.
     """
     joint = changes.pop("joint", False)
+    heard = f"-a{build.audio_tag}" if build.audio_tag else ""  # runs that read audio features name their encoder
     if joint:
         steps = budget.stage1_steps + budget.stage2_steps
-        return run_stage(f"{name}-joint", build.work, build.base, budget, steps, stage=2, task_start=0.5, **changes)
+        name = f"{name}-joint{heard}"
+        return run_stage(name, build.work, build.base, budget, steps, stage=2, task_start=0.5, **changes)
     stage1 = run_stage(f"{name}-s1", build.work, build.base, budget, budget.stage1_steps, stage=1, **changes)
-    return run_stage(f"{name}-s2", build.work, stage1, budget, budget.stage2_steps, stage=2, **changes)
+    return run_stage(f"{name}-s2{heard}", build.work, stage1, budget, budget.stage2_steps, stage=2, **changes)
 
 
 def build_nano(
