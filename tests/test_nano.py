@@ -138,6 +138,12 @@ def test_time_adaptive_and_static_guidance_differ_only_early():
 bundled = pytest.mark.skipif(not nano.is_present(), reason="assets/humo-nano missing (python -m training nano)")
 
 
+def untrained_twin(trained):
+    """The bundled pipeline with a random DiT: same VAE and encoders, so score differences are the trained DiT's."""
+    parts = {k: getattr(trained, k) for k in ("tokenizer", "text_encoder", "audio_encoder", "feature_extractor")}
+    return nano_train.make_pipeline(trained.vae, nano_train.new_transformer(1).eval(), parts)
+
+
 @pytest.fixture(scope="module")
 def heldout_scores():
     """Scores of the bundled nano and of the untrained model on the 8 held-out clips (references, prompts and audio
@@ -148,11 +154,7 @@ def heldout_scores():
     budget = nano_train.NanoBudget(**nano.info()["budget"])
     examples = nano_train.heldout_world(budget)
     trained = registry.load_pipeline("humo-nano", device="cpu")
-    untrained = nano_train.make_pipeline(
-        trained.vae,
-        nano_train.new_transformer(1),
-        {k: getattr(trained, k) for k in ("tokenizer", "text_encoder", "audio_encoder", "feature_extractor")},
-    )
+    untrained = untrained_twin(trained)
     good = nano_train.evaluate(trained, examples, steps=20)
     bad = nano_train.evaluate(untrained, examples, steps=20)
     print(f"nano {good}\nuntrained {bad}")
@@ -239,9 +241,7 @@ def test_bundled_example_is_recognisable(tmp_path, monkeypatch):
         return analysis.score_video(frames, reference, prompt, waveform, analysis.locate_faces(frames))
 
     trained = scores(media.read_video_frames(out))
-    nano_pipe = registry.load_pipeline("humo-nano", device="cpu")
-    parts = {k: getattr(nano_pipe, k) for k in ("tokenizer", "text_encoder", "audio_encoder", "feature_extractor")}
-    pipe = nano_train.make_pipeline(nano_pipe.vae, nano_train.new_transformer(1).eval(), parts)
+    pipe = untrained_twin(registry.load_pipeline("humo-nano", device="cpu"))
     example = nano_train.WorldExample("x", None, None, prompt, np.zeros((49, 64, 64, 3), np.uint8), waveform,
                                       np.zeros((49, 4)), reference)  # fmt: skip
     untrained = scores(nano_train.generate(pipe, example, steps=30))
