@@ -2,7 +2,8 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--data-dir data] [--model tiny] [--public]
 
-Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, no training tab).
+Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, per-visitor galleries,
+no training or downloads), HUMO_AUTH=user:password[,user2:password2] (a login; each user sees only their own).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default=os.environ.get("HUMO_DEVICE"))
     parser.add_argument("--public", action="store_true", default=env_flag("HUMO_PUBLIC") or on_space)
     parser.add_argument(
+        "--auth",
+        default=os.environ.get("HUMO_AUTH"),
+        help="user:password[,user2:password2]: require a login; each user sees only their own work",
+    )
+    parser.add_argument(
         "--gpus",
         type=int,
         default=int(os.environ.get("HUMO_GPUS", "1")),
@@ -32,15 +38,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
-    from studio.app import create_app
+    from studio import spaces  # its prepare_models imports the `spaces` package before any weight is placed
+    from studio.app import create_app, launch_options
+    from studio.owners import parse_auth
 
     args = parse_args(argv)
+    if spaces.on_space() and not args.model:
+        args.model = spaces.space_default_model()
     options = StudioOptions(
-        data_dir=args.data_dir, model=args.model, public=args.public, device=args.device, gpus=args.gpus
+        data_dir=args.data_dir,
+        model=args.model,
+        public=args.public,
+        device=args.device,
+        gpus=args.gpus,
+        auth=parse_auth(args.auth),
     )
+    if spaces.on_zero_gpu():  # 30 steps of HuMo-1.7B at 480p do not fit one ZeroGPU call (studio/spaces.py)
+        options.max_steps_public = int(os.environ.get("HUMO_PUBLIC_MAX_STEPS", "12"))
     demo, ctx = create_app(options)
+    spaces.prepare_models(ctx.pipeline, [ctx.default_model])  # on a Space: loaded once, before any visitor
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
-    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(ctx.store.data_dir)], show_error=True)
+    print(f"At start-up: {ctx.startup_report}.")
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
 
 
 if __name__ == "__main__":

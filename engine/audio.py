@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
-from engine.media import ffmpeg_exe
+from engine.media import ffmpeg_exe, probe_header
 
 SAMPLING_RATE = 16000
 SAMPLES_PER_FRAME = 640  # 16000 / 25: one 25-fps video frame
@@ -40,52 +42,148 @@ SILENCE_PEAK = 1e-3  # peak amplitude below -60 dBFS counts as silence
 _HINT = "Use a WAV, MP3, M4A, FLAC or OGG file, or a video with a sound track."
 
 
-# ---------------------------------------------------------------------------------------------- decoding
-def load_audio(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decode the first audio stream of any audio/video file to a float32 mono waveform at `sampling_rate`.
+# ---------------------------------------------------------------------------------------------- probing
+MAX_PEAK = 2.0  # decoded float samples beyond this are a broken export, not loud audio (PCM decodes to within ±1)
+_DECODE_MARGIN_S = 1.0  # ffmpeg `-t` cap = max_seconds + this, so a lying header cannot make it decode more
+_LENGTH_SLACK_S = 0.5  # decoded audio may exceed max_seconds by this much (codec padding) before it is refused
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "7.1": 8}
 
-    Raises `InputError(field="audio")` when the file is missing, not decodable, has no audio track or no samples.
-    """
-    path = Path(path)
-    name = path.name
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The first audio stream of a file, from its container header. `duration_s` is None when the header has no
+    duration (raw streams, some piped ogg/webm); `sample_rate` / `channels` None when ffmpeg does not say."""
+
+    duration_s: float | None
+    sample_rate: int | None
+    channels: int | None
+    codec: str | None
+
+
+def _channels(layout: str | None) -> int | None:
+    if not layout:
+        return None
+    m = re.match(r"(\d+) channels", layout)
+    return int(m.group(1)) if m else _LAYOUT_CHANNELS.get(layout.split("(")[0].strip())
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    h, m, sec = total // 3600, total // 60 % 60, total % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d} min"
+
+
+def _check_file(path: Path, name: str, display_name: str | None) -> None:
     if not path.is_file():
-        raise InputError(f"Audio file not found: {path}. Choose an existing audio or video file.", field="audio")
+        raise InputError(
+            f"Audio file not found: {display_name or path}. Choose an existing audio or video file.", field="audio"
+        )
     if path.stat().st_size == 0:
         raise InputError(f"The audio file {name} is empty (0 bytes). {_HINT}", field="audio")
-    cmd = [
-        ffmpeg_exe(),
-        "-nostdin",
-        "-hide_banner",
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-map",
-        "0:a:0",
-        "-vn",
-        "-af",
-        f"aresample={sampling_rate}:resampler=soxr:precision=20",
-        "-c:a",
-        "pcm_f32le",
-        "-f",
-        "wav",
-        "pipe:1",
-    ]
-    proc = subprocess.run(cmd, capture_output=True)
-    err = proc.stderr.decode("utf-8", "replace").strip()
+
+
+def _no_audio_track(name: str) -> InputError:
+    return InputError(
+        f"{name} has no audio track. Choose a file with sound (a voice recording, or a video with a sound track), or "
+        "leave the audio empty to make a video without a voice.",
+        field="audio",
+    )
+
+
+def probe_audio(path: str | os.PathLike, *, display_name: str | None = None) -> AudioInfo:
+    """Duration, sample rate, channels and codec of the first audio stream, from the container header only.
+
+    Nothing is decoded (`ffmpeg -i FILE` with no output), so any length costs the same few milliseconds. Raises
+    `InputError(field="audio")`, naming `display_name` (default: the file name), when the file is missing, empty,
+    not audio (text, an image), has no audio track (a silent video) or cannot be opened (corrupt).
+    """
+    path = Path(path)
+    name = display_name or path.name
+    _check_file(path, name, display_name)
+    try:
+        info = probe_header(path, field="audio", display_name=name)
+    except InputError as exc:  # not a container ffmpeg can open: text, random bytes, a damaged header
+        raise InputError(f"{exc} {_HINT}", field="audio") from None
+    stream = info["audio"]
+    if stream is None:
+        fmt, codec = info.get("format") or "", (info["video"] or {}).get("codec")
+        if fmt.endswith("_pipe") or fmt in ("gif", "apng") or (fmt == "image2" and codec not in (None, "rawvideo")):
+            raise InputError(f"{name} is an image, not audio. {_HINT}", field="audio")
+        if fmt == "image2":  # ffmpeg's last-resort guess (e.g. headerless raw samples)
+            raise InputError(f"Could not read {name} as audio (ffmpeg found no audio stream). {_HINT}", field="audio")
+        if info["video"] is not None:
+            raise _no_audio_track(name)
+        raise InputError(f"{name} contains no audio stream. {_HINT}", field="audio")
+    return AudioInfo(
+        duration_s=info["duration"],
+        sample_rate=stream.get("sample_rate"),
+        channels=_channels(stream.get("channel_layout")),
+        codec=stream.get("codec"),
+    )
+
+
+def _too_long(name: str, seconds: float, max_seconds: float, advice: str | None, at_least: bool) -> InputError:
+    length = f"{'at least ' if at_least else ''}{_format_duration(seconds)}"
+    advice = advice or f"Trim it to {_format_duration(max_seconds)} or less and try again."
+    return InputError(f"{name} is {length} long; the limit is {_format_duration(max_seconds)}. {advice}", field="audio")
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def load_audio(
+    path: str | os.PathLike,
+    sampling_rate: int = SAMPLING_RATE,
+    *,
+    max_seconds: float | None = None,
+    display_name: str | None = None,
+    too_long_advice: str | None = None,
+) -> np.ndarray:
+    """Decode the first audio stream of any audio/video file to a float32 mono waveform at `sampling_rate`.
+
+    The header is probed first (`probe_audio`). With `max_seconds`, audio whose header says it is longer is refused
+    before decoding, and ffmpeg is capped at max_seconds + 1 s (`-t`), so a lying or missing header cannot make it
+    decode more; decoded audio longer than max_seconds + 0.5 s is then refused too. The refusal says the length, the
+    limit and `too_long_advice` (default: trim it). Decoded samples must be finite and within ±MAX_PEAK.
+
+    Raises `InputError(field="audio")`, naming `display_name` (default: the file name), when the file is missing,
+    empty, not audio, has no audio track or no samples, is corrupt, too long, or holds invalid samples.
+    """
+    path = Path(path)
+    name = display_name or path.name
+    info = probe_audio(path, display_name=display_name)
+    if max_seconds is not None and info.duration_s is not None and info.duration_s > max_seconds:
+        raise _too_long(name, info.duration_s, max_seconds, too_long_advice, at_least=False)
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn"]
+    if max_seconds is not None:
+        cmd += ["-t", f"{max_seconds + _DECODE_MARGIN_S:.3f}"]
+    cmd += ["-af", f"aresample={sampling_rate}:resampler=soxr:precision=20", "-c:a", "pcm_f32le", "-f", "wav"]
+    proc = subprocess.run([*cmd, "pipe:1"], capture_output=True)
+    err = proc.stderr.decode("utf-8", "replace").strip().replace(str(path), name)
     if proc.returncode != 0:
         if "matches no streams" in err:
-            raise InputError(
-                f"{name} has no audio track. Choose a file with sound (a voice recording, or a video with a "
-                "sound track), or leave the audio empty to make a video without a voice.",
-                field="audio",
-            )
+            raise _no_audio_track(name)
         detail = err.splitlines()[-1] if err else f"ffmpeg exit code {proc.returncode}"
         raise InputError(f"Could not read {name} as audio ({detail}). {_HINT}", field="audio")
     channels, data = _parse_wav_f32(proc.stdout)
+    del proc
     if channels < 1 or data.size < channels:
         raise InputError(f"{name} contains no audio samples. {_HINT}", field="audio")
     data = data[: data.size - data.size % channels].reshape(-1, channels)
+    seconds = len(data) / sampling_rate
+    if max_seconds is not None and seconds > max_seconds + _LENGTH_SLACK_S:
+        raise _too_long(name, seconds, max_seconds, too_long_advice, at_least=True)
+    peak = max(float(data.max()), -float(data.min()))
+    if not math.isfinite(peak):
+        raise InputError(
+            f"{name} contains invalid samples (NaN or infinity): export the file again as normal PCM.", field="audio"
+        )
+    if peak > MAX_PEAK:
+        raise InputError(
+            f"{name} has samples out of range (peak {peak:.3g}; expected within ±1): export the file again as "
+            "normal PCM.",
+            field="audio",
+        )
     waveform = data.mean(axis=1) if channels > 1 else data[:, 0]
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
@@ -301,6 +399,8 @@ def encode_audio(
 
 __all__ = [
     "SAMPLING_RATE",
+    "AudioInfo",
+    "probe_audio",
     "load_audio",
     "num_video_frames",
     "snap_frames",

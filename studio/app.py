@@ -5,6 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.context import StudioContext, StudioOptions
+from studio.owners import new_visitor_id, studio_secret
+from studio.serving import SERVED
+from studio.store import LOCAL_OWNER
 from studio.tab_gallery import build_gallery_tab
 from studio.tab_generate import build_generate_tab
 from studio.tab_models import build_models_tab
@@ -22,36 +25,43 @@ NANO_BANNER = (
 )
 
 
-def model_choices(ctx: StudioContext) -> list[str]:
+def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
+    """Models a job may use: those present, the default, and (outside public mode) `owner`'s finished runs."""
     from engine.registry import list_models
 
     choices = [m["id"] for m in list_models() if m["present"]]
-    try:  # finished fine-tuning checkpoints, when the training tab is installed
-        from studio.tab_train import list_checkpoints
+    if not ctx.options.public:
+        try:  # finished fine-tuning checkpoints, when the training tab is installed
+            from studio.tab_train import list_checkpoints
 
-        choices += [f"checkpoint:{path}" for _, path in list_checkpoints(ctx.store.data_dir)]
-    except ImportError:
-        pass
+            choices += [f"checkpoint:{path}" for _, path in list_checkpoints(ctx.store.data_dir, owner)]
+        except ImportError:
+            pass
     if ctx.default_model not in choices:
         choices.insert(0, ctx.default_model)
     return choices
 
 
 def build_app(ctx: StudioContext) -> gr.Blocks:
-    with gr.Blocks(title="HuMo Studio") as demo:
-        gr.Markdown("# 🎬 HuMo Studio\nA face, a voice and a prompt → a lip-synced video.")
+    opts = ctx.options
+    with gr.Blocks(title="HuMo Studio", delete_cache=(max(60, opts.cache_ttl_s // 4), opts.cache_ttl_s)) as demo:
+        # The anonymous visitor's id (public mode), kept encrypted in the browser with the studio's own secret.
+        visitor = gr.BrowserState(None, storage_key="humo-visitor", secret=studio_secret(ctx.store.data_dir))
+        gr.Markdown("# HuMo Studio\nA face, a voice and a prompt → a lip-synced video. " + AI_NOTICE)
         if ctx.is_demo_model:
             gr.Markdown(DEMO_BANNER, elem_id="demo-banner")
         elif ctx.is_nano_model:
             gr.Markdown(NANO_BANNER, elem_id="nano-banner")
+        if opts.public:
+            gr.Markdown(public_notice(opts), elem_id="public-notice")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
-                generate = build_generate_tab(ctx, model_choices(ctx))
+                generate = build_generate_tab(ctx, model_choices(ctx), visitor)
             with gr.Tab("Gallery", id="gallery"):
-                gallery = build_gallery_tab(ctx, generate, tabs, generate_tab)
+                gallery = build_gallery_tab(ctx, generate, tabs, generate_tab, visitor)
             with gr.Tab("Models", id="models"):
                 build_models_tab(ctx)
-            if not ctx.options.public:
+            if not opts.public:
                 try:
                     from studio.tab_train import build_train_tab
                 except ImportError:
@@ -59,16 +69,46 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 if build_train_tab is not None:
                     with gr.Tab("Train", id="train"):
                         build_train_tab(ctx)
+        # First load: give a new visitor an id; then fill the gallery and the last settings of this owner.
+        private = {"queue": False, "api_visibility": "private"}
         load_fn, load_inputs, load_outputs = gallery["_load"]
-        demo.load(load_fn, load_inputs, load_outputs, queue=False)
-        restore_fn, _, restore_outputs = generate["_restore"]
-        demo.load(restore_fn, None, restore_outputs, queue=False)
+        restore_fn, restore_inputs, restore_outputs = generate["_restore"]
         panel_inputs, panel_outputs = generate["_panel"]
         from studio.tab_generate import guidance_panel
 
-        demo.load(lambda *a: guidance_panel(ctx, *a), panel_inputs, panel_outputs, queue=False)
-    demo.queue(default_concurrency_limit=1)
+        opened = demo.load(lambda v: v or new_visitor_id(), visitor, visitor, **private)
+        opened.then(load_fn, load_inputs, load_outputs, **private)
+        opened.then(restore_fn, restore_inputs, restore_outputs, **private)
+        demo.load(lambda *a: guidance_panel(ctx, *a), panel_inputs, panel_outputs, preprocess=False, **private)
+        demo.temp_file_sets.append(SERVED)  # served media copies age out with Gradio's own (delete_cache)
+    demo.queue(default_concurrency_limit=1, max_size=opts.max_queue_public + 4 if opts.public else None)
     return demo
+
+
+AI_NOTICE = "Every video made here is labelled AI-generated in its metadata and carries an invisible watermark."
+
+
+def public_notice(opts: StudioOptions) -> str:
+    return (
+        "**Public studio.** You see only your own videos (kept in this browser); one job at a time, at most "
+        f"{opts.max_steps_public} steps, {opts.max_frames_public} frames ({opts.max_frames_public / 25:.1f} s), "
+        f"480×832, voices up to {opts.max_audio_seconds_public:.0f} s and uploads up to {opts.max_upload_public}. "
+        "Use only faces and voices you have the right to use."
+    )
+
+
+def launch_options(ctx: StudioContext) -> dict:
+    """`demo.launch` keywords: nothing of the data folder is served (media reach the page as cached copies),
+    uploads are capped, and logins (`--auth`) are on when given."""
+    opts = ctx.options
+    data = ctx.store.data_dir
+    return {
+        "allowed_paths": [],
+        "blocked_paths": [str(data), str(data.resolve())],
+        "max_file_size": opts.max_upload_public if opts.public else opts.max_upload,
+        "auth": opts.auth,
+        "show_error": True,
+    }
 
 
 def create_app(options: StudioOptions) -> tuple[gr.Blocks, StudioContext]:

@@ -18,14 +18,34 @@ def env_flag(name: str) -> bool:
 class StudioOptions:
     data_dir: Path | None = None
     model: str | None = None  # None: the best model present
-    public: bool = False  # HUMO_PUBLIC=1: capped sizes/steps, no training tab
+    public: bool = False  # HUMO_PUBLIC=1: capped jobs, per-visitor galleries, consent box, no training/downloads
     device: str | None = None
     gpus: int = 1  # >1: every job runs as a torchrun worker group over this many GPUs (processes on CPU)
+    auth: list[tuple[str, str]] | None = None  # --auth / HUMO_AUTH: each user sees only their own work
 
-    # Caps applied in public mode (a shared Space): keep one job well inside a ZeroGPU slot.
+    # Limits in every mode: checked from headers before any decode.
+    max_audio_seconds: float = 600.0  # a 10-minute voice; longer uploads are refused in well under a second
+    max_frames_plain: int = 401  # frames one window may have without *Long video* (16 s)
+    max_extra_images: int = 3
+    max_upload: str = "1gb"
+    cache_ttl_s: int = 3600  # Gradio's cache of uploads and served media is aged out after this
+
+    # Caps in public mode (a shared Space): keep one job well inside a ZeroGPU slot.
     max_steps_public: int = 30
     max_frames_public: int = 97
     max_pixels_public: int = 480 * 832
+    max_audio_seconds_public: float = 60.0
+    max_upload_public: str = "50mb"
+    max_queue_public: int = 16  # jobs waiting in all; more get a "busy" message
+    admission_ttl_s: float = 900.0  # a queued job whose page went away frees its visitor's slot after this
+
+    @property
+    def frame_cap(self) -> int:
+        return self.max_frames_public if self.public else self.max_frames_plain
+
+    @property
+    def audio_cap_s(self) -> float:
+        return self.max_audio_seconds_public if self.public else self.max_audio_seconds
 
 
 @dataclass
@@ -36,14 +56,26 @@ class StudioContext:
     _pipelines: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
+    admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
+    startup_report: str = ""
 
     @classmethod
     def create(cls, options: StudioOptions) -> StudioContext:
         from engine.registry import best_available_model
 
         store = Store.open(options.data_dir)
-        store.recover_crashed()  # rows left running by a crash are marked failed before any job starts
-        return cls(options=options, store=store, default_model=options.model or best_available_model())
+        failed = store.recover_crashed()  # rows left running by a crash are marked failed before any job starts
+        removed = store.clean_leftovers()  # half-written files and inputs no row references
+        report = (
+            f"{failed} interrupted job(s) marked failed, {removed['partial']} half-written file(s) and "
+            f"{removed['unreferenced']} unreferenced file(s) removed"
+        )
+        return cls(
+            options=options,
+            store=store,
+            default_model=options.model or best_available_model(),
+            startup_report=report,
+        )
 
     def pipeline(self, model_id: str | None = None):
         """The loaded pipeline for a model id (loaded once, kept; the lock keeps two jobs from loading twice)."""

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from engine.errors import InputError
 from engine.generate import GenerationRequest, generate_to_file
-from engine.pipeline import GenerationInterrupted, mode_from_inputs
+from engine.pipeline import DEFAULT_FRAMES, GenerationInterrupted, mode_from_inputs
 from studio.context import StudioContext
 from studio.paths import DataPaths
+from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
+from studio.store import LOCAL_OWNER
 
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul; one a second keeps the page lively and cheap
 
@@ -51,8 +53,21 @@ class JobResult:
     field: str | None = None
 
 
-def validate_request(ctx: StudioContext, request: GenerationRequest) -> None:
-    """Cheap checks before a row is created; public mode (a shared Space) caps the cost of one job."""
+def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict[str, str] | None = None) -> int:
+    """Every check before a row or a file exists; returns the frame count the job will really make.
+
+    Cheap first (numbers, text), then the inputs from their headers and a bounded decode (images within the pixel
+    cap, audio within the length cap), then the job's real cost: the frames the audio sets, long video included.
+    Messages name the user's files (`names`: path -> the name they uploaded), never a stored hash.
+    """
+    from engine.audio import check_not_silent, load_audio, num_video_frames, snap_frames
+    from engine.media import load_image
+    from studio import inputs
+
+    opts = ctx.options
+    names = names or {}
+    inputs.text(request.prompt, "prompt", "prompt")
+    inputs.text(request.negative_prompt, "prompt", "negative prompt")
     if not (request.prompt or "").strip():
         raise InputError("Type a prompt describing the scene and the action.", field="prompt")
     for name in ("height", "width"):
@@ -63,30 +78,94 @@ def validate_request(ctx: StudioContext, request: GenerationRequest) -> None:
         raise InputError("Steps must be at least 1.", field="steps")
     if request.num_frames is not None and request.num_frames < 1:
         raise InputError("Frames must be at least 1 (or 0 for: from the audio).", field="num_frames")
-    opts = ctx.options
+    if request.seed is not None and not -1 <= request.seed <= inputs.MAX_SEED:
+        raise InputError(f"Seed must be from 0 to {inputs.MAX_SEED} (or -1 for random).", field="seed")
+    if len(request.images) > 1 + opts.max_extra_images:
+        raise InputError(
+            f"At most {opts.max_extra_images} extra reference images (got {len(request.images) - 1}).", field="image"
+        )
     if opts.public:
         if request.num_inference_steps > opts.max_steps_public:
             raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
         if request.height * request.width > opts.max_pixels_public:
             raise InputError("This public studio allows at most 480×832 pixels per frame.", field="height")
-        if request.num_frames and request.num_frames > opts.max_frames_public:
-            raise InputError(f"This public studio allows at most {opts.max_frames_public} frames.", field="num_frames")
+    for image in request.images:
+        load_image(image, display_name=names.get(image))  # header first: the pixel cap holds before any decode
+    frames = request.num_frames or DEFAULT_FRAMES
+    if request.audio:
+        shown = names.get(request.audio) or Path(request.audio).name
+        waveform = load_audio(request.audio, max_seconds=opts.audio_cap_s, display_name=shown)
+        check_not_silent(waveform, shown)
+        if not request.num_frames or request.window_frames:
+            frames = snap_frames(max(1, num_video_frames(len(waveform))))
+    _check_frames(opts, request, frames)
+    if on_zero_gpu():  # a job that cannot finish inside one ZeroGPU slot is refused here, next to its input
+        gpu_seconds(job_cost(ctx, request, frames))
+    return frames
+
+
+def planned_frames(request: GenerationRequest) -> int:
+    """The frames a job will make, from the audio file's header (no decode): what a GPU slot is sized for."""
+    if request.audio and (not request.num_frames or request.window_frames):
+        from engine.audio import probe_audio, snap_frames
+
+        return snap_frames(max(1, int(probe_audio(request.audio).duration_s * 25)))
+    return request.num_frames or DEFAULT_FRAMES
+
+
+def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str | None = None) -> JobCost:
+    """What a job costs in transformer passes and tokens (steps × guidance passes, windows for long videos)."""
+    from engine.guidance import GuidanceSchedule
+    from engine.schedulers import official_timesteps
+    from studio.tab_generate import sampling_shift
+
+    model_id = model_id or ctx.default_model
+    schedule = GuidanceSchedule.from_dict(request.guidance) if request.guidance else None
+    timesteps = official_timesteps(request.num_inference_steps, sampling_shift(model_id))
+    passes = sum(schedule.passes_per_step(timesteps)) if schedule else 4 * request.num_inference_steps
+    window = request.window_frames or frames
+    windows = 1 if frames <= window else -(-(frames - window) // max(1, window - 4 * request.window_overlap)) + 1
+    return JobCost(model_id, request.num_inference_steps, min(frames, window), request.height, request.width,
+                   passes, windows=windows, window_frames=window, references=max(1, len(request.images)))  # fmt: skip
+
+
+def _check_frames(opts, request: GenerationRequest, frames: int) -> None:
+    """The frame cap on what the job will make (the audio sets it when Frames is 0 or for long videos)."""
+    seconds = frames / 25
+    if opts.public and frames > opts.max_frames_public:
+        limit = opts.max_frames_public
+        raise InputError(
+            f"This job would make {frames} frames ({seconds:.1f} s); this public studio makes at most {limit} "
+            f"({limit / 25:.1f} s). Trim the voice to {limit / 25:.1f} s, or set Frames to {limit} to use its "
+            "beginning.",
+            field="num_frames" if request.num_frames else "audio",
+        )
+    if not request.window_frames and frames > opts.max_frames_plain:
+        raise InputError(
+            f"The voice sets {frames} frames ({seconds:.1f} s), more than one window of {opts.max_frames_plain} "
+            "frames: turn on Long video, trim the voice, or set Frames lower.",
+            field="num_frames" if request.num_frames else "audio",
+        )
 
 
 def copy_inputs(ctx: StudioContext, request: GenerationRequest) -> tuple[GenerationRequest, list[str], dict]:
-    """Copy uploads into the data folder (content-addressed) so a gallery entry can be re-run later."""
-    rel_paths, hashes, images = [], {}, []
-    for index, image in enumerate(request.images):
-        rel, digest = ctx.store.save_input(image, "image")
-        rel_paths.append(rel)
-        hashes[f"image{index}"] = digest
-        images.append(str(ctx.store.abs_path(rel)))
-    audio = None
-    if request.audio:
-        rel, digest = ctx.store.save_input(request.audio, "audio")
-        rel_paths.append(rel)
-        hashes["audio"] = digest
-        audio = str(ctx.store.abs_path(rel))
+    """Copy uploads into the data folder (content-addressed) so a gallery entry can be re-run later. On failure
+    the copies made so far are released again."""
+    rel_paths, hashes, images, audio = [], {}, [], None
+    try:
+        for index, image in enumerate(request.images):
+            rel, digest = ctx.store.save_input(image, "image")
+            rel_paths.append(rel)
+            hashes[f"image{index}"] = digest
+            images.append(str(ctx.store.abs_path(rel)))
+        if request.audio:
+            rel, digest = ctx.store.save_input(request.audio, "audio")
+            rel_paths.append(rel)
+            hashes["audio"] = digest
+            audio = str(ctx.store.abs_path(rel))
+    except BaseException:
+        ctx.store.discard_inputs(rel_paths)
+        raise
     return replace(request, images=images, audio=audio), rel_paths, hashes
 
 
@@ -96,24 +175,34 @@ def run_job(
     model_id: str | None = None,
     stop_event: threading.Event | None = None,
     on_progress: Callable[[JobProgress], None] | None = None,
+    owner: str = LOCAL_OWNER,
+    names: dict[str, str] | None = None,
+    consent: bool | None = None,
 ) -> JobResult:
-    """Run one generation to a finished gallery row. Never leaves a row 'running' or a half-written video."""
-    validate_request(ctx, request)
+    """Run one generation of `owner` to a finished gallery row. Never leaves a row 'running' or a half-written
+    video; a job refused before its row exists leaves no file behind."""
+    validate_request(ctx, request, names)
     model_id = model_id or ctx.default_model
-    request, input_paths, input_hashes = copy_inputs(ctx, request)
     if request.seed is None or request.seed < 0:
         request = replace(request, seed=random.randint(0, 2**31 - 1))
-    row = ctx.store.create_generation(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or "",
-        mode=mode_from_inputs(bool(request.images), bool(request.audio)),
-        model_id=model_id,
-        seed=request.seed,
-        settings=_settings_of(request),
-        input_hashes=input_hashes,
-        input_paths=input_paths,
-        total_steps=request.num_inference_steps,
-    )
+    request, input_paths, input_hashes = copy_inputs(ctx, request)
+    try:
+        row = ctx.store.create_generation(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            mode=mode_from_inputs(bool(request.images), bool(request.audio)),
+            model_id=model_id,
+            seed=request.seed,
+            settings=_settings_of(request),
+            input_hashes=input_hashes,
+            input_paths=input_paths,
+            total_steps=request.num_inference_steps,
+            owner=owner,
+            consent=consent,
+        )
+    except BaseException:
+        ctx.store.discard_inputs(input_paths)
+        raise
     gid = row.id
     stop_event = stop_event or threading.Event()
     try:
@@ -188,8 +277,8 @@ def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on
     watcher.start()
     for line in process.stdout:
         tail = (tail + [line])[-30:]
-        if line.startswith("HUMO_PROGRESS "):
-            done, total = (int(v) for v in line.split()[1:3])
+        if "HUMO_PROGRESS " in line:  # stderr is merged in: a tqdm bar may precede it on the same line
+            done, total = (int(v) for v in line.rsplit("HUMO_PROGRESS ", 1)[1].split()[:2])
             ctx.store.update_progress(gid, done, total)
             if on_progress is not None:
                 elapsed = time.perf_counter() - started
@@ -278,14 +367,15 @@ def _progress_callback(ctx, gid, stop_event, on_progress):
     return callback
 
 
-def stream_job(ctx, request, model_id=None, stop_event=None) -> Iterator[JobProgress | JobResult]:
-    """Run a job in a worker thread and yield its progress events, then its result (for Gradio generators)."""
+def stream_job(ctx, request, model_id=None, stop_event=None, **job) -> Iterator[JobProgress | JobResult]:
+    """Run a job in a worker thread and yield its progress events, then its result (for Gradio generators).
+    `job`: run_job's owner, names and consent."""
     events: queue.Queue = queue.Queue()
     holder: dict = {}
 
     def work():
         try:
-            holder["result"] = run_job(ctx, request, model_id, stop_event, on_progress=events.put)
+            holder["result"] = run_job(ctx, request, model_id, stop_event, on_progress=events.put, **job)
         except InputError as exc:
             holder["error"] = exc
         finally:

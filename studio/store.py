@@ -36,6 +36,7 @@ from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Engine,
@@ -76,6 +77,10 @@ MAX_PAGE_SIZE = 200
 MAX_ERROR_CHARS = 20_000
 MAX_SEED = 2**63 - 1  # BIGINT
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The owner of everything made without a login in local mode (today's single user); see `studio.owners`.
+LOCAL_OWNER = "local"
+MAX_OWNER_CHARS = 200
+PLACEHOLDER_NAME = "_placeholder.png"  # thumbs/: the gallery's picture for rows without a video
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 _COPY_CHUNK = 1 << 20
@@ -128,9 +133,17 @@ class Generation(Base):
     """One generation request and its outcome. Matches migration head (`tests/test_store.py` checks)."""
 
     __tablename__ = "generations"
-    __table_args__ = (CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES)), name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES)), name="status"),
+        {"sqlite_autoincrement": True},  # a deleted id is never handed to a later row
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Who may see, reuse and delete the row: every query of the store filters by it.
+    owner: Mapped[str] = mapped_column(
+        String(MAX_OWNER_CHARS), default=LOCAL_OWNER, server_default=LOCAL_OWNER, index=True
+    )
+    consent: Mapped[bool | None] = mapped_column(Boolean)  # public mode: "I have the right to use this face and voice"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -174,6 +187,9 @@ class AppSetting(Base):
 
     __tablename__ = "app_settings"
 
+    owner: Mapped[str] = mapped_column(
+        String(MAX_OWNER_CHARS), primary_key=True, default=LOCAL_OWNER, server_default=LOCAL_OWNER
+    )
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -285,6 +301,13 @@ def _check_seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise InputError(f"seed must be an int from 0 to {MAX_SEED}, got {seed!r}", field="seed")
     return seed
+
+
+def check_owner(owner: Any) -> str:
+    """An owner id: a non-empty string of at most MAX_OWNER_CHARS (see `studio.owners`)."""
+    if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_CHARS:
+        raise InputError(f"owner must be a non-empty string of at most {MAX_OWNER_CHARS} characters", field="owner")
+    return owner
 
 
 def _clip_error(error: Any) -> str:
@@ -435,8 +458,11 @@ class Store:
         input_hashes: dict[str, Any] | None = None,
         input_paths: Iterable[str | os.PathLike[str]] = (),
         total_steps: int | None = None,
+        owner: str = LOCAL_OWNER,
+        consent: bool | None = None,
     ) -> Generation:
-        """Record a new queued generation. Input paths must be files inside the data folder (see `save_input`)."""
+        """Record a new queued generation of `owner`. Input paths must be files inside the data folder
+        (see `save_input`)."""
         if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
             raise InputError("prompt and negative_prompt must be strings", field="prompt")
         if mode not in MODES:
@@ -455,6 +481,8 @@ class Store:
             raise InputError("input_paths must be a list of paths, not one path", field="input_paths")
         rels = [self._existing_rel(p, "input_paths") for p in input_paths]
         row = Generation(
+            owner=check_owner(owner),
+            consent=consent,
             status="queued",
             created_at=utcnow(),
             prompt=prompt,
@@ -479,17 +507,29 @@ class Store:
                 _unpin(self.abs_path(rel))
         return row
 
-    def get(self, generation_id: int) -> Generation:
-        """The row with this id (NotFoundError, a KeyError, if none)."""
+    def get(self, generation_id: int, owner: str = LOCAL_OWNER) -> Generation:
+        """`owner`'s row with this id (NotFoundError, a KeyError, if none: another owner's row reads as missing)."""
         with self._read() as session:
-            return self._row(session, generation_id)
+            return self._row(session, generation_id, owner)
 
     @staticmethod
-    def _row(session: Session, generation_id: int) -> Generation:
+    def _row(session: Session, generation_id: int, owner: str | None = None) -> Generation:
+        """The row; with `owner`, only that owner's (the job layer's own transitions pass None)."""
         row = session.get(Generation, _check_id(generation_id))
-        if row is None:
+        if row is None or (owner is not None and row.owner != check_owner(owner)):
             raise NotFoundError(f"no generation with id {generation_id} (never created, or deleted)")
         return row
+
+    def count_active(self, owner: str) -> int:
+        """How many of `owner`'s rows are queued or running (public mode admits one at a time)."""
+        with self._read() as session:
+            query = select(func.count()).select_from(Generation)
+            return int(
+                session.scalar(
+                    query.where(Generation.owner == check_owner(owner), Generation.status.in_(ACTIVE_STATUSES))
+                )
+                or 0
+            )
 
     def _transition(self, generation_id: int, new_status: str, **values: Any) -> Generation:
         with self._write() as session:
@@ -570,8 +610,9 @@ class Store:
         page_size: int = 24,
         query: str | None = None,
         status: str | Iterable[str] | None = None,
+        owner: str = LOCAL_OWNER,
     ) -> tuple[list[Generation], int]:
-        """One page of rows, newest first, and the total number of matching rows.
+        """One page of `owner`'s rows, newest first, and the total number of matching rows.
 
         query: case-insensitive substring of the prompt (wildcards are literal). status: one or several.
         A page past the end is empty.
@@ -582,7 +623,7 @@ class Store:
             raise InputError(
                 f"page_size must be an int from 1 to {MAX_PAGE_SIZE}, got {page_size!r}", field="page_size"
             )
-        filters = []
+        filters = [Generation.owner == check_owner(owner)]
         if query is not None and query.strip():
             filters.append(Generation.prompt.ilike(f"%{escape_like(query.strip())}%", escape="\\"))
         if status is not None:
@@ -602,14 +643,13 @@ class Store:
             ).all()
         return list(rows), int(total)
 
-    def delete(self, generation_id: int) -> list[str]:
-        """Delete a finished row and then its files that no other row references; returns the removed paths.
-
-        Queued/running rows raise ValueError: stop them first.
+    def delete(self, generation_id: int, owner: str = LOCAL_OWNER) -> list[str]:
+        """Delete `owner`'s finished row and then its files that no other row references; returns the removed
+        paths. Queued/running rows raise ValueError: stop them first.
         """
         with _FILES_LOCK:
             with self._write() as session:
-                row = self._row(session, generation_id)
+                row = self._row(session, generation_id, owner)
                 if row.status in ACTIVE_STATUSES:
                     raise ValueError(f"generation {generation_id} is {row.status}: stop it before deleting it")
                 owned = row.files()
@@ -627,6 +667,42 @@ class Store:
                     removed.append(rel)
             return removed
 
+    def discard_inputs(self, rels: Iterable[str]) -> list[str]:
+        """Release inputs saved for a job refused before its row existed; remove those no row references.
+
+        Returns the removed paths. (A refused job must leave no file behind.)"""
+        removed = []
+        with _FILES_LOCK:
+            for rel in dict.fromkeys(rels):
+                path = self.abs_path(rel)
+                _unpin(path)
+                with self._read() as session:
+                    keep = self._referenced(session, rel)
+                if not keep and _PINNED[str(path)] == 0 and path.is_file():
+                    path.unlink()
+                    removed.append(rel)
+        return removed
+
+    def clean_leftovers(self) -> dict[str, int]:
+        """At start-up, before any job: remove half-written files (`*.part.*`, `.upload-*`) and media and inputs
+        that no row references (a crash between writing a file and recording it). Returns counts per kind."""
+        with self._read() as session:
+            rows = session.execute(
+                select(Generation.video_path, Generation.thumbnail_path, Generation.input_paths)
+            ).all()
+        referenced = {p for video, thumb, inputs in rows for p in (video, thumb, *(inputs or [])) if p}
+        counts = {"partial": 0, "unreferenced": 0}
+        with _FILES_LOCK:
+            for folder in (self.paths.videos, self.paths.thumbs, self.paths.inputs, self.paths.previews):
+                for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+                    if not path.is_file() or path.is_symlink() or _PINNED[str(path)] > 0:
+                        continue
+                    partial = ".part." in path.name or path.name.startswith(".upload-")
+                    if partial or (path.name != PLACEHOLDER_NAME and self.rel_path(path) not in referenced):
+                        path.unlink()
+                        counts["partial" if partial else "unreferenced"] += 1
+        return counts
+
     @staticmethod
     def _referenced(session: Session, rel: str) -> bool:
         """Whether any row references `rel` as its video, thumbnail or one of its inputs."""
@@ -642,19 +718,19 @@ class Store:
 
     # app settings
 
-    def get_setting(self, key: str, default: Any = None) -> Any:
-        """The stored JSON value of `key`, or `default` when never set."""
+    def get_setting(self, key: str, default: Any = None, owner: str = LOCAL_OWNER) -> Any:
+        """`owner`'s stored JSON value of `key`, or `default` when never set."""
         with self._read() as session:
-            row = session.get(AppSetting, self._check_key(key))
+            row = session.get(AppSetting, (check_owner(owner), self._check_key(key)))
             return default if row is None else row.value
 
-    def set_setting(self, key: str, value: Any) -> None:
-        """Store a JSON-serializable value under `key` (replacing any previous one)."""
+    def set_setting(self, key: str, value: Any, owner: str = LOCAL_OWNER) -> None:
+        """Store a JSON-serializable value under `owner`'s `key` (replacing any previous one)."""
         value = _json_value(value, "value")
         with self._write() as session:
-            row = session.get(AppSetting, self._check_key(key))
+            row = session.get(AppSetting, (check_owner(owner), self._check_key(key)))
             if row is None:
-                session.add(AppSetting(key=key, value=value, updated_at=utcnow()))
+                session.add(AppSetting(owner=owner, key=key, value=value, updated_at=utcnow()))
             else:
                 row.value, row.updated_at = value, utcnow()
 

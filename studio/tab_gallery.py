@@ -6,23 +6,32 @@ import json
 
 import gradio as gr
 
+from engine.errors import InputError
+from studio import inputs
 from studio.context import StudioContext
+from studio.owners import request_owner
+from studio.serving import evict, served_copy
+from studio.store import LOCAL_OWNER, PLACEHOLDER_NAME, NotFoundError
 
 PAGE_SIZE = 12
 STATUS_ICONS = {"done": "✅", "failed": "❌", "stopped": "⏹️", "running": "⏳", "queued": "🕒"}
 
 
-def gallery_page(ctx: StudioContext, page: int = 1, query: str | None = None) -> tuple[list, list[int], str, int]:
-    """(gallery items [(thumbnail path or None, caption)], row ids, page label, page count) of one page."""
-    rows, total = ctx.store.list_generations(page=max(1, int(page)), page_size=PAGE_SIZE, query=query or None)
+def gallery_page(
+    ctx: StudioContext, page: int = 1, query: str | None = None, owner: str = LOCAL_OWNER
+) -> tuple[list, list[int], str, int]:
+    """(gallery items [(served thumbnail, caption)], row ids, page label, page count) of one page of `owner`'s."""
+    page = page if isinstance(page, int) and not isinstance(page, bool) and 1 <= page <= 10**6 else 1
+    query = inputs.text(query, "query", "search", max_chars=500) if isinstance(query, str) else None
+    rows, total = ctx.store.list_generations(page=page, page_size=PAGE_SIZE, query=query or None, owner=owner)
     pages = max(1, -(-total // PAGE_SIZE))
     items, ids = [], []
     for row in rows:
-        thumb = str(ctx.store.abs_path(row.thumbnail_path)) if row.thumbnail_path else None
+        thumb = ctx.store.abs_path(row.thumbnail_path) if row.thumbnail_path else None
         caption = f"#{row.id} {STATUS_ICONS.get(row.status, '')} {row.prompt[:60]}"
         if thumb is None:  # failed/stopped rows have no picture; Gradio needs one, so show a placeholder
             thumb = _placeholder(ctx)
-        items.append((thumb, caption))
+        items.append((served_copy(thumb), caption))
         ids.append(row.id)
     return items, ids, f"Page {min(page, pages)} of {pages} · {total} generations", pages
 
@@ -30,19 +39,22 @@ def gallery_page(ctx: StudioContext, page: int = 1, query: str | None = None) ->
 def _placeholder(ctx: StudioContext) -> str:
     from PIL import Image
 
-    path = ctx.store.paths.thumbs / "_placeholder.png"
+    path = ctx.store.paths.thumbs / PLACEHOLDER_NAME
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (128, 128), (60, 60, 70)).save(path)
     return str(path)
 
 
-def detail(ctx: StudioContext, generation_id: int | None) -> tuple[str | None, str, str]:
-    """(video path, settings JSON, summary markdown) of one generation."""
+def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> tuple[str | None, str, str]:
+    """(served video, settings JSON, summary markdown) of one of `owner`'s generations."""
     if generation_id is None:
         return None, "", "Select a generation."
-    row = ctx.store.get(int(generation_id))
-    video = str(ctx.store.abs_path(row.video_path)) if row.video_path else None
+    try:
+        row = ctx.store.get(int(generation_id), owner=owner)
+    except (NotFoundError, InputError, TypeError, ValueError):
+        return None, "", f"No generation #{generation_id} in your gallery."
+    video = served_copy(ctx.store.abs_path(row.video_path)) if row.video_path else None
     data = row.to_dict()
     summary = f"**#{row.id}** · {row.status} · {row.mode} · {row.model_id} · seed {row.seed}\n\n{row.prompt}"
     if row.error:
@@ -50,21 +62,28 @@ def detail(ctx: StudioContext, generation_id: int | None) -> tuple[str | None, s
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
 
 
-def delete_generation(ctx: StudioContext, generation_id: int | None) -> str:
+def delete_generation(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str:
+    """Delete one of `owner`'s entries, its files and the copies served to the page (its old URL stops working)."""
     if generation_id is None:
         return "Select a generation first."
     try:
-        ctx.store.delete(int(generation_id))
+        row = ctx.store.get(int(generation_id), owner=owner)
+        for rel in (row.video_path, row.thumbnail_path):
+            evict(ctx.store.abs_path(rel) if rel else None)
+        ctx.store.delete(row.id, owner=owner)
+    except NotFoundError:
+        return f"No generation #{generation_id} in your gallery."
     except ValueError as exc:
         return f"⚠️ {exc}"
     return f"Deleted #{generation_id}."
 
 
-def settings_for_reuse(ctx: StudioContext, generation_id: int | None) -> dict:
-    """Generate-tab values of a stored generation: the settings plus the copied inputs' absolute paths."""
-    row = ctx.store.get(int(generation_id))
+def settings_for_reuse(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> dict:
+    """Generate-tab values of one of `owner`'s generations: the settings plus served copies of its inputs."""
+    row = ctx.store.get(int(generation_id), owner=owner)
     settings = dict(row.settings or {})
-    paths = [str(ctx.store.abs_path(p)) for p in (row.input_paths or [])]
+    paths = [served_copy(ctx.store.abs_path(p)) for p in (row.input_paths or [])]
+    paths = [p for p in paths if p]
     audio_ext = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".mp4", ".aac", ".webm")
     images = [p for p in paths if not p.lower().endswith(audio_ext)]
     audio = next((p for p in paths if p.lower().endswith(audio_ext)), None)
@@ -90,7 +109,11 @@ def settings_for_reuse(ctx: StudioContext, generation_id: int | None) -> dict:
     }
 
 
-def build_gallery_tab(ctx: StudioContext, generate: dict, tabs: gr.Tabs, generate_tab: gr.Tab) -> dict:
+def build_gallery_tab(
+    ctx: StudioContext, generate: dict, tabs: gr.Tabs, generate_tab: gr.Tab, visitor: gr.BrowserState
+) -> dict:
+    """The gallery of the page's owner (the visitor id, or the login): every callback asks the store for that
+    owner's rows only, so nothing of another visitor's reaches the page or the API."""
     c: dict = {}
     with gr.Row():
         c["query"] = gr.Textbox(label="Search prompts", scale=4, elem_id="gallery-search")
@@ -114,35 +137,52 @@ def build_gallery_tab(ctx: StudioContext, generate: dict, tabs: gr.Tabs, generat
                 c["delete"] = gr.Button("Delete", variant="stop", elem_id="gallery-delete")
             c["download"] = gr.File(label="Download", interactive=False)
 
-    def load(page, query):
-        items, ids, label, pages = gallery_page(ctx, page, query)
+    def owner_of(request, visitor) -> str:
+        return request_owner(ctx.options.public, request, visitor)
+
+    def load(request: gr.Request, page, query, visitor=None):
+        items, ids, label, pages = gallery_page(ctx, page, query, owner_of(request, visitor))
         return items, ids, label, min(max(1, page), pages)
 
+    private = {"queue": False, "api_visibility": "private"}
     listing = [c["grid"], c["ids"], c["page_label"], c["page"]]
-    c["refresh"].click(load, [c["page"], c["query"]], listing, queue=False)
-    c["query"].submit(lambda q: load(1, q), [c["query"]], listing, queue=False)
-    c["prev"].click(lambda p, q: load(max(1, p - 1), q), [c["page"], c["query"]], listing, queue=False)
-    c["next"].click(lambda p, q: load(p + 1, q), [c["page"], c["query"]], listing, queue=False)
 
-    def select(ids, evt: gr.SelectData):
+    def first(request: gr.Request, query, visitor=None):
+        return load(request, 1, query, visitor)
+
+    def newer(request: gr.Request, page, query, visitor=None):
+        return load(request, max(1, page - 1), query, visitor)
+
+    def older(request: gr.Request, page, query, visitor=None):
+        return load(request, page + 1, query, visitor)
+
+    paged = [c["page"], c["query"], visitor]
+    c["refresh"].click(load, paged, listing, **private)
+    c["query"].submit(first, [c["query"], visitor], listing, **private)
+    c["prev"].click(newer, paged, listing, **private)
+    c["next"].click(older, paged, listing, **private)
+
+    def select(request: gr.Request, ids, visitor, evt: gr.SelectData):
         gid = ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
-        video, settings, summary = detail(ctx, gid)
+        video, settings, summary = detail(ctx, gid, owner_of(request, visitor))
         return gid, video, settings, summary, video
 
     c["grid"].select(
-        select, [c["ids"]], [c["selected"], c["video"], c["settings"], c["summary"], c["download"]], queue=False
-    )
+        select, [c["ids"], visitor], [c["selected"], c["video"], c["settings"], c["summary"], c["download"]],
+        **private,
+    )  # fmt: skip
 
-    def on_delete(gid, page, query):
-        message = delete_generation(ctx, gid)
-        items, ids, label, _ = gallery_page(ctx, page, query)
+    def on_delete(request: gr.Request, gid, page, query, visitor):
+        owner = owner_of(request, visitor)
+        message = delete_generation(ctx, gid, owner)
+        items, ids, label, _ = gallery_page(ctx, page, query, owner)
         return message, items, ids, label, None, None, ""
 
     c["delete"].click(
         on_delete,
-        [c["selected"], c["page"], c["query"]],
+        [c["selected"], c["page"], c["query"], visitor],
         [c["summary"], c["grid"], c["ids"], c["page_label"], c["selected"], c["video"], c["settings"]],
-        queue=False,
+        **private,
     )
 
     fields = [
@@ -164,15 +204,18 @@ def build_gallery_tab(ctx: StudioContext, generate: dict, tabs: gr.Tabs, generat
         "switch",
     ]
 
-    def reuse(gid):
+    def reuse(request: gr.Request, gid, visitor):
         if gid is None:
             return [gr.update() for _ in fields] + [gr.update(), gr.Tabs()]
-        values = settings_for_reuse(ctx, gid)
+        try:
+            values = settings_for_reuse(ctx, gid, owner_of(request, visitor))
+        except NotFoundError:
+            return [gr.update() for _ in fields] + [gr.update(), gr.Tabs()]
         updates = [gr.update(value=values[f]) if values.get(f) is not None else gr.update() for f in fields]
         return updates + [gr.update(value="custom"), gr.Tabs(selected="generate")]
 
     c["reuse"].click(
-        reuse, [c["selected"]], [generate[f] for f in fields] + [generate["resolution"], tabs], queue=False
+        reuse, [c["selected"], visitor], [generate[f] for f in fields] + [generate["resolution"], tabs], **private
     )
-    c["_load"] = (load, [c["page"], c["query"]], listing)
+    c["_load"] = (load, [c["page"], c["query"], visitor], listing)
     return c

@@ -71,11 +71,20 @@ def build_models_tab(ctx: StudioContext) -> dict:
     c: dict = {}
     c["table"] = gr.Dataframe(models_table(), label="Models", interactive=False, elem_id="models-table")
     c["memory"] = gr.Markdown(memory_text(ctx))
-    with gr.Row():
-        c["choice"] = gr.Dropdown(["humo-1.7b", "humo-17b"], value="humo-1.7b", label="Download")
-        c["download"] = gr.Button("Download weights")
+    private = {"api_visibility": "private"}
+    if ctx.options.public:  # no download endpoint at all here: absent from the API, not only hidden
+        c["status"] = gr.Markdown("Models are installed by the studio's owner; this public studio cannot download.")
         c["refresh"] = gr.Button("Refresh")
-    c["status"] = gr.Markdown("Downloads resume where they stopped; files go to the Hugging Face cache (HF_HOME).")
-    c["download"].click(download_model, [c["choice"]], [c["status"]], concurrency_id="download", concurrency_limit=1)
-    c["refresh"].click(lambda: (models_table(), memory_text(ctx)), None, [c["table"], c["memory"]], queue=False)
+    else:
+        with gr.Row():
+            c["choice"] = gr.Dropdown(["humo-1.7b", "humo-17b"], value="humo-1.7b", label="Download")
+            c["download"] = gr.Button("Download weights")
+            c["refresh"] = gr.Button("Refresh")
+        c["status"] = gr.Markdown("Downloads resume where they stopped; files go to the Hugging Face cache (HF_HOME).")
+        c["download"].click(
+            download_model, [c["choice"]], [c["status"]], concurrency_id="download", concurrency_limit=1, **private
+        )
+    c["refresh"].click(
+        lambda: (models_table(), memory_text(ctx)), None, [c["table"], c["memory"]], queue=False, **private
+    )
     return c

@@ -20,6 +20,8 @@ import yaml
 
 from engine.errors import InputError
 from studio.context import StudioContext
+from studio.owners import request_owner
+from studio.store import LOCAL_OWNER
 
 PROCESSES: dict[str, subprocess.Popen] = {}  # run name -> the training process this studio started
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,17 +31,33 @@ def runs_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "runs"
 
 
-def list_checkpoints(data_dir: str | Path) -> list[tuple[str, str]]:
-    """(label, path) of every finished run (a `final/` diffusers folder)."""
+OWNER_FILE = "owner.txt"  # who started the run (runs made before owners existed: the local owner)
+
+
+def run_owner(run_dir: Path) -> str:
+    path = Path(run_dir) / OWNER_FILE
+    return path.read_text().strip() if path.is_file() else LOCAL_OWNER
+
+
+def list_checkpoints(data_dir: str | Path, owner: str = LOCAL_OWNER) -> list[tuple[str, str]]:
+    """(label, path) of every finished run of `owner` (a `final/` diffusers folder)."""
     found = []
     for final in sorted(runs_dir(Path(data_dir)).glob("*/final")):
-        if (final / "config.json").exists():
+        if (final / "config.json").exists() and run_owner(final.parent) == owner:
             found.append((final.parent.name, str(final)))
     return found
 
 
-def list_runs(data_dir: Path) -> list[str]:
-    return sorted(p.name for p in runs_dir(data_dir).glob("*") if (p / "run.yaml").exists())
+def list_runs(data_dir: Path, owner: str = LOCAL_OWNER) -> list[str]:
+    return sorted(p.name for p in runs_dir(data_dir).glob("*") if (p / "run.yaml").exists() and run_owner(p) == owner)
+
+
+def _own_run(ctx: StudioContext, name: str, owner: str) -> Path:
+    """The run folder `name` if it is `owner`'s (or does not exist yet); another owner's run reads as taken."""
+    run_dir = runs_dir(ctx.store.data_dir) / _safe_name(name)
+    if run_dir.exists() and run_owner(run_dir) != owner:
+        raise InputError(f"The run name {name} is taken: choose another.", field="name")
+    return run_dir
 
 
 def resolve_cache(dataset: str) -> Path:
@@ -90,12 +108,12 @@ def _safe_name(name: str) -> str:
 
 
 def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: str, steps: int, learning_rate: float,
-           lora_rank: int, resume: bool = False) -> str:  # fmt: skip
-    """Start `python -m training fit` for a run in its own process; logs go to runs/<name>/train.log."""
+           lora_rank: int, resume: bool = False, owner: str = LOCAL_OWNER) -> str:  # fmt: skip
+    """Start `python -m training fit` for `owner`'s run in its own process; logs go to runs/<name>/train.log."""
     name = _safe_name(name)
+    run_dir = _own_run(ctx, name, owner)
     if name in PROCESSES and PROCESSES[name].poll() is None:
         return f"Run {name} is already training."
-    run_dir = runs_dir(ctx.store.data_dir) / name
     config_path = run_dir / "run.yaml"
     if resume:
         if not config_path.exists():
@@ -105,6 +123,7 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
         if int(steps) < 1 or float(learning_rate) <= 0 or not float(learning_rate) < 1:
             raise InputError("Steps must be ≥ 1 and the learning rate between 0 and 1.", field="steps")
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / OWNER_FILE).write_text(owner)
         config = {
             "cache_dir": str(cache),
             "run_dir": str(run_dir),
@@ -126,7 +145,8 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
     return f"🚀 Training {name} (stage {stage}) started: pid {PROCESSES[name].pid}"
 
 
-def stop(name: str) -> str:
+def stop(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> str:
+    name = _own_run(ctx, name, owner).name
     process = PROCESSES.get(name)
     if process is None or process.poll() is not None:
         return f"{name} is not running."
@@ -138,11 +158,14 @@ def stop(name: str) -> str:
     return f"⏹️ {name} stopped; resume continues from its last checkpoint."
 
 
-def run_status(ctx: StudioContext, name: str) -> tuple[str, str, pd.DataFrame]:
-    """(status markdown, log tail, loss frame) of a run."""
-    if not name:
+def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple[str, str, pd.DataFrame]:
+    """(status markdown, log tail, loss frame) of `owner`'s run."""
+    try:
+        run_dir = _own_run(ctx, name, owner) if name else None
+    except InputError:
+        run_dir = None
+    if run_dir is None:
         return "No run selected.", "", pd.DataFrame(columns=["step", "loss", "series"])
-    run_dir = runs_dir(ctx.store.data_dir) / name
     log_path = run_dir / "train.log"
     log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
     rows = []
@@ -207,34 +230,35 @@ def build_train_tab(ctx: StudioContext) -> dict:
     c["timer"] = gr.Timer(1.0)
 
     def safe(fn):
-        def wrapper(*args):
+        """Runs fn(owner, *values): the owner comes from the login (the Train tab never exists in public mode)."""
+
+        def wrapper(request: gr.Request, *args):
             try:
-                return fn(*args)
+                return fn(request_owner(False, request), *args)
             except InputError as exc:
                 return f"⚠️ {exc}"
 
         return wrapper
 
+    private = {"api_visibility": "private"}
     c["build"].click(
-        safe(lambda n, v, f, s: f"✅ Dataset ready: `{build_dataset(ctx, n, v, 'tiny', f, s)}`"),
+        safe(lambda o, n, v, f, s: f"✅ Dataset ready: `{build_dataset(ctx, n, v, 'tiny', f, s)}`"),
         [c["name"], c["videos"], c["frames"], c["size"]],
         c["message"],
+        **private,
     )
-    c["launch"].click(
-        safe(lambda *a: launch(ctx, *a)),
-        [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]],
-        c["message"],
-        queue=False,
-    )
+    train_inputs = [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]]
+    c["launch"].click(safe(lambda o, *a: launch(ctx, *a, owner=o)), train_inputs, c["message"], queue=False, **private)
     c["resume"].click(
-        safe(lambda n, d, s, b, st, lr, lo: launch(ctx, n, d, s, b, st, lr, lo, resume=True)),
-        [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]],
-        c["message"],
-        queue=False,
+        safe(lambda o, *a: launch(ctx, *a, resume=True, owner=o)), train_inputs, c["message"], queue=False, **private
     )
-    c["stop"].click(lambda n: stop(_safe_name(n)), c["name"], c["message"])
+    c["stop"].click(safe(lambda o, n: stop(ctx, n, o)), c["name"], c["message"], **private)
+
+    def status(request: gr.Request, name):
+        return run_status(ctx, name, request_owner(False, request))
+
     c["timer"].tick(
-        lambda n: run_status(ctx, n), c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden"
+        status, c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden", **private
     )
     return c
 

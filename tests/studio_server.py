@@ -16,20 +16,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_studio(data_dir: Path, public: bool = False, model: str | None = "tiny"):
-    """Yields (url, ctx) of a launched studio; closes it afterwards. `model=None`: the studio's own default."""
-    from studio.app import create_app
+def running_studio(data_dir: Path, public: bool = False, model: str | None = "tiny", **options):
+    """Yields (url, ctx) of a launched studio (the app's own launch options); closes it afterwards.
+    `model=None`: the studio's own default; `options`: more StudioOptions fields."""
+    from studio.app import create_app, launch_options
     from studio.context import StudioOptions
 
-    demo, ctx = create_app(StudioOptions(data_dir=data_dir, model=model, public=public))
+    demo, ctx = create_app(StudioOptions(data_dir=data_dir, model=model, public=public, **options))
     port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        allowed_paths=[str(ctx.store.data_dir)],
-        quiet=True,
-    )
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(ctx))
     url = f"http://127.0.0.1:{port}/"
     for _ in range(100):
         try:

@@ -385,7 +385,7 @@ def test_migration_from_0001_keeps_rows(tmp_path):
         assert "app_settings" in insp.get_table_names()
         assert "ix_generations_created_at" in {ix["name"] for ix in insp.get_indexes("generations")}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_models_match_migration_head_and_downgrade_works(tmp_path):

@@ -1,0 +1,122 @@
+"""Owners in the store: every query filters by owner; ids are never reused; start-up removes leftovers."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+from alembic import command
+
+from engine.errors import InputError
+from studio.owners import new_visitor_id, parse_auth, request_owner
+from studio.paths import DataPaths
+from studio.store import LOCAL_OWNER, NotFoundError, Store, alembic_config
+from tests.test_store import _finish, _new, _upload
+
+A, B = "anon:" + "a" * 32, "anon:" + "b" * 32
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_every_query_is_the_owners_own(store, tmp_path):
+    mine = _finish(store, _new(store, "alpha by A", owner=A).id)
+    theirs = _finish(store, _new(store, "alpha by B", owner=B).id)
+    rows, total = store.list_generations(owner=A)
+    assert total == 1 and [r.id for r in rows] == [mine.id]
+    assert [r.id for r in store.list_generations(query="alpha", owner=B)[0]] == [theirs.id]
+    assert store.list_generations()[1] == 0  # the local owner has nothing of the visitors'
+    assert store.get(mine.id, owner=A).prompt == "alpha by A"
+    with pytest.raises(NotFoundError) as err:
+        store.get(mine.id, owner=B)
+    assert str(err.value) == f"no generation with id {mine.id} (never created, or deleted)"  # reads as missing
+    with pytest.raises(NotFoundError):
+        store.delete(mine.id, owner=B)
+    assert store.abs_path(mine.video_path).is_file()  # B's delete touched nothing
+    assert store.delete(mine.id, owner=A)
+    assert store.count_active(A) == 0
+    _new(store, owner=A)
+    assert store.count_active(A) == 1 and store.count_active(B) == 0
+
+
+def test_last_settings_are_per_owner(store):
+    store.set_setting("generate.last", {"prompt": "A's secret prompt"}, owner=A)
+    assert store.get_setting("generate.last", owner=B) is None
+    assert store.get_setting("generate.last") is None
+    store.set_setting("generate.last", {"prompt": "B's"}, owner=B)
+    assert store.get_setting("generate.last", owner=A) == {"prompt": "A's secret prompt"}
+    with pytest.raises(InputError):
+        store.set_setting("k", 1, owner="")
+
+
+def test_deleted_ids_are_never_reused(store):
+    first = _finish(store, _new(store).id)
+    second = _finish(store, _new(store).id)
+    store.delete(second.id)
+    store.delete(first.id)
+    assert _new(store).id == second.id + 1
+
+
+def test_migration_gives_existing_rows_the_local_owner(tmp_path):
+    paths = DataPaths.at(tmp_path / "data").ensure()
+    command.upgrade(alembic_config(paths.sqlite_url), "0002")
+    raw = sqlite3.connect(paths.db)
+    raw.execute(
+        "INSERT INTO generations (created_at, status, prompt, negative_prompt, mode, model_id, settings, timings,"
+        " input_hashes, input_paths) VALUES ('2026-01-02 03:04:05', 'done', 'old', '', 'TA', 'tiny', '{}', '{}',"
+        " '{}', '[]')"
+    )
+    raw.execute(
+        "INSERT INTO app_settings (key, value, updated_at) VALUES ('generate.last', '{\"x\": 1}', '2026-01-02')"
+    )
+    raw.commit()
+    raw.close()
+    with Store.open(paths.root) as store:
+        rows, total = store.list_generations(owner=LOCAL_OWNER)
+        assert total == 1 and rows[0].owner == LOCAL_OWNER and rows[0].prompt == "old"
+        assert store.get_setting("generate.last") == {"x": 1}
+        assert store.get_setting("generate.last", owner=A) is None
+        store.delete(rows[0].id)
+        assert _new(store).id == 2  # AUTOINCREMENT after the rebuild
+    raw = sqlite3.connect(paths.db)
+    assert "AUTOINCREMENT" in raw.execute("SELECT sql FROM sqlite_master WHERE name='generations'").fetchone()[0]
+    raw.close()
+
+
+def test_clean_leftovers_removes_partials_and_unreferenced_files(store, tmp_path):
+    done = _finish(
+        store, _new(store, input_paths=[store.save_input(_upload(tmp_path, "f.png", b"face"), "image")[0]]).id
+    )
+    orphan_rel, _ = store.save_input(_upload(tmp_path, "g.png", b"orphan"), "image")
+    store.discard_inputs([])  # nothing to release
+    part = store.paths.videos / ".000009.abcd1234.part.mp4"
+    part.write_bytes(b"half")
+    stray_video = store.paths.videos / "000099.mp4"
+    stray_video.write_bytes(b"no row")
+    counts = store.clean_leftovers()
+    # the orphan input is still pinned by this process (saved, never recorded): a live job may be about to use it
+    assert counts == {"partial": 1, "unreferenced": 1}
+    assert not part.exists() and not stray_video.exists()
+    assert all(store.abs_path(p).is_file() for p in done.files())
+    assert store.discard_inputs([orphan_rel]) == [orphan_rel]  # a refused job releases and removes its upload
+    assert not store.abs_path(orphan_rel).exists()
+
+
+def test_request_owner_rules():
+    visitor = new_visitor_id()
+    page = SimpleNamespace(username=None, session_hash="s1")
+    assert request_owner(False, page, visitor) == LOCAL_OWNER
+    assert request_owner(True, page, visitor) == f"anon:{visitor}"
+    assert request_owner(True, page, None) == "anon:session-s1"  # an API client: its own session
+    assert request_owner(True, page, "short") == "anon:session-s1"  # not an id we made
+    assert request_owner(True, SimpleNamespace(username="ada", session_hash="s"), visitor) == "user:ada"
+    assert request_owner(False, SimpleNamespace(username="ada"), None) == "user:ada"
+    assert parse_auth("ada:pw1, bob:pw2") == [("ada", "pw1"), ("bob", "pw2")]
+    assert parse_auth("") is None
+    with pytest.raises(InputError):
+        parse_auth("ada")
