@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from studio.context import StudioContext, StudioOptions
@@ -54,6 +56,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             gr.Markdown(NANO_BANNER, elem_id="nano-banner")
         if opts.public:
             gr.Markdown(public_notice(opts), elem_id="public-notice")
+        if os.environ.get("SYSTEM") == "spaces" and os.environ.get("OAUTH_CLIENT_ID"):  # `hf_oauth: true` on a Space
+            gr.LoginButton()
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
                 generate = build_generate_tab(ctx, model_choices(ctx), visitor)

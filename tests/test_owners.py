@@ -116,6 +116,8 @@ def test_request_owner_rules():
     assert request_owner(True, page, "short") == "anon:session-s1"  # not an id we made
     assert request_owner(True, SimpleNamespace(username="ada", session_hash="s"), visitor) == "user:ada"
     assert request_owner(False, SimpleNamespace(username="ada"), None) == "user:ada"
+    signed_in = SimpleNamespace(username=None, session={"oauth_info": {"userinfo": {"preferred_username": "bo"}}})
+    assert request_owner(True, signed_in, visitor) == "user:bo"  # a Hugging Face login on a Space
     assert parse_auth("ada:pw1, bob:pw2") == [("ada", "pw1"), ("bob", "pw2")]
     assert parse_auth("") is None
     with pytest.raises(InputError):

@@ -86,3 +86,15 @@ def test_gpu_slot_follows_the_jobs_real_cost(public_ctx, tmp_path):
     with pytest.raises(InputError) as err:
         job_gpu_seconds(public_ctx, None, **_job(tmp_path, 3.8, consent=False))
     assert err.value.field == "consent"
+
+
+def test_hugging_face_login_on_a_space_with_oauth(public_ctx, monkeypatch):
+    assert "Sign in with Hugging Face" not in json.dumps(build_app(public_ctx).get_config_file(), default=str)
+    import gradio.oauth
+
+    monkeypatch.setenv("SYSTEM", "spaces")  # what a Space with `hf_oauth: true` sets (gradio reads it at import)
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
+    for name, value in (("OAUTH_CLIENT_ID", "client-id"), ("OAUTH_CLIENT_SECRET", "s"), ("OAUTH_SCOPES", "openid"),
+                        ("OPENID_PROVIDER_URL", "http://127.0.0.1:9")):  # fmt: skip
+        monkeypatch.setattr(gradio.oauth, name, value)
+    assert "Sign in with Hugging Face" in json.dumps(build_app(public_ctx).get_config_file(), default=str)
