@@ -15,8 +15,8 @@ WORKDIR /app
 RUN python3.11 -m venv /app/.venv
 # The CUDA build of torch first, so requirements.txt's torch==2.13.0 pin is already satisfied.
 RUN /app/.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
-COPY requirements.txt .
-RUN /app/.venv/bin/pip install -r requirements.txt
+COPY requirements.txt requirements-nodeps.txt ./
+RUN /app/.venv/bin/pip install -r requirements.txt && /app/.venv/bin/pip install --no-deps -r requirements-nodeps.txt
 COPY . .
 RUN touch /app/.venv/.installed
 

@@ -1,4 +1,4 @@
-"""`python -m engine`: generate, download, convert, info."""
+"""`python -m engine`: generate, download, convert, info, verify."""
 
 from __future__ import annotations
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder (diffusers save_pretrained layout)")
     c.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     sub.add_parser("info", help="devices, memory and which models are present")
+    v = sub.add_parser("verify", help="is this video AI-generated? label, watermark and C2PA manifest (exit 0 / 1)")
+    v.add_argument("file", help="an mp4 (or any video ffmpeg reads)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -256,7 +259,61 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "download": cmd_download, "convert": cmd_convert, "info": cmd_info}
+def _watermark_line(mark: dict) -> str:
+    if mark["status"] == "too small":
+        return f"none: the frames are {mark['message']}"
+    if mark["status"] == "no frames":
+        return "none: the file has no video frames"
+    if mark["status"] == "found":
+        line = f"payload {mark['payload']} found in the frames (confidence {mark['confidence']:.2f})"
+        if mark["expected"]:
+            verdict = "matches" if mark["match"] else "DOES NOT match"
+            return f"{line}; {verdict} the payload recorded in the metadata ({mark['expected']})"
+        return f"{line}; the metadata records none"
+    line = f"none found in the frames (confidence {mark['confidence']:.2f})"
+    if mark.get("expected"):
+        line += (f"; the metadata records {mark['expected']}: {mark['expected_bits_agreeing']}/48 bits agree "
+                 f"(chance p={mark['chance_p']:.1e})")  # fmt: skip
+    return line
+
+
+def _c2pa_line(claim: dict | None) -> str:
+    if claim is None:
+        return "no manifest"
+    if claim.get("state") in ("not checked", "Unreadable"):
+        return f"{claim['state']}: {'; '.join(claim['errors'])}"
+    state = {"Valid": "valid signature (signer not in a trust list)", "Trusted": "valid signature, trusted signer"}
+    actions = ", ".join(a for a in claim["actions"] if a) or "no actions"
+    source = (claim["digital_source_type"] or "no digital source type").rsplit("/", 1)[-1]
+    verdict = state.get(claim["state"], f"INVALID [{', '.join(claim['errors'])}]")
+    return f"manifest by {claim['generator'] or 'unknown'}: {actions}, {source}; {verdict}"
+
+
+def cmd_verify(args) -> int:
+    """Exit 0 when the file says it is AI-generated (label, watermark or C2PA), 1 when nothing does, 2 on error."""
+    from engine.provenance import verify_file
+
+    report = verify_file(args.file)
+    found = bool(report["evidence"])
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0 if found else 1
+    print(f"file: {args.file}")
+    print(f"AI-generated label: {report['label'] or 'none in the metadata'}")
+    print(f"model: {report['model_id'] or 'not recorded'}")
+    print(f"invisible watermark: {_watermark_line(report['watermark'])}")
+    print(f"C2PA: {_c2pa_line(report['c2pa'])}")
+    print("verdict: " + (f"AI-generated ({', '.join(report['evidence'])})" if found else "no AI-generation mark found"))
+    return 0 if found else 1
+
+
+COMMANDS = {
+    "generate": cmd_generate,
+    "download": cmd_download,
+    "convert": cmd_convert,
+    "info": cmd_info,
+    "verify": cmd_verify,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

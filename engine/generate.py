@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import diffusers
 import torch
 import transformers
 
-from engine import media
+from engine import media, provenance
 from engine.guidance import GuidanceSchedule
 from engine.pipeline import HuMoPipeline, HuMoPipelineOutput
 
@@ -78,10 +79,15 @@ def versions() -> dict[str, str]:
 def settings_record(
     pipe: HuMoPipeline, request: GenerationRequest, output: HuMoPipelineOutput, schedule: GuidanceSchedule
 ) -> dict[str, Any]:
-    """Every setting needed to reproduce the video, stored as JSON in the mp4 (read back by media.read_settings)."""
+    """Every setting needed to reproduce the video, stored as JSON in the mp4 (read back by media.read_settings).
+
+    Input files are named by base name only (never a server path); their SHA-256 is in `input_hashes`.
+    """
     record = asdict(request)
     record.update(
         {
+            "images": [Path(str(p)).name for p in request.images],
+            "audio": Path(str(request.audio)).name if request.audio else None,
             "seed": output.seed,
             "mode": output.mode,
             "num_frames": output.num_frames,
@@ -138,10 +144,15 @@ def generate_to_file(
     callback_on_step_end=None,
     fps: int = 25,
 ) -> tuple[Path, dict[str, Any]]:
-    """Run the pipeline and write an H.264 + AAC mp4 (audio trimmed to the video) with the settings embedded.
+    """Run the pipeline and write an H.264 + AAC mp4 (audio trimmed to the video) with the settings embedded, an
+    AI-generated label in its standard tags and an invisible watermark in its frames (engine/provenance.py); signed
+    with C2PA too when HUMO_C2PA_CERT and HUMO_C2PA_KEY are set.
 
     Returns the path and the settings record. Nothing is written when generation fails or is stopped.
     """
+    signer = None
+    if provenance.c2pa_configured():  # a bad certificate fails here, before the render
+        signer = provenance.c2pa_signer(os.environ[provenance.C2PA_CERT_ENV], os.environ[provenance.C2PA_KEY_ENV])
     kwargs = request.pipeline_kwargs()
     mode = "T" + ("I" if request.images else "") + ("A" if request.audio else "")
     schedule = kwargs["guidance"] or pipe.default_guidance(mode)
@@ -151,6 +162,13 @@ def generate_to_file(
     else:
         output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)
-    frames = media.to_uint8(output.frames[0])
-    path = media.write_video(frames, out_path, fps=fps, audio=request.audio, metadata=record)
+    frames, record["provenance"] = provenance.mark_frames(media.to_uint8(output.frames[0]), record)
+    label = provenance.ai_label(record["model_id"])
+    path = media.write_video(frames, out_path, fps=fps, audio=request.audio, metadata=record, ai_label=label)
+    if signer is not None:
+        try:
+            provenance.sign_c2pa(path, signer=signer)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)  # a file that should be signed and is not is not a finished file
+            raise
     return Path(path), record

@@ -3,8 +3,10 @@ file, probing, frame reading, thumbnails; reference-image loading and preprocess
 §4.2, §4.10).
 
 - `write_video`: H.264 (libx264, yuv420p, +faststart) at 25 fps with AAC audio taken from the ORIGINAL audio file;
-  the output lasts min(video, audio) like the official moviepy muxing; settings JSON in the mp4 `comment` tag;
-  written to a temporary file in the same folder and renamed, so a failure never leaves a partial file.
+  the output lasts min(video, audio) like the official moviepy muxing; settings JSON in the mp4 `comment` tag and an
+  AI-generated label in standard tags (`ai_label_tags`), all passed to ffmpeg in an ffmetadata file (never on its
+  command line, which caps a prompt at ~128 KiB); written to a temporary file in the same folder and renamed, so a
+  failure never leaves a partial file.
 - `preprocess_reference`: the official fit-inside + white padding ("pad") or a cover + centre crop ("crop").
 """
 
@@ -32,6 +34,8 @@ from engine.errors import InputError
 DEFAULT_FPS = 25
 MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (a 50 MP RGB image is 150 MB)
 SETTINGS_TAG = "comment"
+# IPTC digital source type of media made by a trained model (also what C2PA's `c2pa.created` action names).
+AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
 def ffmpeg_exe() -> str:
@@ -93,6 +97,27 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- writing
+def ai_label_tags(label: str) -> dict[str, str]:
+    """Standard mp4 tags (iTunes-style `ilst` items ffmpeg's mp4 muxer writes and exiftool shows) saying the video is
+    AI-generated: description (`desc`), synopsis (`ldes`, "Long Description"), keywords (`keyw`), artist (`©ART`)."""
+    return {
+        "description": label,
+        "synopsis": f"{label}. IPTC digital source type: {AI_SOURCE_TYPE}",
+        "keywords": "AI-generated, trainedAlgorithmicMedia",
+        "artist": "HuMo Studio (AI video generator)",
+    }
+
+
+def ffmetadata_text(tags: dict[str, str]) -> str:
+    """ffmpeg's ffmetadata file for global tags: ';FFMETADATA1' then key=value lines, with '=', ';', '#', '\\' and
+    newlines backslash-escaped (the inverse of `_parse_ffmetadata`)."""
+
+    def escape(text: str) -> str:
+        return re.sub(r"([=;#\\\n])", r"\\\1", str(text))
+
+    return ";FFMETADATA1\n" + "".join(f"{escape(k)}={escape(v)}\n" for k, v in tags.items())
+
+
 def write_video(
     frames: np.ndarray | Iterable[np.ndarray],
     path: str | os.PathLike,
@@ -101,11 +126,13 @@ def write_video(
     metadata: dict | None = None,
     crf: int = 18,
     preset: str = "medium",
+    ai_label: str | None = None,
 ) -> Path:
     """Write uint8 RGB frames ([F, H, W, 3] or an iterable of [H, W, 3]) to an H.264 mp4, atomically.
 
     audio: the original audio file (any container); it is encoded to AAC and the output lasts min(video, audio).
     metadata: JSON-able settings stored in the mp4 `comment` tag (read back with `read_settings`).
+    ai_label: e.g. "AI-generated video (HuMo Studio, model humo-17b)", written in standard tags (`ai_label_tags`).
     Odd widths/heights are padded by one repeated row/column (H.264 yuv420p needs even sizes).
     """
     path = Path(path)
@@ -122,28 +149,36 @@ def write_video(
     duration = None
     if audio is not None:
         audio = _require_file(audio, "audio", "Audio file")
-        audio_info = probe(audio)["audio"]
-        if audio_info is None:
+        header = probe_header(audio, field="audio")  # the header only: the voice is never decoded twice
+        if header["audio"] is None:
             raise InputError(f"{audio.name} has no audio track to put in the video.", field="audio")
-        if count is not None:  # the official output lasts min(video, audio)
-            duration = min(count / float(fps), audio_info["duration"] or math.inf)
-    comment = json.dumps(metadata, ensure_ascii=True, separators=(",", ":"), default=str) if metadata else None
+        if count is not None:  # the official output lasts min(video, audio); -shortest covers a header without one
+            duration = min(count / float(fps), header["duration"] or math.inf)
+    tags = ai_label_tags(ai_label) if ai_label else {}
+    if metadata:
+        tags[SETTINGS_TAG] = json.dumps(metadata, ensure_ascii=True, separators=(",", ":"), default=str)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.part.mp4")
     h, w = _even(first).shape[:2]
-    args = [ffmpeg_exe(), "-hide_banner", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
-    args += ["-framerate", f"{fps}", "-i", "pipe:0"]
+    inputs = [ffmpeg_exe(), "-hide_banner", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
+    inputs += ["-framerate", f"{fps}", "-i", "pipe:0"]
+    outputs = ["-map", "0:v:0"]
     if audio is not None:
-        args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "192k", "-shortest"]
-    args += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)), "-pix_fmt", "yuv420p"]
+        inputs += ["-i", str(audio)]
+        outputs += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k", "-shortest"]
+    outputs += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)), "-pix_fmt", "yuv420p"]
     if duration is not None:
-        args += ["-t", f"{duration:.6f}"]
-    if comment:
-        args += ["-metadata", f"{SETTINGS_TAG}={comment}"]
-    args += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        outputs += ["-t", f"{duration:.6f}"]
+    outputs += ["-map_metadata", "2" if audio is not None else "1"]  # the ffmetadata input, after video (and audio)
+    outputs += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
 
-    with tempfile.TemporaryFile() as log:
+    # The tags travel in a file in a private temporary folder, removed on every exit path (a killed process leaves
+    # it only inside the system temporary folder).
+    with tempfile.TemporaryDirectory(prefix="humo-tags-") as tag_dir, tempfile.TemporaryFile() as log:
+        tag_file = Path(tag_dir) / "tags.ffmetadata"
+        tag_file.write_text(ffmetadata_text(tags), encoding="utf-8")
+        args = [*inputs, "-f", "ffmetadata", "-i", str(tag_file), *outputs]
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
         try:
             try:
@@ -256,21 +291,17 @@ def _parse_stream(kind: str, desc: str) -> dict[str, Any]:
     return info
 
 
-def probe(path: str | os.PathLike) -> dict[str, Any]:
-    """Duration and first video / audio stream of a media file, by decoding it once with ffmpeg.
+def _parse_input_header(log: str) -> dict[str, Any] | None:
+    """{"format", "duration", "video", "audio"} from the "Input #0" section of an ffmpeg log; None without one.
 
-    Returns {"duration", "video": {width, height, fps, frames, codec, pix_fmt, duration} | None,
-    "audio": {codec, sample_rate, channel_layout, samples, duration} | None}. Frame and sample counts are the
-    decoded ones (exact), not header estimates.
+    Durations and stream fields are the header's (`duration` None when the header gives none, e.g. a piped webm).
     """
-    path = _require_file(path, "video", "Media file")
-    proc = _run(["-v", "verbose", "-i", str(path), "-map", "0:v:0?", "-map", "0:a:0?", "-f", "null", "-"], check=False)
-    log = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0 or "Input #0" not in log:
-        raise InputError(f"Could not read {path.name} as audio or video ({_last_error(proc.stderr)}).", field="video")
+    if "Input #0" not in log:
+        return None
     header = log.split("Input #0", 1)[1]
-    header = re.split(r"\n(?:Stream mapping:|Output #0|\[out#0)", header, maxsplit=1)[0]
-    result: dict[str, Any] = {"duration": None, "video": None, "audio": None}
+    header = re.split(r"\n(?:Stream mapping:|Output #0|\[out#0|At least one output)", header, maxsplit=1)[0]
+    m = re.match(r", (.+?), from ", header)
+    result: dict[str, Any] = {"format": m.group(1) if m else None, "duration": None, "video": None, "audio": None}
     m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", header)
     if m:
         result["duration"] = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
@@ -278,6 +309,42 @@ def probe(path: str | os.PathLike) -> dict[str, Any]:
         key = kind.lower()
         if result[key] is None:
             result[key] = {"index": int(index), **_parse_stream(key, desc)}
+    return result
+
+
+def probe_header(path: str | os.PathLike, field: str = "video", display_name: str | None = None) -> dict[str, Any]:
+    """What `probe` returns, read from the container header only (`ffmpeg -i FILE`, no output, nothing decoded):
+    constant time and memory for any length. No "frames"/"samples" keys; "duration" is None when the header has none.
+    """
+    path = Path(path)
+    name = display_name or path.name
+    if not path.is_file():
+        raise InputError(f"Media file not found: {display_name or path}. Choose an existing file.", field=field)
+    try:
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"Reading the header of {name} took too long; the file looks damaged.", field=field) from None
+    result = _parse_input_header(proc.stderr.decode("utf-8", "replace"))
+    if result is None:
+        detail = _last_error(proc.stderr).replace(str(path), name) or f"ffmpeg exit code {proc.returncode}"
+        raise InputError(f"Could not read {name} as audio or video ({detail}).", field=field)
+    return result
+
+
+def probe(path: str | os.PathLike) -> dict[str, Any]:
+    """Duration and first video / audio stream of a media file, by decoding it once with ffmpeg.
+
+    Returns {"format", "duration", "video": {width, height, fps, frames, codec, pix_fmt, duration} | None,
+    "audio": {codec, sample_rate, channel_layout, samples, duration} | None}. Frame and sample counts are the
+    decoded ones (exact), not header estimates.
+    """
+    path = _require_file(path, "video", "Media file")
+    proc = _run(["-v", "verbose", "-i", str(path), "-map", "0:v:0?", "-map", "0:a:0?", "-f", "null", "-"], check=False)
+    log = proc.stderr.decode("utf-8", "replace")
+    result = _parse_input_header(log) if proc.returncode == 0 else None
+    if result is None:
+        raise InputError(f"Could not read {path.name} as audio or video ({_last_error(proc.stderr)}).", field="video")
     stats = dict(re.findall(r"Input stream #0:(\d+) \((?:video|audio)\): (.*)", log))
     video, audio = result["video"], result["audio"]
     if video is not None:
@@ -362,12 +429,81 @@ def make_thumbnail(
 
 
 # ---------------------------------------------------------------------------------------------- images
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "AVIF")  # PIL formats accepted; JPEG covers MPO
+_IMAGE_HINT = "Use a PNG, JPEG or WebP file."
+
+
 def _too_big(width: int, height: int, max_pixels: int, name: str) -> InputError:
     return InputError(
-        f"{name} is {width}x{height} = {width * height / 1e6:.0f} megapixels; downscale it below "
+        f"{name} is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the limit; resize it below "
         f"{max_pixels / 1e6:.0f} megapixels (e.g. to 2048 pixels on the long side) and try again.",
         field="image",
     )
+
+
+def _damaged(name: str, exc: BaseException, path: Path | None = None) -> InputError:
+    detail = str(exc) or type(exc).__name__
+    if path is not None:
+        detail = detail.replace(str(path), name).replace(path.name, name)
+    return InputError(f"{name} is damaged or incomplete ({detail}). Re-export or re-download it.", field="image")
+
+
+def _open_image(path: Path, name: str, max_pixels: int) -> PIL.Image.Image:
+    """`PIL.Image.open` (reads the header only) limited to IMAGE_FORMATS. PIL's decompression-bomb warning is
+    silenced because callers check their own cap before decoding; PIL's hard limit (2x `PIL.Image.MAX_IMAGE_PIXELS`)
+    still refuses here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            return PIL.Image.open(path, formats=IMAGE_FORMATS)
+    except PIL.Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(m.group(1)) / 1e6:.0f} megapixels)" if m else ""
+        raise InputError(
+            f"{name} is far too large to open safely{size}; resize it below {max_pixels / 1e6:.0f} megapixels.",
+            field="image",
+        ) from None
+    except Exception:  # PIL.UnidentifiedImageError, or a header so broken that a plugin fails on it
+        raise InputError(
+            f"{name} is not an image PIL can read (or its header is damaged). {_IMAGE_HINT}", field="image"
+        ) from None
+
+
+def probe_image(
+    path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, display_name: str | None = None
+) -> tuple[int, int, str]:
+    """(width, height, PIL format) of an image file, refusing bad files before any large decode.
+
+    Refuses (InputError, field "image", naming `display_name`, default the file name): missing, empty, not one of
+    IMAGE_FORMATS, 0 pixels, more than `max_pixels` (from the header), damaged data where it is cheap to see: PNG
+    chunk CRCs up to IEND (`verify`, nothing decompressed) and JPEG decoded at 1/8 scale (reads all the coded data
+    for ~1/64 of the memory). Other formats' data are checked by the full (bounded) decode in `load_image`.
+    Animated / multi-frame files pass; `load_image` uses the first frame.
+    """
+    path = Path(path)
+    name = display_name or path.name
+    if not path.is_file():
+        raise InputError(f"Image file not found: {display_name or path}. Choose an existing file.", field="image")
+    if path.stat().st_size == 0:
+        raise InputError(f"{name} is empty (0 bytes). {_IMAGE_HINT}", field="image")
+    with _open_image(path, name, max_pixels) as image:
+        width, height, fmt = image.width, image.height, str(image.format)
+    if width < 1 or height < 1:
+        raise InputError(f"{name} has no pixels ({width}x{height}). {_IMAGE_HINT}", field="image")
+    if width * height > max_pixels:
+        raise _too_big(width, height, max_pixels, name)
+    try:
+        with _open_image(path, name, max_pixels) as image:
+            if fmt == "PNG":
+                image.verify()
+            elif fmt in ("JPEG", "MPO"):
+                image.draft(None, (max(1, width // 8), max(1, height // 8)))
+                image.load()
+    except InputError:
+        raise
+    except Exception as exc:  # truncated or corrupt data: PIL raises OSError, SyntaxError, ValueError...
+        raise _damaged(name, exc, path) from None
+    return width, height, fmt
 
 
 def _to_rgb(image: PIL.Image.Image, background: tuple[int, int, int] | None) -> PIL.Image.Image:
@@ -388,12 +524,15 @@ def load_image(
     max_pixels: int = MAX_IMAGE_PIXELS,
     background: tuple[int, int, int] | None = None,
     exif_transpose: bool = True,
+    *,
+    display_name: str | None = None,
 ) -> PIL.Image.Image:
     """Open an image as RGB, refusing files that are not images, are corrupt, or exceed `max_pixels`.
 
-    The size is checked from the header, before decoding. Alpha is dropped like the official `convert("RGB")`
-    unless `background` is given (then transparent parts are composited onto it). `exif_transpose` applies the
-    camera orientation tag (the official code does not, which turns portrait phone photos sideways).
+    Files go through `probe_image` first (header checks, before decoding); then the first frame is decoded. Alpha is
+    dropped like the official `convert("RGB")` unless `background` is given (then transparent parts are composited
+    onto it). `exif_transpose` applies the camera orientation tag (the official code does not, which turns portrait
+    phone photos sideways). Messages name `display_name` (default: the file name, or "The image" for arrays).
     """
     if isinstance(image, np.ndarray):
         arr = to_uint8(image) if image.dtype != np.uint8 else image
@@ -402,36 +541,29 @@ def load_image(
         image = PIL.Image.fromarray(arr)
     if isinstance(image, PIL.Image.Image):
         if image.width * image.height > max_pixels:
-            raise _too_big(image.width, image.height, max_pixels, "The image")
+            raise _too_big(image.width, image.height, max_pixels, display_name or "The image")
         image = PIL.ImageOps.exif_transpose(image) if exif_transpose else image
         return _to_rgb(image, background)
 
-    path = _require_file(image, "image", "Image file")
-    name = path.name
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            opened = PIL.Image.open(path)
-    except PIL.Image.DecompressionBombError:
-        raise InputError(
-            f"{name} is far too large to open safely; downscale it below {max_pixels / 1e6:.0f} megapixels.",
-            field="image",
-        ) from None
-    except (PIL.UnidentifiedImageError, OSError, ValueError):
-        raise InputError(f"{name} is not an image PIL can read. Use a PNG, JPEG or WebP file.", field="image") from None
-    with opened:
-        if opened.width * opened.height > max_pixels:
+    path = Path(image)
+    name = display_name or path.name
+    probe_image(path, max_pixels=max_pixels, display_name=display_name)
+    with _open_image(path, name, max_pixels) as opened:
+        if opened.width * opened.height > max_pixels:  # the file changed since the probe
             raise _too_big(opened.width, opened.height, max_pixels, name)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-                opened.load()
+            opened.load()
+            loaded = PIL.ImageOps.exif_transpose(opened) if exif_transpose else opened
         except Exception as exc:  # truncated or corrupt data: PIL raises OSError, SyntaxError, ValueError...
+            raise _damaged(name, exc, path) from None
+        try:
+            return _to_rgb(loaded, background)
+        except (ValueError, OSError):
             raise InputError(
-                f"{name} is damaged or incomplete ({exc}). Re-export or re-download it.", "image"
+                f"{name} uses a colour mode ({opened.mode}) that cannot be converted to RGB. Save it as an 8-bit RGB "
+                "PNG or JPEG.",
+                field="image",
             ) from None
-        loaded = PIL.ImageOps.exif_transpose(opened) if exif_transpose else opened
-        return _to_rgb(loaded, background)
 
 
 def _fit_inside(w: int, h: int, width: int, height: int) -> tuple[int, int]:
@@ -474,12 +606,17 @@ __all__ = [
     "ffmpeg_exe",
     "to_uint8",
     "write_video",
+    "ai_label_tags",
+    "ffmetadata_text",
     "read_settings",
     "read_metadata",
     "probe",
     "read_video_frames",
     "make_thumbnail",
+    "probe_header",
+    "probe_image",
     "load_image",
     "preprocess_reference",
+    "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
 ]
