@@ -26,6 +26,7 @@ from studio.jobs import JobProgress, JobResult, stream_job
 from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.spaces import on_zero_gpu
+from studio.store import LOCAL_OWNER
 
 RESOLUTIONS = {
     "480×832 (landscape, official)": (480, 832),
@@ -234,6 +235,11 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
     return request, names
 
 
+def _tab(request) -> str:
+    """The page (browser tab) a request comes from: Stop there ends the job started there."""
+    return getattr(request, "session_hash", None) or "direct"
+
+
 def max_side(ctx: StudioContext) -> int:
     return 1280 if ctx.options.public else 4096
 
@@ -421,22 +427,20 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
     err_boxes = [c[f"{k}_err"] for k in ERROR_FIELDS]
     outputs = [c["video"], c["gallery_id"], c["status"], c["preview"], *err_boxes]
 
-    def on_generate(request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
-                    width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
-                    scale_a=None, switch=None, extra_images=None, long_video=False, consent=False, visitor=None):  # fmt: skip
-        """The generate action (also the `/generate` API; settings after the audio are optional there).
-        Raw values (the event runs with preprocess=False): `make_request` reads and checks them. `request` comes
-        first: Gradio inserts it by position, and the API call has fewer inputs than the page's."""
+    def job_stream(tab, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
+                   width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
+                   scale_a=None, switch=None, extra_images=None, long_video=False, consent=False,
+                   owner=LOCAL_OWNER):  # fmt: skip
+        """One job of `owner`, as (video, id, status, preview, *errors) updates. On a ZeroGPU Space this runs in a
+        forked GPU worker (`_with_gpu_duration`): only picklable values cross, and its Stop is the event's cancel."""
         values = dict(zip(API_INPUTS, (prompt, image, audio, negative_prompt, model, resolution, height, width,
                                        frames, steps, seed, preset, scale_t, scale_i, scale_a, switch, extra_images,
                                        long_video, consent), strict=True))  # fmt: skip
         blank = ["" for _ in err_boxes]
-        owner = None
-        if on_zero_gpu():  # ZeroGPU runs this in a forked worker: never reuse the parent's pooled connections
+        if on_zero_gpu():  # a forked worker must never reuse the parent's pooled connections
             ctx.store.engine.dispose(close=False)
+        stop_events[tab] = stop = threading.Event()  # Stop in this tab ends this job
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
-            stop_events[request.session_hash] = stop = threading.Event()  # Stop in this tab ends this job
             job_request, names = make_request(ctx, **values)
             remembered = {k: values[k] for k in REMEMBERED}
             ctx.store.set_setting(LAST_SETTINGS_KEY, remembered, owner=owner)  # values make_request accepted
@@ -452,15 +456,37 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
                     status = format_result(event, ctx.is_demo_model)
                     yield video, event.generation_id, status, gr.update(), *[errors.get(k, "") for k in ERROR_FIELDS]
         except InputError as exc:
-            errors = error_updates(exc.field, str(exc))
-            yield None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
+            yield refusal(exc)
         finally:
-            if owner is not None:
-                stop_events.pop(getattr(request, "session_hash", None), None)
-                admission.release(ctx, owner)
+            stop_events.pop(tab, None)
+
+    def refusal(exc: InputError) -> tuple:
+        errors = error_updates(exc.field, str(exc))
+        return None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
+
+    gpu_job_stream = _with_gpu_duration(job_stream, ctx)
+
+    def on_generate(request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
+                    width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
+                    scale_a=None, switch=None, extra_images=None, long_video=False, consent=False, visitor=None):  # fmt: skip
+        """The generate action (also the `/generate` API; settings after the audio are optional there).
+        Raw values (the event runs with preprocess=False): `make_request` reads and checks them. `request` comes
+        first: Gradio inserts it by position, and the API call has fewer inputs than the page's. The visitor's
+        admission ticket (taken by `admit_job`) is given back here, in the studio's own process."""
+        try:
+            owner = request_owner(ctx.options.public, request, visitor)
+        except InputError as exc:
+            yield refusal(exc)
+            return
+        try:
+            yield from gpu_job_stream(_tab(request), prompt, image, audio, negative_prompt, model, resolution, height,
+                                      width, frames, steps, seed, preset, scale_t, scale_i, scale_a, switch,
+                                      extra_images, long_video, consent, owner=owner)  # fmt: skip
+        finally:
+            admission.release(ctx, owner)
 
     def on_stop(request: gr.Request):
-        event = stop_events.get(request.session_hash)
+        event = stop_events.get(_tab(request))
         if event is None:
             return "Nothing is running in this tab."
         event.set()
@@ -479,9 +505,8 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
             checks[0] = gr.validate(False, refusal)
         return checks
 
-    api_generate = _with_gpu_duration(on_generate, ctx)
     run_event = c["run"].click(
-        api_generate,
+        on_generate,
         inputs + [visitor],
         outputs,
         api_visibility="private",
@@ -494,7 +519,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
     # An API client is its own visitor (its session), so it sees only what it made.
     c["api"] = gr.Button(visible=False)
     c["api"].click(
-        api_generate,
+        on_generate,
         inputs,
         outputs,
         api_name="generate",
@@ -604,7 +629,7 @@ def job_gpu_seconds(ctx: StudioContext, *args, **kwargs) -> int:
     from studio.jobs import job_cost, planned_frames
     from studio.spaces import gpu_seconds
 
-    values = {**dict(zip(("request", *API_INPUTS), args)), **kwargs}
+    values = {**dict(zip(("tab", *API_INPUTS), args)), **kwargs}
     job, _ = make_request(ctx, **{k: values[k] for k in API_INPUTS if k in values})
     model_id = values.get("model") or ctx.default_model
     return gpu_seconds(job_cost(ctx, job, planned_frames(job), model_id))
