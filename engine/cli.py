@@ -130,7 +130,9 @@ def _progress_printer():
         return None
 
     def callback(pipe, step, timestep, kwargs):
-        print(f"HUMO_PROGRESS {step + 1} {len(pipe.scheduler.timesteps)}", flush=True)
+        index, count = kwargs.get("window") or (0, 1)
+        if index == count - 1:  # long videos report after every window: a step is done after its last
+            print(f"HUMO_PROGRESS {step + 1} {len(pipe.scheduler.timesteps)}", flush=True)
         return {}
 
     return callback

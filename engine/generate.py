@@ -55,6 +55,8 @@ class GenerationRequest:
             "resize_mode": self.resize_mode,
             "batch_branches": self.batch_branches,
             "vae_tiling": self.vae_tiling,
+            "window_frames": self.window_frames,
+            "window_overlap": self.window_overlap,
         }
 
 
@@ -108,35 +110,6 @@ def settings_record(
     return record
 
 
-def _generate_long(
-    pipe, request: GenerationRequest, schedule: GuidanceSchedule, step_callback=None
-) -> HuMoPipelineOutput:
-    """Windowed generation; `step_callback` gets the pipeline-style call after every window, with
-    callback_kwargs {"latents": None, "window": (index, count)} (no preview for windows)."""
-    from engine.long_video import generate_long
-
-    def on_window(index, count, step, total):
-        if step_callback is not None:
-            step_callback(pipe, step, None, {"latents": None, "window": (index, count)})
-
-    return generate_long(
-        pipe,
-        request.prompt,
-        list(request.images) or None,
-        request.audio,
-        window_frames=request.window_frames,
-        overlap_frames=request.window_overlap,
-        height=request.height,
-        width=request.width,
-        num_frames=request.num_frames,
-        num_inference_steps=request.num_inference_steps,
-        guidance=schedule,
-        seed=request.seed,
-        negative_prompt=request.negative_prompt,
-        callback=on_window,
-    )
-
-
 def generate_to_file(
     pipe: HuMoPipeline,
     request: GenerationRequest,
@@ -157,10 +130,9 @@ def generate_to_file(
     mode = "T" + ("I" if request.images else "") + ("A" if request.audio else "")
     schedule = kwargs["guidance"] or pipe.default_guidance(mode)
     kwargs["guidance"] = schedule
-    if request.window_frames:
-        output = _generate_long(pipe, request, kwargs["guidance"], callback_on_step_end)
-    else:
-        output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
+    # One loop for short and long clips: with window_frames the callback runs after every window of a step, with
+    # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
+    output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)
     frames, record["provenance"] = provenance.mark_frames(media.to_uint8(output.frames[0]), record)
     label = provenance.ai_label(record["model_id"])

@@ -1,30 +1,36 @@
 """Long videos: a clip as long as its audio, made of trained-length temporal windows blended at every step.
 
+This module holds the windowing strategy only; `HuMoPipeline.__call__(..., window_frames=..., window_overlap=...)`
+runs it inside the pipeline's own denoising loop, so callbacks, previews, Stop, branch batching, step caches and
+CFG / sequence parallelism are the same for short and long clips.
+
 Schedule (per denoising step t_k):
-1. The whole clip's latents [1, 16, F, h, w] are noised once, like a normal run.
-2. The latent frames are covered by windows of W latent frames (default 25 = the trained 97 frames) that
+1. The whole clip's latents [1, C, F, h, w] are noised once, like a normal run.
+2. The latent frames are covered by windows of W latent frames (by default the trained 97 frames) that
    overlap by O frames. The grid starts at a different offset every step (k · (W − O) / 2 mod (W − O)), so window
    edges never stay on the same frames; the first and last windows are pinned to the clip's ends.
 3. Each window is denoised exactly like a short clip: its latent slice + the reference slot(s), its own audio
    windows (+ zero windows for the reference slots), the same text and reference latents, the same guidance
-   schedule (`HuMoPipeline._predict`). The 17B variant gets zero-VAE latents of the window's length.
+   schedule. The 17B variant gets zero-VAE latents of the window's length.
 4. The windows' velocities are blended per frame with weights that ramp linearly from 1/(O+1) to 1 across the
    overlap (1 inside the window; no ramp at the clip's ends), normalised by their sum; the reference slot's
    velocity is the mean over windows. One scheduler step is taken on the whole clip.
 5. After decoding, colour matching (optional, on by default) moves the per-channel mean and standard deviation of
    every window-length chunk of frames to those of the first chunk, so slow colour drift across windows is removed.
+
+A clip that fits in one window is a single window covering it, and the pipeline then takes exactly the plain step.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from engine.guidance import GuidanceSchedule
-from engine.pipeline import GenerationInterrupted, HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
+DEFAULT_WINDOW_OVERLAP = 4  # latent frames shared by neighbouring windows
+
+Span = tuple[int, int]
 
 
 def plan_windows(
@@ -85,100 +91,52 @@ def match_colors(video: np.ndarray, chunk: int) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
-def generate_long(
-    pipe: HuMoPipeline,
-    prompt: str,
-    image=None,
-    audio=None,
-    *,
-    window_frames: int = 97,
-    overlap_frames: int = 4,
-    height: int = 480,
-    width: int = 832,
-    num_frames: int | None = None,
-    num_inference_steps: int = 50,
-    guidance: GuidanceSchedule | None = None,
-    seed: int | None = None,
-    negative_prompt: str | None = None,
-    color_match: bool = True,
-    window_shift: bool = True,
-    callback: Callable[[int, int, int, int], None] | None = None,
-    output_type: str = "np",
-) -> HuMoPipelineOutput:
-    """Generate a clip of any length (by default the audio's) with temporal context windows; see the module doc.
+@dataclass(frozen=True)
+class ContextWindows:
+    """Temporal windows over `num_frames` latent video frames: `window` latent frames each, `overlap` shared by
+    neighbours, the grid shifted every step when `shift`. `for_step(k)` gives the (span, weights) pairs of step k."""
 
-    `window_frames` is in video frames (4n+1), `overlap_frames` in latent frames. A clip that fits one window is
-    the plain pipeline's output. `callback(window, num_windows, step, num_steps)` reports per-window progress.
-    """
-    images = [] if image is None else (list(image) if isinstance(image, (list, tuple)) else [image])
-    mode = mode_from_inputs(bool(images), audio is not None)
-    pipe.check_inputs(prompt, height, width, None, num_inference_steps, images, audio, None)  # any length
-    device = pipe._execution_device
-    audio_embeds = None
-    if audio is not None:
-        audio_embeds, num_frames = pipe.encode_audio(audio, num_frames)
-    num_frames = num_frames or 97
-    f_vid = (num_frames - 1) // 4 + 1
-    window = (window_frames - 1) // 4 + 1
-    if f_vid <= window:
-        return pipe(prompt=prompt, image=image, audio_embeds=audio_embeds, num_frames=num_frames, height=height,
-                    width=width, num_inference_steps=num_inference_steps, guidance=guidance, seed=seed,
-                    negative_prompt=negative_prompt, output_type=output_type)  # fmt: skip
-    schedule = guidance or pipe.default_guidance(mode)
-    schedule.validate()
-    pos, neg = pipe.encode_prompt(prompt, negative_prompt, device=device)
-    h, w = height // 8, width // 8
-    ref_latents = pipe.encode_image(images, height, width, device=device) if images else None
-    num_ref = ref_latents.shape[2] if ref_latents is not None else 1
-    full_audio = pipe._pad_audio(audio_embeds, f_vid, 0, device)[0]  # [F_vid, 8, 5, C] (zeros without audio)
-    zero = pipe.zero_vae_latents(window + num_ref, height, width) if pipe.variant == "17b" else None
-    seed = random.randint(0, 2**31 - 1) if seed is None else int(seed)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    latents = pipe.prepare_latents((1, 16, f_vid + num_ref, h, w), generator, device)
-    pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-    timesteps = pipe.scheduler.timesteps
-    batched = device.type != "cuda"
-    pipe._interrupt = False
-    for k, t in enumerate(timesteps):
-        windows = plan_windows(f_vid, window, overlap_frames, k, window_shift)
-        weights = blend_weights(windows, f_vid, overlap_frames)
-        velocity = torch.zeros_like(latents)
-        for index, ((start, end), weight) in enumerate(zip(windows, weights)):
-            chunk = torch.cat([latents[:, :, start:end], latents[:, :, f_vid:]], dim=2)
-            audio_chunk = pipe._pad_audio(full_audio[start:end], end - start, num_ref, device)
-            branches = {b for b in schedule.branches_for(int(t.item()))}
-            conditions = {
-                b: pipe.build_condition(
-                    chunk,
-                    b,
-                    prompt_embeds=pos,
-                    negative_prompt_embeds=neg,
-                    ref_latents=ref_latents,
-                    zero_latents=zero[:, :, : end - start + num_ref] if zero is not None else None,
-                    audio_embeds=audio_chunk,
-                    num_ref=num_ref,
-                )  # fmt: skip
-                for b in branches
-            }
-            v = pipe._predict(schedule, t, conditions, batched)
-            velocity[:, :, start:end] += v[:, :, : end - start] * weight.view(1, 1, -1, 1, 1).to(v)
-            velocity[:, :, f_vid:] += v[:, :, end - start :] / len(windows)
-            if callback is not None:
-                callback(index, len(windows), k, len(timesteps))
-            if pipe._interrupt:
-                raise GenerationInterrupted(f"stopped at step {k + 1} of {len(timesteps)}, window {index + 1}")
-        latents = pipe.scheduler.step(velocity, t, latents, return_dict=False)[0]
-    video_latents = latents[:, :, :f_vid]
-    if output_type == "latent":
-        frames = video_latents
-    else:
-        video = pipe.decode_latents(video_latents)[0]
-        frames = ((video.permute(1, 2, 3, 0) + 1) / 2).cpu().numpy().astype(np.float32)
-        frames = frames[:num_frames]
-        if color_match:
-            frames = match_colors(frames, window_frames)
-    return HuMoPipelineOutput(frames=[frames], seed=seed, mode=mode, num_frames=num_frames, timings={})
+    num_frames: int
+    window: int
+    overlap: int = DEFAULT_WINDOW_OVERLAP
+    shift: bool = True
+
+    @classmethod
+    def single(cls, num_frames: int) -> ContextWindows:
+        """One window over the whole clip: the plain pipeline."""
+        return cls(num_frames, num_frames, 0, False)
+
+    @property
+    def length(self) -> int:
+        """Latent video frames of one window."""
+        return min(self.window, self.num_frames)
+
+    @property
+    def windowed(self) -> bool:
+        """True when the clip needs more than one window."""
+        return self.num_frames > self.window
+
+    def for_step(self, step_index: int) -> list[tuple[Span, torch.Tensor]]:
+        windows = plan_windows(self.num_frames, self.window, self.overlap, step_index, self.shift)
+        return list(zip(windows, blend_weights(windows, self.num_frames, self.overlap)))
+
+
+def window_slice(x: torch.Tensor, span: Span, num_frames: int, dim: int) -> torch.Tensor:
+    """The frames `span` of the video part of `x` (first `num_frames` along `dim`) followed by its reference slots."""
+    start, end = span
+    refs = x.narrow(dim, num_frames, x.shape[dim] - num_frames)
+    return torch.cat([x.narrow(dim, start, end - start), refs], dim=dim)
+
+
+def accumulate_window(
+    total: torch.Tensor, velocity: torch.Tensor, span: Span, weight: torch.Tensor, num_windows: int, num_frames: int
+) -> None:
+    """Add one window's velocity [B, C, L + N_ref, h, w] into the clip's `total` in place: the video frames weighted
+    per frame, the reference slots averaged over the step's windows."""
+    start, end = span
+    length = end - start
+    total[:, :, start:end] += velocity[:, :, :length] * weight.view(1, 1, -1, 1, 1).to(velocity)
+    total[:, :, num_frames:] += velocity[:, :, length:] / num_windows
 
 
 def seam_report(video: np.ndarray, boundaries: list[int]) -> dict:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from diffusers.utils import BaseOutput
@@ -35,6 +36,7 @@ from engine import media
 from engine import schedulers as _schedulers  # noqa: F401  (registers the HuMo schedulers for from_pretrained)
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
+from engine.long_video import DEFAULT_WINDOW_OVERLAP, ContextWindows, accumulate_window, match_colors, window_slice
 
 # The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
 WAN_NEGATIVE_PROMPT = (
@@ -49,6 +51,22 @@ MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long
 
 class GenerationInterrupted(RuntimeError):
     """Raised when a callback asked the pipeline to stop (the studio's Stop button)."""
+
+
+@dataclass
+class _Denoising:
+    """What every step of one `__call__` needs: the schedule, the branch conditioning inputs, the windows."""
+
+    schedule: GuidanceSchedule
+    branches: set[Branch]
+    batched: bool
+    windows: ContextWindows
+    num_ref: int
+    audio_embeds: torch.Tensor  # [1, F_total, 8, 5, C]
+    text_and_images: dict[str, Any]  # prompt_embeds, negative_prompt_embeds, ref_latents, zero_latents
+    callback: Callable | None
+    tensor_inputs: Sequence[str]
+    num_steps: int
 
 
 @dataclass
@@ -206,7 +224,19 @@ class HuMoPipeline(DiffusionPipeline):
         return audio_lib.encode_audio(audio, self.audio_encoder, self.feature_extractor, num_frames=num_frames)
 
     # ------------------------------------------------------------------ checks
-    def check_inputs(self, prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds):
+    def check_inputs(
+        self,
+        prompt,
+        height,
+        width,
+        num_frames,
+        num_inference_steps,
+        images,
+        audio,
+        prompt_embeds,
+        window_frames=None,
+        window_overlap=DEFAULT_WINDOW_OVERLAP,
+    ):
         if prompt is None and prompt_embeds is None:
             raise InputError("Type a prompt describing the scene and the action.", field="prompt")
         if prompt is not None and not isinstance(prompt, str):
@@ -218,13 +248,60 @@ class HuMoPipeline(DiffusionPipeline):
                 raise InputError(f"{name} {value} is too large: use at most 4096.", field=name)
         if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
             raise InputError(f"Number of frames must be at least 1 (got {num_frames!r}).", field="num_frames")
-        if num_frames is not None and num_frames > MAX_FRAMES:
-            raise InputError(f"At most {MAX_FRAMES} frames in one pass (got {num_frames}).", field="num_frames")
+        if num_frames is not None and num_frames > MAX_FRAMES and window_frames is None:
+            raise InputError(
+                f"At most {MAX_FRAMES} frames in one pass (got {num_frames}); set window_frames for longer clips.",
+                field="num_frames",
+            )
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1 or num_inference_steps > 1000:
             raise InputError(
                 f"Steps must be a whole number from 1 to 1000 (got {num_inference_steps!r}).", field="steps"
             )
+        self._check_windows(window_frames, window_overlap)
         del images, audio
+
+    def _check_windows(self, window_frames, window_overlap) -> None:
+        if window_frames is None:
+            return
+        if (
+            not isinstance(window_frames, int)
+            or isinstance(window_frames, bool)
+            or not 1 <= window_frames <= MAX_FRAMES
+        ):
+            raise InputError(
+                f"window_frames must be a whole number of frames from 1 to {MAX_FRAMES} (got {window_frames!r}); "
+                f"{DEFAULT_FRAMES} is the trained length.",
+                field="window_frames",
+            )
+        window = self._latent_frames(audio_lib.snap_frames(window_frames))
+        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or not 0 <= window_overlap < window:
+            raise InputError(
+                f"window_overlap must be from 0 to {window - 1} latent frames for windows of {window_frames} frames "
+                f"(got {window_overlap!r}).",
+                field="window_overlap",
+            )
+
+    def _latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a 4n+1-frame video."""
+        return (num_frames - 1) // self.vae_scale_factor_temporal + 1
+
+    def _pad_text(self, embeds: torch.Tensor, name: str) -> torch.Tensor:
+        """Text embeddings [B, L, D] (or [L, D]) zero-padded to TEXT_LEN rows, as the official DiT pads every context
+        (§4.3): `prompt_embeds` trimmed to the real tokens give the result of the untrimmed ones."""
+        embeds = embeds[None] if embeds.ndim == 2 else embeds
+        text_dim = getattr(self.transformer.config, "text_dim", embeds.shape[-1])
+        if embeds.ndim != 3 or embeds.shape[-1] != text_dim:
+            raise InputError(
+                f"{name} must have shape [batch, tokens, {text_dim}] (got {tuple(embeds.shape)}).", field=name
+            )
+        length = embeds.shape[1]
+        if length > TEXT_LEN:
+            raise InputError(
+                f"{name} has {length} tokens; HuMo's text context holds at most {TEXT_LEN}: trim it to {TEXT_LEN} "
+                "(the pipeline's own encoder truncates prompts there).",
+                field=name,
+            )
+        return F.pad(embeds, (0, 0, 0, TEXT_LEN - length)) if length < TEXT_LEN else embeds
 
     # ------------------------------------------------------------------ conditioning
     def build_condition(self, latents: torch.Tensor, branch: Branch, **kwargs) -> dict[str, torch.Tensor]:
@@ -243,7 +320,9 @@ class HuMoPipeline(DiffusionPipeline):
         return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=torch.float32)
 
     # ------------------------------------------------------------------ denoising helpers
-    def _predict(self, schedule: GuidanceSchedule, t: torch.Tensor, conditions: dict, batched: bool) -> torch.Tensor:
+    def _predict(
+        self, schedule: GuidanceSchedule, t: torch.Tensor, conditions: dict, batched: bool, cache_key: str = ""
+    ) -> torch.Tensor:
         timestep_value = int(t.item())
         branches = schedule.branches_for(timestep_value)
         inputs = [conditions[b] for b in branches]
@@ -261,10 +340,11 @@ class HuMoPipeline(DiffusionPipeline):
 
         if getattr(self, "step_cache", False):
             # A step cache reuses a block residual from the previous call; each branch gets its own cache context so
-            # a branch only ever reuses its own residual (engine/speed.py enables the cache).
+            # a branch only ever reuses its own residual (engine/speed.py enables the cache); in a long video, the
+            # residual of its own window (`cache_key`).
             outputs = []
             for branch, branch_inputs in zip(branches, inputs):
-                with self.transformer.cache_context(str(branch)):
+                with self.transformer.cache_context(str(branch) + cache_key):
                     outputs.append(model_fn(**branch_inputs))
         else:
             outputs = self.branch_evaluator(model_fn, inputs, batched=batched)
@@ -305,6 +385,56 @@ class HuMoPipeline(DiffusionPipeline):
         video = self.vae.decode(z, return_dict=False)[0]
         return video.float().clamp(-1, 1)
 
+    # ------------------------------------------------------------------ denoising loop
+    def _conditions(
+        self, latents: torch.Tensor, run: _Denoising, span: tuple[int, int] | None = None
+    ) -> dict[Branch, dict[str, torch.Tensor]]:
+        """Transformer inputs of every branch, for the whole clip or for the window `span` of its latent frames."""
+        audio_embeds = run.audio_embeds
+        if span is not None:
+            latents = window_slice(latents, span, run.windows.num_frames, dim=2)
+            audio_embeds = window_slice(audio_embeds, span, run.windows.num_frames, dim=1)
+        return {
+            b: self.build_condition(latents, b, audio_embeds=audio_embeds, num_ref=run.num_ref, **run.text_and_images)
+            for b in run.branches
+        }
+
+    def _denoise_step(self, step: int, t: torch.Tensor, latents: torch.Tensor, run: _Denoising) -> torch.Tensor:
+        """One scheduler step. A clip in one window takes the plain step; a longer one blends its windows'
+        velocities (engine/long_video.py) and reports every window to the callback."""
+        plan = run.windows.for_step(step)
+        if len(plan) == 1:
+            noise_pred = self._predict(run.schedule, t, self._conditions(latents, run), run.batched)
+            latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            return self._step_end(run, step, t, latents, noise_pred)
+        noise_pred = torch.zeros_like(latents)
+        for index, (span, weight) in enumerate(plan):
+            conditions = self._conditions(latents, run, span)
+            velocity = self._predict(run.schedule, t, conditions, run.batched, cache_key=f"@window{index}")
+            accumulate_window(noise_pred, velocity, span, weight, len(plan), run.windows.num_frames)
+            if index < len(plan) - 1:
+                self._step_end(run, step, t, latents, noise_pred, window=(index, len(plan)), span=span)
+        latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        return self._step_end(run, step, t, latents, noise_pred, window=(len(plan) - 1, len(plan)), span=plan[-1][0])
+
+    def _step_end(self, run: _Denoising, step, t, latents, noise_pred, window=None, span=None) -> torch.Tensor:
+        """Call `callback_on_step_end`, then stop if it asked to. Returns the (possibly replaced) latents; the
+        callback's latents are used only at a step's end (after the last window)."""
+        if run.callback is not None:
+            available = {"latents": latents, "noise_pred": noise_pred}
+            callback_kwargs = {k: available[k] for k in run.tensor_inputs}
+            if window is not None:
+                callback_kwargs.update(window=window, window_span=span)
+            callback_outputs = run.callback(self, step, t, callback_kwargs) or {}
+            latents = callback_outputs.pop("latents", latents)
+        if self._interrupt:
+            if window is None:
+                raise GenerationInterrupted(f"stopped after step {step + 1} of {run.num_steps}")
+            raise GenerationInterrupted(
+                f"stopped in step {step + 1} of {run.num_steps}, after window {window[0] + 1} of {window[1]}"
+            )
+        return latents
+
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(
@@ -327,6 +457,10 @@ class HuMoPipeline(DiffusionPipeline):
         resize_mode: str = "pad",
         batch_branches: bool | None = None,
         vae_tiling: bool = False,
+        window_frames: int | None = None,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
+        window_shift: bool = True,
+        color_match: bool = True,
         output_type: str = "np",
         return_dict: bool = True,
         attention_kwargs: dict | None = None,
@@ -340,10 +474,19 @@ class HuMoPipeline(DiffusionPipeline):
             audio: path of any audio/video file, or a float32 16 kHz waveform. None -> no audio (TI / T mode).
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
             guidance: a `GuidanceSchedule` (or its dict); None -> the official preset of this variant and mode.
+            prompt_embeds / negative_prompt_embeds: [1, L, text_dim], L <= 512; zero-padded to 512 (§4.3).
             audio_embeds: precomputed windows [F_vid, 8, 5, C] (or with the reference windows, [F_total, ...]).
             batch_branches: evaluate the guidance branches in one batched forward (None: when memory allows).
-            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`; set `pipe._interrupt = True`
-                to stop: the call then raises `GenerationInterrupted`.
+            window_frames: long videos: denoise in temporal windows of this many frames (4n+1; 97 = the trained
+                length) blended at every step (engine/long_video.py); `window_overlap` latent frames are shared by
+                neighbours, `window_shift` moves the grid every step, `color_match` evens colour across windows.
+                A clip that fits in one window gives exactly the plain result.
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`, called after every step with
+                the requested tensors (`latents`, `noise_pred`; always the whole clip's). In a step with several
+                windows it is called after every window, with `callback_kwargs["window"] = (index, count)` and
+                `["window_span"] = (start, end)` latent frames; only the last call of a step comes after the
+                scheduler step, and only its returned `latents` are used. Set `pipe._interrupt = True` to stop:
+                the call then raises `GenerationInterrupted`.
         """
         started = time.perf_counter()
         self._interrupt = False
@@ -353,22 +496,29 @@ class HuMoPipeline(DiffusionPipeline):
         mode = mode_from_inputs(bool(images), has_audio)
 
         # 1. Check inputs
-        self.check_inputs(prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds)
+        self.check_inputs(prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds,
+                          window_frames, window_overlap)  # fmt: skip
         if output_type not in ("np", "pil", "latent"):
             raise InputError(f"output_type must be 'np', 'pil' or 'latent' (got {output_type!r}).", "output_type")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise InputError(
+                f"callback_on_step_end_tensor_inputs: choose from {self._callback_tensor_inputs} (got {sorted(unknown)}).",
+                field="callback_on_step_end_tensor_inputs",
+            )
         if isinstance(guidance, dict):
             guidance = GuidanceSchedule.from_dict(guidance)
         schedule = guidance or self.default_guidance(mode)
         schedule.validate()
         device = self._execution_device
 
-        # 2. Encode text
+        # 2. Encode text (any given embeddings are zero-padded to 512 tokens like the encoder's own)
         if prompt_embeds is None or negative_prompt_embeds is None:
             pos, neg = self.encode_prompt(prompt or "", negative_prompt, device=device)
             prompt_embeds = pos if prompt_embeds is None else prompt_embeds
             negative_prompt_embeds = neg if negative_prompt_embeds is None else negative_prompt_embeds
-        prompt_embeds = prompt_embeds.to(device)
-        negative_prompt_embeds = negative_prompt_embeds.to(device)
+        prompt_embeds = self._pad_text(prompt_embeds.to(device), "prompt_embeds")
+        negative_prompt_embeds = self._pad_text(negative_prompt_embeds.to(device), "negative_prompt_embeds")
         t_text = time.perf_counter()
 
         # 3. Encode audio (decides the frame count when none is given)
@@ -377,7 +527,11 @@ class HuMoPipeline(DiffusionPipeline):
         if num_frames is None:
             num_frames = (audio_embeds.shape[0] - 1) * 4 + 1 if audio_embeds is not None else DEFAULT_FRAMES
         num_frames = audio_lib.snap_frames(num_frames)
-        f_vid = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        f_vid = self._latent_frames(num_frames)
+        windows = ContextWindows.single(f_vid)
+        if window_frames is not None:
+            window = self._latent_frames(audio_lib.snap_frames(window_frames))
+            windows = ContextWindows(f_vid, window, window_overlap, window_shift)
         t_audio = time.perf_counter()
 
         # 4. Encode reference image(s); one trailing latent slot per image, one zero slot when there is none
@@ -385,7 +539,7 @@ class HuMoPipeline(DiffusionPipeline):
         ref_latents = self.encode_image(images, height, width, resize_mode, device) if images else None
         num_ref = ref_latents.shape[2] if ref_latents is not None else 1
         f_total = f_vid + num_ref
-        zero_latents = self.zero_vae_latents(f_total, height, width) if self.variant == "17b" else None
+        zero_latents = self.zero_vae_latents(windows.length + num_ref, height, width) if self.variant == "17b" else None
         audio_embeds = self._pad_audio(audio_embeds, f_vid, num_ref, device)
         t_image = time.perf_counter()
 
@@ -397,40 +551,35 @@ class HuMoPipeline(DiffusionPipeline):
         latents = self.prepare_latents(shape, generator, device, latents)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        all_branches = {b for t in timesteps for b in schedule.branches_for(int(t.item()))}
-        num_tokens = f_total * (h // 2) * (w // 2)
         if batch_branches is None:
+            num_tokens = (windows.length + num_ref) * (h // 2) * (w // 2)  # tokens of one forward
             batch_branches = self._auto_batch(num_tokens, max(schedule.passes_per_step(timesteps)), device)
+        run = _Denoising(
+            schedule=schedule,
+            branches={b for t in timesteps for b in schedule.branches_for(int(t.item()))},
+            batched=batch_branches,
+            windows=windows,
+            num_ref=num_ref,
+            audio_embeds=audio_embeds,
+            text_and_images={
+                "prompt_embeds": prompt_embeds,
+                "negative_prompt_embeds": negative_prompt_embeds,
+                "ref_latents": ref_latents,
+                "zero_latents": zero_latents,
+            },
+            callback=callback_on_step_end,
+            tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_steps=len(timesteps),
+        )
 
-        # 6. Denoising loop
+        # 6. Denoising loop (long videos: every step blends its windows)
         step_times = []
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 step_start = time.perf_counter()
-                conditions = {
-                    b: self.build_condition(
-                        latents,
-                        b,
-                        prompt_embeds=prompt_embeds,
-                        negative_prompt_embeds=negative_prompt_embeds,
-                        ref_latents=ref_latents,
-                        zero_latents=zero_latents,
-                        audio_embeds=audio_embeds,
-                        num_ref=num_ref,
-                    )
-                    for b in all_branches
-                }
-                noise_pred = self._predict(schedule, t, conditions, batch_branches)
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                latents = self._denoise_step(i, t, latents, run)
                 step_times.append(time.perf_counter() - step_start)
-                if callback_on_step_end is not None:
-                    available = {"latents": latents, "noise_pred": noise_pred}
-                    callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                    latents = callback_outputs.pop("latents", latents)
                 progress_bar.update()
-                if self._interrupt:
-                    raise GenerationInterrupted(f"stopped after step {i + 1} of {len(timesteps)}")
 
         # 7. Drop the reference slots and decode
         video_latents = latents[:, :, :f_vid]
@@ -440,6 +589,8 @@ class HuMoPipeline(DiffusionPipeline):
         else:
             video = self.decode_latents(video_latents, tiling=vae_tiling)[0]  # [3, F, H, W]
             array = ((video.permute(1, 2, 3, 0) + 1) / 2).cpu().numpy().astype(np.float32)
+            if windows.windowed and color_match:
+                array = match_colors(array, self.vae_scale_factor_temporal * (windows.window - 1) + 1)
             frames = array if output_type == "np" else [PIL.Image.fromarray(f) for f in media.to_uint8(array)]
         self.maybe_free_model_hooks()
         timings = {

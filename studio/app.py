@@ -46,7 +46,7 @@ def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
 
 def build_app(ctx: StudioContext) -> gr.Blocks:
     opts = ctx.options
-    with gr.Blocks(title="HuMo Studio", delete_cache=(max(60, opts.cache_ttl_s // 4), opts.cache_ttl_s)) as demo:
+    with gr.Blocks(title="HuMo Studio", delete_cache=(max(1, opts.cache_ttl_s // 4), opts.cache_ttl_s)) as demo:
         # The anonymous visitor's id (public mode), kept encrypted in the browser with the studio's own secret.
         visitor = gr.BrowserState(None, storage_key="humo-visitor", secret=studio_secret(ctx.store.data_dir))
         gr.Markdown("# HuMo Studio\nA face, a voice and a prompt → a lip-synced video. " + AI_NOTICE)

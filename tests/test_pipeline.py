@@ -191,7 +191,7 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
     captured = {}
 
     def grab(pipe, i, t, kw):
-        captured["noise"] = None
+        captured["noise"] = kw["noise_pred"].clone()
         return {}
 
     schedule = pipe_1_7b.default_guidance("TIA")
@@ -203,6 +203,7 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
         batch_branches=False,
         guidance=schedule,
         callback_on_step_end=grab,
+        callback_on_step_end_tensor_inputs=["latents", "noise_pred"],
     )
     calls = recorded["calls"]
     assert len(calls) == 4  # 1.7B TIA: 4 passes per step
@@ -227,6 +228,7 @@ def test_guidance_combination_matches_hand_computation(pipe_1_7b, inputs, monkey
         + s_t * (v[("pos", "null", "off")] - v[("neg", "null", "off")])
         + v[("neg", "null", "off")]
     )
+    torch.testing.assert_close(captured["noise"], hand, atol=1e-5, rtol=1e-5)  # what the pipeline stepped with
     torch.testing.assert_close(schedule.combine(t, outputs), hand, atol=1e-5, rtol=1e-5)
 
 
@@ -261,6 +263,58 @@ def test_precomputed_embeds_latents_and_audio_give_same_result(pipe_1_7b, inputs
     )
     torch.testing.assert_close(again.frames[0], base.frames[0])
     assert again.num_frames == base.num_frames
+
+
+def _real_tokens(pipe, prompt: str) -> int:
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    return len(pipe.tokenizer(prompt_clean(prompt), truncation=True, max_length=512).input_ids)  # with EOS
+
+
+def _trimmed_embeds(pipe, prompt="a person talking", negative_prompt=None):
+    """The pipeline's own embeddings [1, 512, D] and the same trimmed to their real tokens (§4.3)."""
+    from engine.pipeline import WAN_NEGATIVE_PROMPT
+
+    pos, neg = pipe.encode_prompt(prompt, negative_prompt)
+    n_pos, n_neg = _real_tokens(pipe, prompt), _real_tokens(pipe, negative_prompt or WAN_NEGATIVE_PROMPT)
+    assert n_pos != n_neg and (pos[:, n_pos:] == 0).all() and (neg[:, n_neg:] == 0).all()
+    return pos, neg, pos[:, :n_pos], neg[:, :n_neg]
+
+
+def _run_with_embeds(pipe, inputs, pos, neg, **kwargs):
+    steps = []
+    out = run(pipe, prompt=None, prompt_embeds=pos, negative_prompt_embeds=neg, image=inputs["image"],
+              audio=inputs["audio"], output_type="latent", callback_on_step_end_tensor_inputs=["noise_pred"],
+              callback_on_step_end=lambda p, i, t, kw: steps.append(kw["noise_pred"].clone()) or {}, **kwargs)  # fmt: skip
+    return out.frames[0], torch.stack(steps)
+
+
+@pytest.mark.parametrize("batch_branches", [False, True])
+def test_trimmed_prompt_embeds_are_padded_to_512(pipe_1_7b, inputs, batch_branches):
+    """Embeddings of the real tokens only (different lengths for prompt and negative prompt) give exactly the result
+    of the pipeline's own 512-token encoding, sequential or batched."""
+    pos, neg, pos_short, neg_short = _trimmed_embeds(pipe_1_7b)
+    full = _run_with_embeds(pipe_1_7b, inputs, pos, neg, batch_branches=batch_branches)
+    short = _run_with_embeds(pipe_1_7b, inputs, pos_short, neg_short, batch_branches=batch_branches)
+    assert torch.equal(full[0], short[0]) and torch.equal(full[1], short[1])
+
+
+def test_trimmed_prompt_embeds_batched_and_sequential_agree(pipe_17b, inputs):
+    _, _, pos_short, neg_short = _trimmed_embeds(pipe_17b)
+    a = _run_with_embeds(pipe_17b, inputs, pos_short, neg_short, batch_branches=True)
+    b = _run_with_embeds(pipe_17b, inputs, pos_short, neg_short, batch_branches=False)
+    torch.testing.assert_close(a[1], b[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=1e-4)
+
+
+def test_prompt_embeds_longer_than_512_are_refused(pipe_1_7b):
+    pos, neg = pipe_1_7b.encode_prompt("a person talking", None)
+    too_long = torch.cat([pos, pos[:, :1]], dim=1)
+    for kwargs, name in (({"prompt_embeds": too_long}, "prompt_embeds"),
+                         ({"prompt_embeds": pos, "negative_prompt_embeds": too_long}, "negative_prompt_embeds")):  # fmt: skip
+        with pytest.raises(InputError) as err:
+            run(pipe_1_7b, prompt=None, num_frames=5, **kwargs)
+        assert err.value.field == name and "512" in str(err.value)
 
 
 def test_same_seed_same_video_and_seed_reported(pipe_1_7b, inputs):
