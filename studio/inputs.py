@@ -24,9 +24,11 @@ def upload(value: Any, field: str) -> tuple[str, str] | None:
     """(path, the user's file name) of an uploaded file value, or None when empty."""
     if value is None or value == "" or value == []:
         return None
-    if isinstance(value, dict):
+    if isinstance(value, dict):  # from the page or the API: it must be a file uploaded to Gradio's folder
         path = value.get("path")
         name = value.get("orig_name") or (Path(path).name if isinstance(path, str) else None)
+        if not isinstance(path, str) or not _uploaded(path):
+            raise InputError(f"The {field} must be a file you upload (got {str(name)[:80]!r}).", field=field)
     elif isinstance(value, str | Path):  # direct Python calls and tests
         path, name = str(value), Path(value).name
     else:
@@ -35,6 +37,19 @@ def upload(value: Any, field: str) -> tuple[str, str] | None:
     if not isinstance(path, str) or not path or not Path(path).is_file():
         raise InputError(f"The {field} upload did not arrive: choose the file again.", field=field)
     return path, str(name or Path(path).name)
+
+
+def _uploaded(path: str) -> bool:
+    """Whether `path` (symlinks resolved) lies in Gradio's upload folder. Gradio checks this only for values that
+    carry its FileData marker; a bare {"path": ...} from an API client must never make the studio open a server file
+    (its own database, say)."""
+    from gradio import utils
+
+    folder = Path(utils.get_upload_folder()).resolve()
+    try:
+        return Path(path).resolve().is_relative_to(folder)
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def uploads(value: Any, field: str) -> list[tuple[str, str]]:
