@@ -207,6 +207,37 @@ def _parse_wav_f32(blob: bytes) -> tuple[int, np.ndarray]:
     return channels, np.zeros(0, np.float32)
 
 
+def write_wav(
+    path: str | os.PathLike, waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE, *, dtype: str = "int16"
+) -> Path:
+    """A waveform in [-1, 1] ([N] mono or [N, C]) -> a WAV file, written atomically (temporary file, then rename).
+
+    dtype "int16": 16-bit PCM (clipped to [-1, 1], scaled by 32767); "float32": IEEE float, lossless, so `load_audio`
+    gives back exactly these samples when `sampling_rate` is its own (no resampling happens then).
+    """
+    data = np.asarray(waveform, dtype=np.float32)
+    data = data.reshape(-1, 1) if data.ndim == 1 else data
+    if data.ndim != 2 or data.shape[1] < 1:
+        raise ValueError(f"waveform must be [N] or [N, channels], got shape {np.shape(waveform)}")
+    if dtype == "int16":
+        tag, payload = 1, (np.clip(data, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    elif dtype == "float32":
+        tag, payload = 3, data.astype("<f4").tobytes()
+    else:
+        raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
+    channels, width = data.shape[1], 2 if dtype == "int16" else 4
+    rate, block = int(sampling_rate), channels * width
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, 8 * width)
+    chunks = [(b"fmt ", fmt + (b"\0\0" if tag == 3 else b""))]  # non-PCM formats carry cbSize and a fact chunk
+    chunks += [(b"fact", struct.pack("<I", len(data)))] if tag == 3 else []
+    body = b"WAVE" + b"".join(c + struct.pack("<I", len(d)) + d for c, d in [*chunks, (b"data", payload)])
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    os.replace(tmp, path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- frame counts
 def num_video_frames(num_samples: int, sampling_rate: int = SAMPLING_RATE) -> int:
     """N25: the number of whole 25-fps video frames the audio covers (640 samples each at 16 kHz)."""
@@ -402,6 +433,7 @@ __all__ = [
     "AudioInfo",
     "probe_audio",
     "load_audio",
+    "write_wav",
     "num_video_frames",
     "snap_frames",
     "latent_frame_count",

@@ -52,6 +52,12 @@ def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def run_ffmpeg(args: list[str]) -> bytes:
+    """Run the bundled ffmpeg (`-nostdin -hide_banner` + `args`) and return its stdout; RuntimeError with ffmpeg's last
+    error line when it fails. For callers with their own filter graphs (e.g. training's clip cutting)."""
+    return _run(args).stdout
+
+
 def _last_error(stderr: bytes) -> str:
     lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
@@ -362,6 +368,19 @@ def probe(path: str | os.PathLike) -> dict[str, Any]:
     return result
 
 
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees|\brotate\s*:\s*(-?\d+)")
+
+
+def video_rotation(path: str | os.PathLike) -> int:
+    """Display rotation of a video in degrees (0, 90, 180 or 270; 0 when the file has none), from its header.
+
+    ffmpeg applies it when decoding, so at 90 or 270 the decoded frames are the header's height wide.
+    """
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, timeout=60)
+    m = _ROTATION.search(proc.stderr.decode("utf-8", "replace"))
+    return round(float(m.group(1) or m.group(2))) % 360 if m else 0
+
+
 def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
     """All (or the first `max_frames`) frames of a video as uint8 RGB [F, H, W, 3]."""
     info = probe(path)
@@ -614,6 +633,8 @@ __all__ = [
     "read_video_frames",
     "make_thumbnail",
     "probe_header",
+    "run_ffmpeg",
+    "video_rotation",
     "probe_image",
     "load_image",
     "preprocess_reference",

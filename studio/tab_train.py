@@ -1,7 +1,8 @@
 """Train tab: build a dataset, launch stage 1 / stage 2 fine-tunes as separate processes, follow and stop them.
 
-Runs live in `<data>/runs/<name>/` (config, train.log, metrics.jsonl, checkpoints/, final/). A finished run's
-`final/` folder appears in the Generate tab's model picker as `checkpoint:<path>`.
+Runs live in `<data>/runs/<name>/` (config, train.log, metrics.jsonl, checkpoints/, validation/, final/). A finished
+run's `final/` folder appears in the Generate tab's model picker as `checkpoint:<path>`; its validation videos
+(`validation/step_NNNNNN.mp4`, written by the trainer) show in the run status area.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from engine.errors import InputError
 from studio.context import StudioContext
 from studio.owners import request_owner
+from studio.serving import served_copy
 from studio.store import LOCAL_OWNER
 
 PROCESSES: dict[str, subprocess.Popen] = {}  # run name -> the training process this studio started
@@ -134,7 +136,6 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
             "lora_rank": int(lora_rank),
             "batch_size": 1,
             "checkpoint_every": max(1, int(steps) // 10),
-            "data_dir": str(ctx.store.data_dir),
         }
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [sys.executable, "-m", "training", "fit", "--config", str(config_path)] + (["--resume"] if resume else [])
@@ -192,6 +193,21 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
     return text, log, frame
 
 
+_STEP = re.compile(r"step_(\d+)\.mp4$")  # the trainer's validation/step_NNNNNN.mp4
+
+
+def run_validations(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> list[tuple[str, str]]:
+    """(served copy, caption) of each validation video of `owner`'s run, newest step first; [] for none."""
+    try:
+        run_dir = _own_run(ctx, name, owner) if name else None
+    except InputError:
+        return []
+    if run_dir is None:
+        return []
+    videos = [(int(m.group(1)), p) for p in (run_dir / "validation").glob("step_*.mp4") if (m := _STEP.match(p.name))]
+    return [(served_copy(path), f"step {step}") for step, path in sorted(videos, reverse=True)]
+
+
 def build_train_tab(ctx: StudioContext) -> dict:
     c: dict = {}
     gr.Markdown("Fine-tune HuMo in two stages (text + image, then + audio). Each run trains in its own process.")
@@ -227,6 +243,13 @@ def build_train_tab(ctx: StudioContext) -> dict:
             c["status"] = gr.Markdown(elem_id="train-status")
             c["plot"] = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=220)
             c["log"] = gr.Textbox(label="Log", lines=12, max_lines=12, elem_id="train-log", autoscroll=True)
+            c["validations"] = gr.Gallery(
+                label="Validation videos (every validate_every steps)",
+                columns=3,
+                height=260,
+                elem_id="train-validations",
+            )
+            c["show_validations"] = gr.Button("Show validation videos", size="sm", elem_id="train-show-validations")
     c["timer"] = gr.Timer(1.0)
 
     def safe(fn):
@@ -260,6 +283,11 @@ def build_train_tab(ctx: StudioContext) -> dict:
     c["timer"].tick(
         status, c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden", **private
     )
+
+    def validations(request: gr.Request, name):
+        return run_validations(ctx, name, request_owner(False, request))
+
+    c["show_validations"].click(validations, c["name"], c["validations"], queue=False, **private)
     return c
 
 
@@ -269,4 +297,4 @@ def _bases(ctx: StudioContext) -> list[str]:
     return [m["id"] for m in list_models() if m["present"]] + [path for _, path in list_checkpoints(ctx.store.data_dir)]
 
 
-__all__ = ["build_train_tab", "list_checkpoints", "launch", "stop", "run_status", "build_dataset"]
+__all__ = ["build_train_tab", "list_checkpoints", "launch", "stop", "run_status", "run_validations", "build_dataset"]

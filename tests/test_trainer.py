@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.trainer import TrainConfig, export_official, fit, make_batch, setup_trainable
+from engine.errors import InputError
+from training.trainer import TrainConfig, export_official, fit, make_batch, sample_sigmas, setup_trainable
 
 SELF_ATTN = ".attn1."
 AUDIO = ("audio_proj.", ".audio_attn.", ".norm_audio.")
@@ -75,6 +76,8 @@ def test_stage1_changes_only_self_attention(cache, tmp_path):
     changed = {n for n in base if not torch.equal(base[n], trained[n])}
     assert changed and all(SELF_ATTN in n for n in changed)
     assert {n for n in base if SELF_ATTN in n and n.endswith("weight") and "norm" not in n} <= changed
+    assert list((tmp_path / "s1" / "tensorboard").rglob("events.out.tfevents.*"))  # accelerate's tracker
+    assert len((tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()) == 4  # the studio's loss plot
 
 
 def test_stage2_trains_audio_modules_and_mask_head(cache, tmp_path):
@@ -87,8 +90,15 @@ def test_stage2_trains_audio_modules_and_mask_head(cache, tmp_path):
     assert any("audio_proj." in n for n in changed) and any(".audio_attn." in n for n in changed)
     assert all(SELF_ATTN in n or any(a in n for a in AUDIO) for n in changed)
     assert not any(".attn2." in n or ".ffn." in n for n in changed)  # text cross-attention and FFN stay frozen
-    state = torch.load(tmp_path / "s2" / "checkpoints" / "step-4" / "state.pt", weights_only=False)
+    ckpt = tmp_path / "s2" / "checkpoints" / "step-4"
+    state = torch.load(ckpt / "state.pt", weights_only=False)
     heads = {k: v for k, v in state["trainable"].items() if k.startswith("mask_head.")}
+    # accelerate's save_state holds the optimizer, RNGs and run state; the weights are the trainable ones only
+    assert {p.name for p in ckpt.iterdir()} == {
+        "state.pt", "optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"
+    }  # fmt: skip
+    transformer_keys = [k.split(".", 1)[1] for k in state["trainable"] if k.startswith("transformer.")]
+    assert transformer_keys and all(SELF_ATTN in n or any(a in n for a in AUDIO) for n in transformer_keys)
     torch.manual_seed(0)
     from training.mask_head import FaceMaskHead
 
@@ -159,6 +169,44 @@ def test_resume_gives_the_same_next_loss(cache, tmp_path):
     assert summary["step"] == 6 and [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(full, resumed):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (a, b)
+    assert [r["loss"] for r in full] == [r["loss"] for r in resumed]  # bit for bit
+    # the EMA (diffusers' EMAModel, registered for checkpointing) resumed too: the same final weights
+    final_a, final_b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    assert all(torch.equal(final_a[n], final_b[n]) for n in final_a)
+
+
+def test_old_checkpoints_are_refused_with_a_message(cache, tmp_path):
+    old = tmp_path / "old" / "checkpoints" / "step-2"
+    old.mkdir(parents=True)
+    torch.save({"trainable": {}, "step": 2}, old / "state.pt")  # the format before accelerate's save_state
+    (tmp_path / "old" / "checkpoints" / "step-3.tmp").mkdir()  # a leftover of an interrupted save is ignored
+    with pytest.raises(InputError, match="older trainer"):
+        fit(config(cache, tmp_path / "old", stage=1), resume=True)
+
+
+def test_sigmas_are_the_shifted_logit_normal():
+    """diffusers' logit-normal density + the Wan shift reproduce the hand-written sampler: the same draws from the
+    generator, the same sigmas (bit for bit at the default mean 0 / std 1; within float rounding otherwise, as
+    torch.normal scales in double precision)."""
+    for mean, std, shift, batch in ((0.0, 1.0, 5.0, 3), (0.0, 1.0, 1.0, 40), (0.4, 1.3, 3.0, 40)):
+        cfg = TrainConfig(logit_mean=mean, logit_std=std, timestep_shift=shift)
+        new_gen, old_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        new = sample_sigmas(batch, cfg, new_gen)
+        u = torch.sigmoid(torch.randn(batch, generator=old_gen) * std + mean)
+        old = shift * u / (1 + (shift - 1) * u)
+        assert torch.equal(new_gen.get_state(), old_gen.get_state())
+        if (mean, std) == (0.0, 1.0):
+            assert torch.equal(new, old)
+        else:
+            torch.testing.assert_close(new, old, rtol=0, atol=1e-6)
+
+
+def test_retired_config_keys_are_ignored(tmp_path):
+    (tmp_path / "run.yaml").write_text("steps: 3\ndata_dir: /somewhere\n")  # written by an older studio
+    assert TrainConfig.from_yaml(tmp_path / "run.yaml").steps == 3
+    (tmp_path / "bad.yaml").write_text("stepz: 3\n")
+    with pytest.raises(ValueError, match="stepz"):
+        TrainConfig.from_yaml(tmp_path / "bad.yaml")
 
 
 def test_lora_runs_and_weights_load_in_pipeline_and_export(cache, tmp_path):
@@ -197,21 +245,27 @@ def test_trainable_sets(cache):
     assert everything == {n for n, _ in model.named_parameters()}
 
 
-def test_validation_videos_land_in_the_gallery(cache, tmp_path):
-    from studio.store import Store
+def test_validation_videos_land_in_the_run_folder(cache, tmp_path):
+    from engine import media
 
-    fit(
-        config(
-            cache,
-            tmp_path / "val",
-            stage=2,
-            steps=2,
-            validate_every=2,
-            validation_steps=1,
-            data_dir=str(tmp_path / "data"),
-        )
-    )
-    with Store.open(tmp_path / "data") as store:
-        rows, total = store.list_generations()
-        assert total == 1 and rows[0].status == "done" and "[validation val step 2]" in rows[0].prompt
-        assert store.abs_path(rows[0].video_path).exists()
+    run_dir = tmp_path / "data" / "runs" / "val"
+    fit(config(cache, run_dir, stage=2, steps=2, validate_every=2, validation_steps=1))
+    videos = sorted((run_dir / "validation").glob("*.mp4"))
+    assert [v.name for v in videos] == ["step_000002.mp4"]
+    settings = media.read_settings(videos[0])
+    assert settings["num_inference_steps"] == 1 and settings["mode"] == "TIA" and settings["seed"] == 0
+    assert settings["model_id"].endswith("+val@step2")  # the settings name the run's weights, not the base's
+    assert media.read_video_frames(videos[0]).shape == (17, 64, 64, 3)
+
+    # the studio lists them for the run's owner, served from Gradio's cache (never from the data folder)
+    from studio.context import StudioContext, StudioOptions
+    from studio.tab_train import run_validations
+
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "data"))
+    try:
+        (served, caption),  = run_validations(ctx, "val")  # fmt: skip
+        assert caption == "step 2" and Path(served).read_bytes() == videos[0].read_bytes()
+        assert not Path(served).resolve().is_relative_to((tmp_path / "data").resolve())
+        assert run_validations(ctx, "no-such-run") == [] and run_validations(ctx, "val", owner="someone-else") == []
+    finally:
+        ctx.store.close()

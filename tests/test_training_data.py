@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine import media
+from engine.audio import load_audio, probe_audio, write_wav
 from engine.errors import InputError, MissingWeightsError
-from training import clips as media
+from training import clips
 from training.faces import face_masks, latent_frame_groups, pool_to_tokens, sidecar_boxes_for_clip, track_faces
 from training.filters import (
     SpeechConfig,
@@ -64,12 +66,12 @@ def test_synth_writes_clips_with_audio_captions_references_and_boxes(tmp_path):
     videos = sorted(out.glob("*.mp4"))
     assert [v.stem for v in videos] == ["clip000", "clip001", "clip002"]
     for video in videos:
-        info = media.probe(video)
-        assert info.has_video and info.has_audio
-        assert (info.height, info.width) == (64, 96)
-        frames = media.read_frames(video)
+        header = media.probe_header(video)
+        assert header["video"] and header["audio"]
+        assert (header["video"]["height"], header["video"]["width"]) == (64, 96)
+        frames = media.read_video_frames(video)
         assert frames.shape == (21, 64, 96, 3)
-        wav = media.load_audio(video)
+        wav = load_audio(video)
         assert abs(len(wav) - 21 * 640) < 2048  # AAC priming/padding only
         assert np.abs(wav).max() > 0.1
         caption = video.with_suffix(".txt").read_text()
@@ -147,11 +149,11 @@ def test_haar_tracks_synthetic_faces_near_ground_truth():
 
 def test_sidecar_boxes_follow_time_and_resize():
     sidecar = {"fps": 25, "size": [128, 128], "boxes": [[i, 10, i + 40, 50] for i in range(40)]}
-    transform = media.cover_crop_transform((128, 128), (64, 128))  # scale 1, crop 32 rows off the top
+    transform = clips.cover_crop_transform((128, 128), (64, 128))  # scale 1, crop 32 rows off the top
     out = sidecar_boxes_for_clip(sidecar, start=0.4, frames=5, fps=25, transform=transform)
     np.testing.assert_allclose(out[:, 0], [10, 11, 12, 13, 14])
     np.testing.assert_allclose(out[0], [10, 10 - 32, 50, 50 - 32])
-    half = media.cover_crop_transform((128, 256), (64, 128))  # scale 0.5, no crop
+    half = clips.cover_crop_transform((128, 256), (64, 128))  # scale 0.5, no crop
     np.testing.assert_allclose(
         sidecar_boxes_for_clip(sidecar, start=0, frames=1, fps=25, transform=half)[0], [0, 5, 20, 25]
     )
@@ -330,11 +332,11 @@ def test_build_clips_on_each_layout(synth_sources, tmp_path, layout):
     assert [e["id"] for e in entries] == ["clip000_000", "clip001_000", "clip002_000"]
     for entry in entries:
         clip = tmp_path / "out" / entry["video"]
-        info = media.probe(clip)
-        assert info.fps == 25 and info.has_audio
-        assert media.read_frames(clip).shape == (CLIP_FRAMES, *SIZE, 3)
-        wav, rate = media.read_wav(tmp_path / "out" / entry["audio"])
-        assert rate == 16000 and len(wav) == CLIP_FRAMES * 640
+        header = media.probe_header(clip)
+        assert header["video"]["fps"] == 25 and header["audio"]
+        assert media.read_video_frames(clip).shape == (CLIP_FRAMES, *SIZE, 3)
+        assert probe_audio(tmp_path / "out" / entry["audio"]).sample_rate == 16000
+        assert len(load_audio(tmp_path / "out" / entry["audio"])) == CLIP_FRAMES * 640
         assert load_image(tmp_path / "out" / entry["reference"]).shape == (*SIZE, 3)
         assert entry["reference_source"] == "given"
         mask = np.load(tmp_path / "out" / entry["face_mask"])
@@ -358,7 +360,7 @@ def test_build_clips_on_each_layout(synth_sources, tmp_path, layout):
 
 def test_windows_cut_at_the_right_frame_and_resize(synth_sources, tmp_path):
     src = synth_sources["folder"] / "clip000.mp4"
-    source_frames = media.read_frames(src)
+    source_frames = media.read_video_frames(src)
     report = build_clips(
         synth_sources["folder"],
         tmp_path / "out",
@@ -373,7 +375,7 @@ def test_windows_cut_at_the_right_frame_and_resize(synth_sources, tmp_path):
     assert report.written == 6  # 41 frames -> windows at 0 and 17, three videos
     entry = next(e for e in _manifest(tmp_path / "out") if e["id"] == "clip000_001")
     assert entry["start"] == pytest.approx(17 / 25) and (entry["height"], entry["width"]) == (64, 96)
-    clip = media.read_frames(tmp_path / "out" / entry["video"])
+    clip = media.read_video_frames(tmp_path / "out" / entry["video"])
     assert clip.shape == (CLIP_FRAMES, 64, 96, 3)
     # the clip's first frame is source frame 17, resized to cover 64x96 (scale 0.75) and centre-cropped
     import cv2
@@ -385,15 +387,15 @@ def test_windows_cut_at_the_right_frame_and_resize(synth_sources, tmp_path):
 
 def test_other_frame_rates_and_sizes_are_resampled(tmp_path):
     frames, wav, _ = render_clip(Identity("a"), Scene(), frames=60, size=(120, 136), seed=0)
-    media.write_wav(tmp_path / "a.wav", wav[: 2 * 16000])
+    write_wav(tmp_path / "a.wav", wav[: 2 * 16000])
     media.write_video(frames, tmp_path / "src" / "a.mp4", fps=30, audio=tmp_path / "a.wav")  # 2 s at 30 fps
-    assert media.probe(tmp_path / "src" / "a.mp4").fps == 30
+    assert media.probe_header(tmp_path / "src" / "a.mp4")["video"]["fps"] == 30
     report = build_clips(tmp_path / "src", tmp_path / "out", frames=45, size=None, progress=False)
     assert report.written == 1
     entry = _manifest(tmp_path / "out")[0]
     assert (entry["height"], entry["width"], entry["fps"]) == (112, 128, 25)  # cropped to multiples of 16
     clip = tmp_path / "out" / entry["video"]
-    assert media.probe(clip).fps == 25 and media.read_frames(clip).shape == (45, 112, 128, 3)
+    assert media.probe_header(clip)["video"]["fps"] == 25 and media.read_video_frames(clip).shape == (45, 112, 128, 3)
     assert np.load(tmp_path / "out" / entry["face_mask"]).shape == (12, 14, 16)
     short = build_clips(tmp_path / "src", tmp_path / "out2", frames=53, size=None, progress=False)
     assert dict(short.skipped) == {"too_short": 1}  # 2 s = 50 frames at 25 fps
@@ -461,8 +463,8 @@ def test_sync_threshold_drops_clips_with_foreign_audio(tmp_path):
     write_synth_clip(src / "synced.mp4", person, scene, frames=SRC_FRAMES, seed=11)
     write_synth_clip(src / "other.mp4", person, scene, frames=SRC_FRAMES, seed=12)
     dubbed = src / "dubbed.mp4"  # synced.mp4's pictures with other.mp4's sound
-    frames = media.read_frames(src / "synced.mp4")
-    media.write_wav(tmp_path / "other.wav", media.load_audio(src / "other.mp4"))
+    frames = media.read_video_frames(src / "synced.mp4")
+    write_wav(tmp_path / "other.wav", load_audio(src / "other.mp4"))
     media.write_video(frames, dubbed, audio=tmp_path / "other.wav")
     (src / "dubbed.faces.json").write_text((src / "synced.faces.json").read_text())
     report = build_clips(src, tmp_path / "out", frames=33, size=SIZE, sync_threshold=0.6, progress=False)
@@ -516,7 +518,7 @@ def test_reference_from_pool_or_augmented_distant_frame(tmp_path):
         assert entry["reference_source"] == "self_frame" and entry["reference_outside_window"]
         assert CLIP_FRAMES <= entry["reference_frame"] < SRC_FRAMES
         ref = load_image(tmp_path / "own" / entry["reference"])
-        source = media.read_frames(src / (entry["id"].rsplit("_", 1)[0] + ".mp4"))
+        source = media.read_video_frames(src / (entry["id"].rsplit("_", 1)[0] + ".mp4"))
         nearest = min(_mad(ref, f) for f in source)
         assert nearest > 4  # augmented: not a pixel copy of any source frame
     build_clips(src, tmp_path / "own2", frames=CLIP_FRAMES, size=SIZE, progress=False)

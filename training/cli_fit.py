@@ -34,7 +34,6 @@ def add_fit_parser(subparsers) -> None:
     p.add_argument("--base-model", default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--lora-rank", type=int, default=None)
-    p.add_argument("--data-dir", default=None, help="studio data folder for validation videos")
     p.set_defaults(func=run_fit)
 
 
@@ -49,7 +48,6 @@ def run_fit(args) -> int:
         base_model=args.base_model,
         learning_rate=args.learning_rate,
         lora_rank=args.lora_rank,
-        data_dir=args.data_dir,
     )
     summary = fit(config, resume=args.resume)
     print(json.dumps(summary, indent=2, default=str))

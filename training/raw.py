@@ -1,12 +1,15 @@
 """`build_clips`: raw videos -> a folder of training clips + `manifest.jsonl` (the data half of `prepare`).
 
 Per source video: probe -> cut windows of `frames` (4n+1) frames at `fps` (default 25), resized/cropped to `size`
--> 16 kHz mono wav -> speech check -> face boxes (detector or sidecar) -> sync score -> face masks per latent frame
--> reference image (given / image pool / augmented distant frame) -> caption (given / captioner).
+-> 16 kHz mono wav (engine.audio's decode, the sampler's) -> speech check -> face boxes (detector or sidecar)
+-> sync score -> face masks per latent frame -> reference image (given / image pool / augmented distant frame)
+-> caption (given / captioner).
 
 Output (`out_dir`):
     clips/<clip_id>/video.mp4      H.264 + AAC, exactly `frames` frames at `fps`
-    clips/<clip_id>/audio.wav      16 kHz mono, exactly frames / fps seconds
+    clips/<clip_id>/audio.wav      16 kHz mono float32, exactly frames / fps seconds: the source's soundtrack as
+                                   `engine.audio.load_audio` decodes it, cut to the window (lossless, so the cache
+                                   encodes the samples the sampler would)
     clips/<clip_id>/reference.png
     clips/<clip_id>/face_mask.npy  uint8 [F_lat, H/8, W/8], 255 = face (see training.faces)
     clips/<clip_id>/faces.json     per-frame boxes (x0, y0, x1, y1), null where unknown
@@ -35,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import media
+from engine.audio import SAMPLING_RATE, load_audio, write_wav
 from engine.errors import InputError, MissingWeightsError
-from training import clips as media
+from training import clips
 from training.faces import (
     FaceDetector,
     HaarFaceDetector,
@@ -165,8 +170,8 @@ class _Builder:
         if not item.video.is_file():
             raise _Skip("missing_file", str(item.video))
         try:
-            info = media.probe(item.video)
-        except media.MediaError as err:
+            info = clips.probe_source(item.video)
+        except InputError as err:
             raise _Skip("corrupt", str(err)) from err
         if not info.has_video or info.width == 0:
             raise _Skip("corrupt", "no video stream")
@@ -181,14 +186,17 @@ class _Builder:
         size = self.s.size or (info.height // 16 * 16, info.width // 16 * 16)
         starts = list(range(0, total - self.s.frames + 1, self.s.clip_stride))[: self.s.max_clips_per_video]
         state: dict[str, dict] = {}
+        waveform = None  # the whole soundtrack, decoded once per video when a window needs it
         for k, start in enumerate(starts):
             clip_id = f"{item.id}_{k:03d}"
             if (self.clips_dir / clip_id / "meta.json").is_file():
                 report.reused += 1
                 state[clip_id] = {"status": "done"}
                 continue
+            if waveform is None:
+                waveform = _decode_audio(audio_src or item.video)
             try:
-                self.process_window(item, info, clip_id, start, total, size, audio_src)
+                self.process_window(item, info, clip_id, start, total, size, audio_src, waveform)
             except MissingWeightsError:
                 raise  # the user must act (e.g. download the captioner): stop the run
             except Exception as err:  # noqa: BLE001 - one bad window must not stop a long run
@@ -208,14 +216,14 @@ class _Builder:
         report.skipped_items.append({"id": clip_id, "source": str(item.video), "reason": reason, "detail": detail})
 
     # --- one window ------------------------------------------------------------------------------------------
-    def process_window(self, item, info, clip_id, start, total, size, audio_src) -> None:
+    def process_window(self, item, info, clip_id, start, total, size, audio_src, waveform) -> None:
         s = self.s
         rng = np.random.default_rng(stable_seed(s.seed, clip_id))
         tmp = self.clips_dir / f".tmp-{clip_id}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            entry = self._build(item, info, clip_id, start, total, size, audio_src, rng, tmp)
+            entry = self._build(item, info, clip_id, start, total, size, audio_src, waveform, rng, tmp)
             _write_json(tmp / "meta.json", entry)
             final = self.clips_dir / clip_id
             shutil.rmtree(final, ignore_errors=True)  # a leftover without meta.json is incomplete
@@ -223,33 +231,25 @@ class _Builder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _build(self, item, info, clip_id, start, total, size, audio_src, rng, tmp: Path) -> dict:
+    def _build(self, item, info, clip_id, start, total, size, audio_src, source_audio, rng, tmp: Path) -> dict:
         s = self.s
         t0 = start / s.fps
         try:
-            media.cut_clip(
-                item.video,
-                tmp / "video.mp4",
-                tmp / "audio.wav",
-                start=t0,
-                frames=s.frames,
-                fps=s.fps,
-                size=size,
-                audio_src=audio_src,
+            clips.cut_clip(
+                item.video, tmp / "video.mp4", start=t0, frames=s.frames, fps=s.fps, size=size, audio_src=audio_src
             )
-            frames = media.read_frames(tmp / "video.mp4", size=size)
-            waveform, rate = media.read_wav(tmp / "audio.wav")
-        except media.MediaError as err:
+            frames = media.read_video_frames(tmp / "video.mp4")
+        except (InputError, RuntimeError) as err:  # ffmpeg could not cut or decode it
             raise _Skip("corrupt", str(err)) from err
         if len(frames) < s.frames:
             raise _Skip("too_short", f"decoded {len(frames)} of {s.frames} frames")
-        expected = s.frames * media.SAMPLING_RATE // s.fps
-        if rate != media.SAMPLING_RATE or len(waveform) < expected // 2:
-            raise _Skip("no_audio", f"audio has {len(waveform)} samples, need {expected}")
-        waveform = np.pad(waveform, (0, max(0, expected - len(waveform))))[:expected]
-        media.write_wav(tmp / "audio.wav", waveform)  # exactly frames / fps seconds
+        waveform = clips.audio_window(source_audio, start_frame=start, frames=s.frames, fps=s.fps)
+        heard = min(len(waveform), max(0, len(source_audio) - start * SAMPLING_RATE // s.fps))
+        if heard < len(waveform) // 2:
+            raise _Skip("no_audio", f"audio has {heard} samples, need {len(waveform)}")
+        write_wav(tmp / "audio.wav", waveform, dtype="float32")  # exactly frames / fps seconds, lossless
 
-        ratio = speech_ratio(waveform, media.SAMPLING_RATE, self.speech_config or SpeechConfig())
+        ratio = speech_ratio(waveform, SAMPLING_RATE, self.speech_config or SpeechConfig())
         if self.speech_config is not None and ratio < self.speech_config.min_ratio:
             raise _Skip("no_speech", f"voiced ratio {ratio:.2f} < {self.speech_config.min_ratio}")
 
@@ -257,7 +257,7 @@ class _Builder:
         if face_fraction < s.min_face_fraction:
             raise _Skip("no_face", f"face in {face_fraction:.0%} of frames ({face_source})")
 
-        corr, lag = self.sync_scorer(frames, boxes, waveform, media.SAMPLING_RATE)
+        corr, lag = self.sync_scorer(frames, boxes, waveform, SAMPLING_RATE)
         if s.sync_threshold is not None and corr < s.sync_threshold:
             raise _Skip("out_of_sync", f"sync score {corr:.3f} < {s.sync_threshold}")
 
@@ -313,7 +313,7 @@ class _Builder:
                 start=t0,
                 frames=len(frames),
                 fps=self.s.fps,
-                transform=media.cover_crop_transform(src_size, size),
+                transform=clips.cover_crop_transform(src_size, size),
                 source_fps=info.fps,
             )
             return boxes, float((~np.isnan(boxes).any(axis=1)).mean()), "sidecar"
@@ -338,8 +338,8 @@ class _Builder:
         image = None
         if outside:
             try:
-                image = media.read_frame_at(item.video, index / self.s.fps, fps=self.s.fps, size=size)
-            except media.MediaError as err:
+                image = clips.read_frame_at(item.video, index / self.s.fps, fps=self.s.fps, size=size)
+            except RuntimeError as err:
                 log.warning("%s: reference frame %d unreadable (%s); using a clip frame", clip_id, index, err)
         if image is None:  # inside the window (or the seek failed): take it from the decoded clip
             index, outside = (index if not outside else start + self.s.frames // 2), False
@@ -366,6 +366,15 @@ class _Builder:
             raise  # stop the run: the user must download the model
         except Exception as err:  # noqa: BLE001 - a bad clip must not stop a long run
             raise _Skip("caption_failed", f"{type(err).__name__}: {err}") from err
+
+
+def _decode_audio(path: Path) -> np.ndarray:
+    """A source's whole soundtrack as the sampler would decode it (16 kHz mono); a file whose track ffmpeg cannot
+    decode is skipped as corrupt."""
+    try:
+        return load_audio(path)
+    except InputError as err:
+        raise _Skip("corrupt", str(err)) from err
 
 
 def _classify(err: Exception) -> tuple[str, str]:
@@ -409,7 +418,7 @@ def build_clips(
         raise InputError(f"frames must be at least 5, got {frames}", field="frames")
     if fps <= 0:
         raise InputError(f"fps must be positive, got {fps}", field="fps")
-    media.check_even_size(tuple(size) if size else None)
+    clips.check_even_size(tuple(size) if size else None)
     if face_source not in ("auto", "detect", "sidecar"):
         raise InputError(f"face_source must be auto|detect|sidecar, got {face_source!r}", field="face_source")
     if max_clips_per_video is not None and max_clips_per_video < 1:

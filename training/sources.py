@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InputError
-from training.clips import VIDEO_EXTENSIONS
 from training.references import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 
 @dataclass

@@ -27,8 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.audio import SAMPLING_RATE, write_wav
 from engine.errors import InputError
-from training.clips import SAMPLING_RATE, write_video, write_wav
+from engine.media import write_video
 
 FPS = 25
 
@@ -418,7 +419,7 @@ def write_synth_clip(
     try:
         if wav is not None:
             write_wav(wav_path, wav)
-        write_video(video, path, fps=FPS, audio=wav_path if wav is not None else None)
+        write_video(video, path, fps=FPS, audio=wav_path if wav is not None else None, preset="veryfast")
     finally:
         wav_path.unlink(missing_ok=True)
     box_list = [None if np.isnan(b).any() else [round(float(v), 3) for v in b] for b in boxes]

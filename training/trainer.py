@@ -10,6 +10,14 @@ a size-weighted BCE on the last four blocks.
 Flow matching in the Wan convention: x_t = (1 - s) x0 + s eps, target v = eps - x0, s from a logit-normal with shift.
 Every random draw (sample, task, timestep, noise, dropout) comes from ONE seeded generator saved in checkpoints, so a
 resumed run reproduces the next loss exactly.
+
+Library parts: accelerate runs the loop, writes and restores checkpoints (`save_state` / `load_state`, with the
+generator and the EMA registered for checkpointing) and logs to TensorBoard; diffusers gives the EMA (`EMAModel`) and
+the logit-normal timestep density; PEFT adds the LoRA adapters and merges them (`merge_and_unload`).
+
+A run folder holds config.yaml, metrics.jsonl (one JSON line per logged step), tensorboard/, checkpoints/step-N/
+(accelerate's files + state.pt, the trainable weights only), validation/step_NNNNNN.mp4 (settings in the mp4) and
+final/ (diffusers format). Checkpoints written before accelerate's format (a lone state.pt) cannot be resumed.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from engine.errors import InputError
 from engine.guidance import Branch
 from engine.pipeline import build_condition
 from training.cache import load_cached
@@ -37,6 +46,8 @@ SELF_ATTENTION = r"blocks\.\d+\.attn1\."
 AUDIO_MODULES = r"(audio_proj\.|blocks\.\d+\.audio_attn\.|blocks\.\d+\.norm_audio\.)"
 LORA_SELF_ATTENTION = r".*blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
 LORA_AUDIO = r".*(blocks\.\d+\.audio_attn\.(to_q|to_k|to_v|to_out\.0)|audio_proj\.linear_[123])"
+WEIGHTS_FILE = "state.pt"  # in each checkpoint: {"trainable": {"transformer.<name>" | "mask_head.<name>": tensor}}
+RETIRED_KEYS = {"data_dir"}  # config keys of older versions, ignored when a run.yaml still has them
 
 
 @dataclass
@@ -77,9 +88,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 100
-    validate_every: int = 0  # 0: off; else write a validation video into the studio gallery every N steps
+    validate_every: int = 0  # 0: off; else render <run_dir>/validation/step_NNNNNN.mp4 every N steps
     validation_steps: int = 8
-    data_dir: str | None = None  # studio data folder for validation videos (default: HUMO_DATA_DIR / ./data)
     export_official: bool = False
 
     @classmethod
@@ -87,10 +97,10 @@ class TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
         data.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - known - RETIRED_KEYS
         if unknown:
             raise ValueError(f"unknown config keys in {path}: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # ---------------------------------------------------------------------------------------------- model set-up
@@ -110,26 +120,48 @@ def trainable_pattern(config: TrainConfig) -> str:
     return SELF_ATTENTION if config.stage == 1 else f"({SELF_ATTENTION}|{AUDIO_MODULES})"
 
 
+def add_lora(transformer, config: TrainConfig):
+    """PEFT LoRA adapters on the stage's parameter set (or on every linear layer with `train_all`): a PeftModel."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = LORA_SELF_ATTENTION if config.stage == 1 else f"({LORA_SELF_ATTENTION}|{LORA_AUDIO})"
+    if config.train_all:
+        targets = r".*(to_q|to_k|to_v|to_out\.0|linear_[123]|proj|net\.[02]).*"
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank, target_modules=targets)
+    return get_peft_model(transformer, lora)
+
+
 def setup_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter]:
-    """Freeze everything, then unfreeze the stage's parameter set (or add LoRA adapters on it)."""
+    """Freeze everything, then unfreeze the stage's parameter set (with LoRA: the adapters `add_lora` put on it)."""
     transformer.requires_grad_(False)
     if config.lora_rank > 0:
-        from peft import LoraConfig
-
-        targets = LORA_SELF_ATTENTION if config.stage == 1 else f"({LORA_SELF_ATTENTION}|{LORA_AUDIO})"
-        if config.train_all:
-            targets = r".*(to_q|to_k|to_v|to_out\.0|linear_[123]|proj|net\.[02]).*"
-        transformer.add_adapter(
-            LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank, target_modules=targets)
-        )
-        return [p for n, p in transformer.named_parameters() if "lora_" in n]
-    pattern = re.compile(trainable_pattern(config))
+        pattern = re.compile(r".*\.lora_")
+    else:
+        pattern = re.compile(trainable_pattern(config))
     params = []
     for name, param in transformer.named_parameters():
         if pattern.match(name):
             param.requires_grad_(True)
             params.append(param)
     return params
+
+
+def build_models(config: TrainConfig):
+    """(transformer, mask head or None, trainable parameters, conditioning variant) for the config's stage."""
+    transformer = load_base_transformer(config.base_model)
+    variant = "17b" if transformer.config.in_channels == 36 else "1.7b"
+    num_blocks = len(head_blocks(len(transformer.blocks)))
+    dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    if config.lora_rank > 0:
+        transformer = add_lora(transformer, config)
+    params = setup_trainable(transformer, config)
+    mask_head = None
+    if config.stage == 2 and config.focus_by_predicting:
+        mask_head = FaceMaskHead(dim, num_blocks=num_blocks)
+        params += list(mask_head.parameters())
+    return transformer, mask_head, params, variant
 
 
 def trainable_state(transformer, mask_head) -> dict[str, torch.Tensor]:
@@ -139,11 +171,30 @@ def trainable_state(transformer, mask_head) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_trainable_state(transformer, mask_head, state: dict[str, torch.Tensor]) -> None:
+    """Copy `trainable_state`'s tensors back; the checkpoint must hold exactly this run's trainable set."""
+    params = {f"transformer.{n}": p for n, p in transformer.named_parameters() if p.requires_grad}
+    if mask_head is not None:
+        params.update({f"mask_head.{n}": p for n, p in mask_head.named_parameters()})
+    if set(params) != set(state):
+        raise InputError(
+            "The checkpoint holds another set of trainable parameters (stage, LoRA rank or train_all changed): "
+            "resume with the run's own config.yaml, or start a new run.",
+            field="resume",
+        )
+    with torch.no_grad():
+        for key, param in params.items():
+            param.copy_(state[key])
+
+
 # ---------------------------------------------------------------------------------------------- one step
 def sample_sigmas(batch: int, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Logit-normal sigmas with the Wan shift s' = k s / (1 + (k - 1) s)."""
-    u = torch.randn(batch, generator=gen) * config.logit_std + config.logit_mean
-    sigma = torch.sigmoid(u)
+    """Logit-normal sigmas (diffusers' SD3 timestep density) with the Wan shift s' = k s / (1 + (k - 1) s)."""
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    sigma = compute_density_for_timestep_sampling(
+        "logit_normal", batch, logit_mean=config.logit_mean, logit_std=config.logit_std, generator=gen
+    )
     k = config.timestep_shift
     return k * sigma / (1 + (k - 1) * sigma)
 
@@ -238,92 +289,155 @@ def compute_loss(transformer, mask_head, batch: dict, config: TrainConfig) -> tu
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, transformer, mask_head, optimizer, ema, gen, step, config) -> None:
+class RunState:
+    """The step counter and the ONE generator every random draw comes from, checkpointed by accelerate
+    (`register_for_checkpointing` wants state_dict / load_state_dict). Each process draws from its own stream
+    (seed + process index); a checkpoint keeps every process's."""
+
+    def __init__(self, seed: int, accelerator):
+        self.rank = accelerator.process_index
+        self.generator = torch.Generator().manual_seed(seed + self.rank)
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        from accelerate.utils import gather_object
+
+        return {"step": self.step, "generators": gather_object([self.generator.get_state()])}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.rank >= len(state["generators"]):
+            raise InputError(
+                f"The checkpoint was written by {len(state['generators'])} processes: resume with as many.",
+                field="resume",
+            )
+        self.step = int(state["step"])
+        self.generator.set_state(state["generators"][self.rank])
+
+
+def register_checkpointing(accelerator, run_state: RunState, ema) -> None:
+    """What `save_state` / `load_state` carry: the optimizer and RNGs (accelerate's own), the run state and the EMA
+    (registered), and only the trainable weights (these hooks: accelerate would save every frozen parameter too)."""
+
+    def save_trainable(models, weights, output_dir) -> None:
+        if accelerator.is_main_process:
+            state = trainable_state(*_model_pair(accelerator, models))
+            torch.save({"trainable": state}, Path(output_dir) / WEIGHTS_FILE)
+        weights.clear()
+
+    def load_trainable(models, input_dir) -> None:
+        state = torch.load(Path(input_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True)["trainable"]
+        load_trainable_state(*_model_pair(accelerator, models), state)
+        models.clear()  # loaded here: accelerate has no model files to read
+
+    accelerator.register_save_state_pre_hook(save_trainable)
+    accelerator.register_load_state_pre_hook(load_trainable)
+    accelerator.register_for_checkpointing(run_state, *([ema] if ema is not None else []))
+
+
+def _model_pair(accelerator, models) -> tuple:
+    """(transformer, mask head or None) from accelerate's list of prepared models, unwrapped."""
+    unwrapped = [accelerator.unwrap_model(m) for m in models]
+    return unwrapped[0], unwrapped[1] if len(unwrapped) > 1 else None
+
+
+def save_checkpoint(accelerator, run_dir: Path, step: int) -> Path:
+    """`accelerator.save_state` into checkpoints/step-N, written beside it and renamed (never half a checkpoint)."""
+    path = run_dir / "checkpoints" / f"step-{step}"
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(
-        {
-            "trainable": trainable_state(transformer, mask_head),
-            "optimizer": optimizer.state_dict(),
-            "ema": ema,
-            "generator": gen.get_state(),
-            "step": step,
-            "config": asdict(config),
-        },
-        tmp / "state.pt",
-    )
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, transformer, mask_head, optimizer, gen) -> tuple[int, dict | None]:
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    params = dict(transformer.named_parameters())
-    head_params = dict(mask_head.named_parameters()) if mask_head is not None else {}
-    with torch.no_grad():
-        for key, value in state["trainable"].items():
-            owner, name = key.split(".", 1)
-            (params if owner == "transformer" else head_params)[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    return state["step"], state["ema"]
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    return path
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(run_dir.glob("checkpoints/step-*"), key=lambda p: int(p.name.split("-")[1]))
-    found = [p for p in found if (p / "state.pt").exists()]
+    found = [p for p in run_dir.glob("checkpoints/step-*") if re.fullmatch(r"step-\d+", p.name)]
+    found = sorted((p for p in found if (p / WEIGHTS_FILE).exists()), key=lambda p: int(p.name.split("-")[1]))
     return found[-1] if found else None
+
+
+def load_checkpoint(accelerator, path: Path) -> None:
+    if not (path / "optimizer.bin").exists():
+        raise InputError(
+            f"{path} was written by an older trainer (one state.pt) and cannot be resumed: start a new run.",
+            field="resume",
+        )
+    accelerator.load_state(str(path))
+
+
+# ---------------------------------------------------------------------------------------------- logging
+def log_metrics(accelerator, path: Path, logs: dict) -> None:
+    """One JSON line in metrics.jsonl (front ends plot the loss from it) and the scalars to the trackers."""
+    if not accelerator.is_main_process:
+        return
+    with open(path, "a") as handle:
+        handle.write(json.dumps(logs) + "\n")
+    scalars = {
+        f"train/{k}": v for k, v in logs.items() if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)
+    }
+    accelerator.log(scalars, step=logs["step"])
+
+
+def _tracker() -> str | None:
+    from accelerate.utils import is_tensorboard_available
+
+    return "tensorboard" if is_tensorboard_available() else None  # requirements.txt has it; train without if removed
+
+
+def _hparams(config: TrainConfig) -> dict:
+    """The config as TensorBoard hparams (which take no None)."""
+    return {k: v for k, v in asdict(config).items() if v is not None}
 
 
 # ---------------------------------------------------------------------------------------------- the loop
 def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None) -> dict:
-    """Train; returns a summary (final step, last losses, paths). `max_steps` stops early (tests, the studio)."""
+    """Train; returns a summary (final step, last losses, paths). `max_steps` stops early (tests, front ends)."""
     from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
 
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        cpu=not torch.cuda.is_available(),
+        log_with=_tracker(),
+        project_dir=str(run_dir),  # TensorBoard logs in run_dir/tensorboard
+    )
     torch.manual_seed(config.seed)
 
     clips, negative = load_cached(config.cache_dir)
-    transformer = load_base_transformer(config.base_model)
-    variant = "17b" if transformer.config.in_channels == 36 else "1.7b"
-    if config.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    params = setup_trainable(transformer, config)
-    mask_head = None
-    if config.stage == 2 and config.focus_by_predicting:
-        dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-        mask_head = FaceMaskHead(dim, num_blocks=len(head_blocks(len(transformer.blocks))))
-        params += list(mask_head.parameters())
+    transformer, mask_head, params, variant = build_models(config)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed + accelerator.process_index)
-    step, ema = 0, None
-    if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
-        step, ema = load_checkpoint(ckpt, transformer, mask_head, optimizer, gen)
-        accelerator.print(f"resumed from {ckpt} at step {step}")
-    if config.ema_decay > 0 and ema is None:
-        ema = {k: v.float() for k, v in trainable_state(transformer, mask_head).items()}
-    transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if mask_head is not None:
-        mask_head = accelerator.prepare(mask_head)
-    writer = _tensorboard(run_dir) if accelerator.is_main_process else None
+        transformer, mask_head, optimizer = accelerator.prepare(transformer, mask_head, optimizer)
+    else:
+        transformer, optimizer = accelerator.prepare(transformer, optimizer)
+    # constant decay (min_decay = decay turns diffusers' warm-up off); its first update copies the weights
+    ema = EMAModel(params, decay=config.ema_decay, min_decay=config.ema_decay) if config.ema_decay > 0 else None
+    state = RunState(config.seed, accelerator)
+    register_checkpointing(accelerator, state, ema)
+    if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
+        load_checkpoint(accelerator, ckpt)
+        if ema is not None:
+            ema.to(accelerator.device)  # its loaded averages arrive on the CPU
+        accelerator.print(f"resumed from {ckpt} at step {state.step}")
+    accelerator.init_trackers("tensorboard", config=_hparams(config))
+
     metrics_path = run_dir / "metrics.jsonl"
     last_logs: dict = {}
-    end = config.steps if max_steps is None else min(config.steps, step + max_steps)
+    end = config.steps if max_steps is None else min(config.steps, state.step + max_steps)
     started = time.perf_counter()
     transformer.train()
     stop = _stop_on_sigterm()
-
-    def checkpoint() -> None:
-        path = run_dir / "checkpoints" / f"step-{step}"
-        save_checkpoint(path, accelerator.unwrap_model(transformer), mask_head, optimizer, ema, gen, step, config)
-
-    while step < end and not stop.is_set():
-        indices = torch.randint(len(clips), (config.batch_size,), generator=gen).tolist()
-        batch = make_batch(clips, negative, indices, step, config, gen, variant)
+    while state.step < end and not stop.is_set():
+        indices = torch.randint(len(clips), (config.batch_size,), generator=state.generator).tolist()
+        batch = make_batch(clips, negative, indices, state.step, config, state.generator, variant)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with accelerator.autocast():
             loss, logs = compute_loss(transformer, mask_head, batch, config)
@@ -332,9 +446,10 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
             accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
+        state.step += 1
+        step = state.step
         if ema is not None:
-            _update_ema(ema, accelerator.unwrap_model(transformer), mask_head, config.ema_decay)
+            ema.step(params)
         logs.update(
             step=step,
             p_audio=batch["p_audio"],
@@ -342,30 +457,30 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
             time_s=time.perf_counter() - started,
         )
         last_logs = logs
-        if accelerator.is_main_process and step % config.log_every == 0:
-            _log(writer, metrics_path, logs)
+        if step % config.log_every == 0:
+            log_metrics(accelerator, metrics_path, logs)
         if accelerator.is_main_process and (step % 10 == 0 or step == end):
             extra = f" mask {logs['mask_loss']:.4f}" if "mask_loss" in logs else ""
             print(
                 f"step {step}/{config.steps} loss {logs['loss']:.4f}{extra} p_audio {logs['p_audio']:.2f}", flush=True
             )
-        if accelerator.is_main_process and config.checkpoint_every and step % config.checkpoint_every == 0:
-            checkpoint()
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            save_checkpoint(accelerator, run_dir, step)
         if accelerator.is_main_process and config.validate_every and step % config.validate_every == 0:
             validate(config, accelerator.unwrap_model(transformer), step)
-    summary = {"step": step, "last": last_logs, "run_dir": str(run_dir), "stopped": stop.is_set()}
-    if accelerator.is_main_process:
-        if config.checkpoint_every:
-            checkpoint()
-        if step >= config.steps:
-            summary["final"] = str(save_final(run_dir, accelerator.unwrap_model(transformer), ema, config))
-        if writer is not None:
-            writer.close()
+
+    summary = {"step": state.step, "last": last_logs, "run_dir": str(run_dir), "stopped": stop.is_set()}
+    if config.checkpoint_every:
+        save_checkpoint(accelerator, run_dir, state.step)
+    if accelerator.is_main_process and state.step >= config.steps:
+        final = save_final(run_dir, accelerator.unwrap_model(transformer), ema, params, config)
+        summary["final"] = str(final)
+    accelerator.end_training()
     return summary
 
 
 def _stop_on_sigterm():
-    """SIGTERM (the studio's Stop) ends the loop after the current step; the final checkpoint is still written."""
+    """SIGTERM (a front end's Stop) ends the loop after the current step; the final checkpoint is still written."""
     import signal
     import threading
 
@@ -380,46 +495,18 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _update_ema(ema: dict, transformer, mask_head, decay: float) -> None:
-    current = trainable_state(transformer, mask_head)
-    with torch.no_grad():
-        for key, value in current.items():
-            ema[key].mul_(decay).add_(value.float(), alpha=1 - decay)
+def _base_model(transformer):
+    """The HuMo transformer under a PEFT wrapper (its LoRA layers stay in place and active)."""
+    return transformer.get_base_model() if hasattr(transformer, "get_base_model") else transformer
 
 
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is in requirements.txt; keep training if someone removed it
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def _log(writer, path: Path, logs: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(logs) + "\n")
-    if writer is not None:
-        for key, value in logs.items():
-            if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
-                writer.add_scalar(f"train/{key}", value, logs["step"])
-
-
-def save_final(run_dir: Path, transformer, ema: dict | None, config: TrainConfig) -> Path:
+# ---------------------------------------------------------------------------------------------- outputs
+def save_final(run_dir: Path, transformer, ema, params: list, config: TrainConfig) -> Path:
     """The trained transformer in diffusers format (LoRA merged; EMA weights when enabled) -> run_dir/final."""
     if ema is not None:
-        params = dict(transformer.named_parameters())
-        with torch.no_grad():
-            for key, value in ema.items():
-                owner, name = key.split(".", 1)
-                if owner == "transformer":
-                    params[name].copy_(value)
+        ema.copy_to(params)
     if config.lora_rank > 0:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for module in transformer.modules():
-            if isinstance(module, BaseTunerLayer):
-                module.merge()
-        transformer = _strip_lora(transformer)
+        transformer = transformer.merge_and_unload()  # PEFT: the plain model with the adapters merged in
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -429,20 +516,6 @@ def save_final(run_dir: Path, transformer, ema: dict | None, config: TrainConfig
     if config.export_official:
         export_official(final, run_dir / "humo_official.safetensors")
     return final
-
-
-def _strip_lora(transformer):
-    """A plain model with the merged weights (no PEFT wrappers), so the saved folder loads without PEFT."""
-    from engine.models import HuMoTransformer3DModel
-
-    clean = HuMoTransformer3DModel(**{k: v for k, v in transformer.config.items() if not k.startswith("_")})
-    state = {}
-    for name, value in transformer.state_dict().items():
-        if "lora_" in name:
-            continue
-        state[name.replace(".base_layer", "")] = value
-    clean.load_state_dict(state, strict=True)
-    return clean
 
 
 def export_official(final_dir: str | Path, out: str | Path) -> Path:
@@ -459,57 +532,56 @@ def export_official(final_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
-def validate(config: TrainConfig, transformer, step: int) -> int | None:
-    """Render a short video with the current weights into the studio gallery; returns its gallery id."""
+def validation_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "validation" / f"step_{step:06d}.mp4"
+
+
+def validate(config: TrainConfig, transformer, step: int) -> Path | None:
+    """Render the first training clip's prompt, reference (and voice in stage 2) with the current weights into
+    <run_dir>/validation/step_NNNNNN.mp4, the settings inside (engine.media.read_settings). Returns the path, or
+    None when rendering failed: validation never stops training."""
     from engine.generate import GenerationRequest, generate_to_file
-    from engine.media import make_thumbnail
     from engine.registry import load_pipeline
-    from studio.paths import DataPaths
-    from studio.store import Store
 
     index = json.loads((Path(config.cache_dir) / "index.json").read_text())
     source = Path(index["source"])
-    entry = json.loads((source / "manifest.jsonl").read_text().splitlines()[0])
-    pipe = load_pipeline(
-        index.get("model_id", "tiny") if not Path(config.base_model).is_dir() else "tiny", device="cpu"
-    )
     was_training = transformer.training
-    pipe.register_modules(transformer=transformer.eval())
-    request = GenerationRequest(
-        prompt=entry.get("caption") or "a person talking",
-        images=[str(source / entry["reference"])],
-        audio=str(source / entry["audio"]) if config.stage == 2 else None,
-        height=int(entry["height"]),
-        width=int(entry["width"]),
-        num_frames=int(entry["frames"]),
-        num_inference_steps=config.validation_steps,
-        seed=config.seed,
-    )
-    with Store.open(config.data_dir) as store:
-        mode = "TIA" if request.audio else "TI"
-        row = store.create_generation(
-            prompt=f"[validation {Path(config.run_dir).name} step {step}] {request.prompt}",
-            mode=mode,
-            model_id=f"checkpoint:{config.run_dir}",
+    try:
+        entry = json.loads((source / "manifest.jsonl").read_text().splitlines()[0])
+        model = _base_model(transformer)
+        # the encoders the cache was made with (what the transformer learnt to read)
+        pipe = load_pipeline(index.get("model_id") or "tiny", device=str(model.device))
+        pipe.register_modules(transformer=model.eval())
+        pipe.model_id = f"{pipe.model_id}+{Path(config.run_dir).name}@step{step}"  # the settings name the weights
+        request = GenerationRequest(
+            prompt=entry.get("caption") or "a person talking",
+            images=[str(source / entry["reference"])],
+            audio=str(source / entry["audio"]) if config.stage == 2 else None,
+            height=int(entry["height"]),
+            width=int(entry["width"]),
+            num_frames=int(entry["frames"]),
+            num_inference_steps=config.validation_steps,
             seed=config.seed,
         )
-        store.mark_running(row.id)
-        try:
-            path, settings = generate_to_file(pipe, request, store.abs_path(DataPaths.video_rel(row.id)))
-            make_thumbnail(path, store.abs_path(DataPaths.thumb_rel(row.id)), size=256)
-            store.mark_done(
-                row.id,
-                DataPaths.video_rel(row.id),
-                DataPaths.thumb_rel(row.id),
-                timings=settings["timings"],
-                seed=config.seed,
-            )
-        except Exception as exc:  # validation must never stop training
-            store.mark_failed(row.id, f"{type(exc).__name__}: {exc}")
-            return None
-        finally:
-            transformer.train(was_training)
-    return row.id
+        path, _ = generate_to_file(pipe, request, validation_path(config.run_dir, step))
+        return path
+    except Exception as exc:  # noqa: BLE001 - validation must never stop training
+        print(f"validation at step {step} failed: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    finally:
+        transformer.train(was_training)
 
 
-__all__ = ["TrainConfig", "fit", "setup_trainable", "make_batch", "compute_loss", "export_official", "save_final"]
+__all__ = [
+    "TrainConfig",
+    "fit",
+    "setup_trainable",
+    "add_lora",
+    "make_batch",
+    "compute_loss",
+    "sample_sigmas",
+    "export_official",
+    "save_final",
+    "validate",
+    "validation_path",
+]
