@@ -1,0 +1,29 @@
+"""Fixtures of the robustness tests: a Gradio cache folder of each test module's own, and small valid inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.robustness.helpers import write_image, write_wav
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gradio_cache(tmp_path_factory) -> Path:
+    """GRADIO_TEMP_DIR of this module alone (set before any server starts), so cache sizes measured are ours."""
+    folder = tmp_path_factory.mktemp("gradio-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def good_media(tmp_path_factory) -> dict[str, Path]:
+    """A 64x64 face and 0.3 s / 0.5 s voices: a tiny job from them takes about a second on CPU."""
+    folder = tmp_path_factory.mktemp("good-media")
+    return {
+        "image": write_image(folder / "face.png"),
+        "audio": write_wav(folder / "voice.wav", 0.3),
+        "audio05": write_wav(folder / "voice05.wav", 0.5),
+    }
