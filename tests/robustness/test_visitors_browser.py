@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from tests.e2e.test_browser import ARGS, CHROMIUM, set_number
+from tests.e2e.test_browser import CHROMIUM, browser, set_number  # noqa: F401  (browser: the shared fixture)
 from tests.robustness.helpers import all_rows, assert_clean, audit
 from tests.studio_server import running_studio
 
@@ -19,17 +19,7 @@ pytestmark = [
 SECRET_PROMPT = "a lighthouse keeper named Ottoline sings at dawn"
 
 
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-def open_studio(browser, url: str):
+def open_studio(browser, url: str):  # noqa: F811
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.goto(url)
@@ -45,7 +35,7 @@ def gallery_label(page) -> str:
 
 
 @pytest.mark.slow
-def test_two_visitors_see_only_their_own(browser, tmp_path, good_media):
+def test_two_visitors_see_only_their_own(browser, tmp_path, good_media):  # noqa: F811
     with running_studio(tmp_path / "data", public=True) as (url, ctx):
         a_context, a = open_studio(browser, url)
         a.locator("#prompt textarea").fill(SECRET_PROMPT)
