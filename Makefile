@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-HOST ?= $(or $(HUMO_HOST),127.0.0.1)
-PORT ?= $(or $(HUMO_PORT),7860)
+# `=`, not `?=`: a PORT or HOST already in the environment (containers and shells often export one) must not win
+# over HUMO_PORT / HUMO_HOST; `make run PORT=8080` on the command line still does.
+HOST = $(or $(HUMO_HOST),127.0.0.1)
+PORT = $(or $(HUMO_PORT),7860)
 
 .PHONY: run test lint format clean-venv
 

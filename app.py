@@ -17,8 +17,9 @@ from studio.context import StudioOptions, env_flag
 def parse_args(argv=None) -> argparse.Namespace:
     on_space = bool(os.environ.get("SPACE_ID"))
     parser = argparse.ArgumentParser(description="HuMo Studio")
-    parser.add_argument("--host", default=os.environ.get("HUMO_HOST", "0.0.0.0" if on_space else "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("HUMO_PORT", "7860")))
+    # `or`: an empty HUMO_HOST / HUMO_PORT (a blank line in an env file) means the default, not an error
+    parser.add_argument("--host", default=os.environ.get("HUMO_HOST") or ("0.0.0.0" if on_space else "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=os.environ.get("HUMO_PORT") or 7860)
     parser.add_argument("--data-dir", default=os.environ.get("HUMO_DATA_DIR"))
     parser.add_argument("--model", default=os.environ.get("HUMO_MODEL"), help="default: the best model present")
     parser.add_argument("--device", default=os.environ.get("HUMO_DEVICE"))
@@ -52,6 +53,7 @@ def main(argv=None) -> None:
         device=args.device,
         gpus=args.gpus,
         auth=parse_auth(args.auth),
+        trusted_proxies=int(os.environ.get("HUMO_TRUSTED_PROXIES", "1" if spaces.on_space() else "0")),
     )
     if spaces.on_zero_gpu():  # 30 steps of HuMo-1.7B at 480p do not fit one ZeroGPU call (studio/spaces.py)
         options.max_steps_public = int(os.environ.get("HUMO_PUBLIC_MAX_STEPS", "12"))

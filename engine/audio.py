@@ -381,8 +381,13 @@ def extract_whisper_features(
     return torch.cat(chunks, dim=0)[: 2 * n25]
 
 
-def check_not_silent(waveform: np.ndarray, name: str = "The audio") -> None:
-    """Raise when the waveform is (near) silent: nothing for the lips to follow."""
+def check_voice(waveform: np.ndarray, name: str = "The audio") -> None:
+    """Raise when the waveform cannot drive a video: shorter than one frame, invalid samples, or (near) silent.
+
+    The studio calls it on the user's upload before any job exists, so the message names their file.
+    """
+    if num_video_frames(len(waveform)) < 1:
+        raise InputError(f"{name} is shorter than one video frame (40 ms). Use a longer recording.", field="audio")
     peak = float(np.max(np.abs(waveform))) if len(waveform) else 0.0
     if not math.isfinite(peak):
         raise InputError(f"{name} contains invalid samples (NaN or infinity). Re-export the file.", field="audio")
@@ -418,10 +423,8 @@ def encode_audio(
         if isinstance(waveform, torch.Tensor):
             waveform = waveform.detach().cpu().float().numpy()
         waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
-    check_not_silent(waveform, name)
+    check_voice(waveform, name)
     n25 = num_video_frames(len(waveform))
-    if n25 < 1:
-        raise InputError(f"{name} is shorter than one video frame (40 ms). Use a longer recording.", field="audio")
     bands = [_band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)]
     features = _to_25fps(torch.cat(bands, dim=0)[: 2 * n25])
     num_frames = snap_frames(n25 if num_frames is None else num_frames)
@@ -441,6 +444,6 @@ __all__ = [
     "window_audio_features",
     "extract_whisper_features",
     "encode_audio",
-    "check_not_silent",
+    "check_voice",
     "ffmpeg_exe",
 ]

@@ -1,4 +1,4 @@
-"""`python -m engine`: generate, download, convert, info, verify."""
+"""`python -m engine`: generate, download, convert, info, verify, dub."""
 
 from __future__ import annotations
 
@@ -22,13 +22,17 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=None, help="multiple of 16 (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="multiple of 16 (default: the model's)")
     p.add_argument("--frames", type=int, default=None, help="4n+1 frames; default: from the audio length")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's (50; a distilled student's 4)")
     p.add_argument("--seed", type=int, default=None, help="default: random (the file name carries the seed used)")
     p.add_argument("--scale-t", type=float, default=None, help="text guidance scale")
     p.add_argument("--scale-i", type=float, default=None, help="image guidance scale (1.7B / TI)")
     p.add_argument("--scale-a", type=float, default=None, help="audio guidance scale")
     p.add_argument("--switch-timestep", type=int, default=None, help="17B TIA: text-dominant while t > this")
-    p.add_argument("--guidance-preset", default="official", help="official | tighter lip-sync | faster")
+    p.add_argument(
+        "--guidance-preset",
+        default=None,
+        help="official | tighter lip-sync | faster | single pass (default: the model's; official except students)",
+    )
     p.add_argument(
         "--guidance-json", default=None, help="a GuidanceSchedule.to_dict() JSON file (overrides the scales)"
     )
@@ -73,7 +77,61 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="is this video AI-generated? label, watermark and C2PA manifest (exit 0 / 1)")
     v.add_argument("file", help="an mp4 (or any video ffmpeg reads)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_dub_args(sub.add_parser("dub", help="re-voice a video: the chosen face follows new audio (engine/dub.py)"))
     return parser
+
+
+def _add_dub_args(p: argparse.ArgumentParser) -> None:
+    # defaults None: engine.dub.DubRequest holds them (importing engine.dub here would load torch for every command)
+    p.add_argument("--video", required=True, help="the footage to dub (any video ffmpeg reads; resampled to 25 fps)")
+    p.add_argument("--audio", required=True, help="the new voice (audio, or a video with a sound track)")
+    p.add_argument("--prompt", default="A person talking.", help="scene and action")
+    p.add_argument("--negative-prompt", default=None, help="default: the official Wan negative prompt")
+    p.add_argument("--face", type=int, default=None, help="which face: 0 = largest on the first frame with one")
+    p.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="or the face under this pixel of frame 0")
+    p.add_argument("--strength", type=float, help="share of the face regenerated: 0.5 (default) mouth and jaw ... 1 all")
+    p.add_argument("--dilate", type=float, help="grow the face box by this share (default 0.05)")
+    p.add_argument("--feather", type=float, help="soft edge as a share of the face height (default 0.05)")
+    p.add_argument("--mask", default=None, help="a mask image of the frame size (white = re-animate) instead")
+    p.add_argument("--extend", default="pingpong", choices=("pingpong", "trim"),
+                   help="audio longer than the video: extend the video forward-backward, or trim the audio")  # fmt: skip
+    p.add_argument("--model", default=None, help="model id or local folder; default: best present")
+    p.add_argument("--height", type=int, default=None, help="model size (default: the source at the model's pixels)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's")
+    p.add_argument("--seed", type=int, default=None)
+    for flag in ("--scale-t", "--scale-i", "--scale-a"):
+        p.add_argument(flag, type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--switch-timestep", type=int, default=None, help="17B TIA: text-dominant while t > this")
+    p.add_argument("--guidance-preset", default=None, help="official | tighter lip-sync | faster | single pass")
+    p.add_argument("--guidance-json", default=None, help="a GuidanceSchedule.to_dict() JSON file")
+    p.add_argument("--scheduler", default="unipc", choices=["unipc", "euler"])
+    p.add_argument("--window-frames", type=int, default=None, help="long clips: windows of this many frames")
+    p.add_argument("--window-overlap", type=int, default=4)
+    p.add_argument("--device", default=None)
+    p.add_argument("--memory-mode", default="auto")
+    p.add_argument("--out", required=True, help="output mp4")
+
+
+def cmd_dub(args) -> int:
+    """Every input check (video, voice, face, mask) runs before the model is loaded."""
+    from engine import dub
+    from engine.registry import best_available_model, load_pipeline
+
+    chosen = ("face", "strength", "dilate", "feather", "mask", "height", "width", "seed", "window_frames")
+    request = dub.DubRequest(
+        video=args.video, audio=args.audio, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        point=tuple(args.point) if args.point else None, extend=args.extend, window_overlap=args.window_overlap,
+        **{name: getattr(args, name) for name in chosen if getattr(args, name) is not None},
+    )  # fmt: skip
+    plan = dub.plan_dub(request)
+    pipe = load_pipeline(args.model or best_available_model(), device=args.device, scheduler=args.scheduler,
+                         memory_mode=args.memory_mode)  # fmt: skip
+    request.num_inference_steps = args.steps or _spec_default(pipe, "default_steps", 50)
+    request.guidance = _schedule_for(pipe, "TIA", args)
+    path, record = dub.dub_to_file(pipe, request, args.out, callback_on_step_end=_progress_printer(), plan=plan)
+    print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} face={record['dub']['face_box']}")
+    return 0
 
 
 def _schedule_for(pipe, mode: str, args) -> dict:
@@ -82,7 +140,7 @@ def _schedule_for(pipe, mode: str, args) -> dict:
     if args.guidance_json:
         return guidance.GuidanceSchedule.from_dict(json.loads(Path(args.guidance_json).read_text())).to_dict()
     schedule = guidance.preset_schedule(
-        args.guidance_preset,
+        args.guidance_preset or _spec_default(pipe, "guidance_preset", "official"),
         pipe.variant,
         mode,
         scale_t=args.scale_t,
@@ -93,12 +151,20 @@ def _schedule_for(pipe, mode: str, args) -> dict:
     return schedule.to_dict()
 
 
+def _spec_default(pipe, name: str, fallback):
+    """A sampling default of the loaded model's registry entry (students: 4 steps, one pass), else `fallback`."""
+    from engine.registry import MODELS
+
+    spec = MODELS.get(pipe.model_id)
+    return getattr(spec, name, None) or fallback
+
+
 def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
     from engine.generate import GenerationRequest
     from engine.pipeline import mode_from_inputs
 
     mode = mode_from_inputs(bool(images), audio is not None)
-    spec_h, spec_w = getattr(pipe, "default_size", (480, 832))
+    spec_h, spec_w = pipe.default_size
     return GenerationRequest(
         prompt=prompt,
         images=list(images),
@@ -107,7 +173,7 @@ def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
         height=args.height or spec_h,
         width=args.width or spec_w,
         num_frames=args.frames,
-        num_inference_steps=args.steps,
+        num_inference_steps=args.steps or _spec_default(pipe, "default_steps", 50),
         seed=args.seed,
         guidance=_schedule_for(pipe, mode, args),
         resize_mode=args.resize_mode,
@@ -315,6 +381,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "info": cmd_info,
     "verify": cmd_verify,
+    "dub": cmd_dub,
 }
 
 

@@ -76,7 +76,7 @@ def setup_parallel(pipe, mode: str = "auto") -> str:
     heads = pipe.transformer.config.num_attention_heads
     if mode == "auto":
         mode = "ulysses" if heads % world == 0 else "cfg"
-    if mode in ("ring", "unified") and getattr(pipe, "attention_backend", "native") in ("native", None):
+    if mode in ("ring", "unified") and pipe.attention_backend in ("native", None):
         raise InputError(
             f"--parallel {mode} needs an attention backend that returns the log-sum-exp: add --attention-backend "
             "flash (or _flash_3 / cuDNN) on GPUs; the native backend cannot do ring attention.",

@@ -15,7 +15,8 @@ import transformers
 
 from engine import media, provenance
 from engine.guidance import GuidanceSchedule
-from engine.pipeline import HuMoPipeline, HuMoPipelineOutput
+from engine.pipeline import HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
+from engine.registry import MODELS
 
 ENGINE_VERSION = "0.1.0"
 
@@ -94,8 +95,8 @@ def settings_record(
             "mode": output.mode,
             "num_frames": output.num_frames,
             "guidance": schedule.to_dict(),
-            "model_id": getattr(pipe, "model_id", "custom"),
-            "model_hashes": getattr(pipe, "model_hashes", {}),
+            "model_id": pipe.model_id,
+            "model_hashes": pipe.model_hashes,
             "variant": pipe.variant,
             "scheduler": type(pipe.scheduler).__name__,
             "input_hashes": {
@@ -104,7 +105,7 @@ def settings_record(
             },
             "timings": {k: v for k, v in output.timings.items() if k != "step_s"},
             "versions": versions(),
-            "untrained_demo_model": getattr(pipe, "model_id", "") == "tiny",
+            "untrained_demo_model": pipe.model_id in MODELS and MODELS[pipe.model_id].untrained,
         }
     )
     return record
@@ -123,24 +124,37 @@ def generate_to_file(
 
     Returns the path and the settings record. Nothing is written when generation fails or is stopped.
     """
-    signer = None
-    if provenance.c2pa_configured():  # a bad certificate fails here, before the render
-        signer = provenance.c2pa_signer(os.environ[provenance.C2PA_CERT_ENV], os.environ[provenance.C2PA_KEY_ENV])
+    signer = c2pa_signer()
     kwargs = request.pipeline_kwargs()
-    mode = "T" + ("I" if request.images else "") + ("A" if request.audio else "")
-    schedule = kwargs["guidance"] or pipe.default_guidance(mode)
+    schedule = kwargs["guidance"] or pipe.default_guidance(mode_from_inputs(bool(request.images), bool(request.audio)))
     kwargs["guidance"] = schedule
     # One loop for short and long clips: with window_frames the callback runs after every window of a step, with
     # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
     output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)
-    frames, record["provenance"] = provenance.mark_frames(media.to_uint8(output.frames[0]), record)
+    path = write_generated(media.to_uint8(output.frames[0]), record, out_path, request.audio, fps, signer)
+    return path, record
+
+
+def c2pa_signer():
+    """The C2PA signer when HUMO_C2PA_CERT and HUMO_C2PA_KEY are set, else None. Called before the render, so a bad
+    certificate fails before minutes of work."""
+    if not provenance.c2pa_configured():
+        return None
+    return provenance.c2pa_signer(os.environ[provenance.C2PA_CERT_ENV], os.environ[provenance.C2PA_KEY_ENV])
+
+
+def write_generated(frames, record: dict, out_path, audio, fps: int, signer=None) -> Path:
+    """How every video made here leaves the engine (generations and dubs): watermarked (the payload goes into
+    `record["provenance"]`), labelled AI-generated in its standard tags, written with the settings and the voice,
+    then signed when a signer is given. A file that should be signed and is not is removed."""
+    frames, record["provenance"] = provenance.mark_frames(frames, record)
     label = provenance.ai_label(record["model_id"])
-    path = media.write_video(frames, out_path, fps=fps, audio=request.audio, metadata=record, ai_label=label)
+    path = media.write_video(frames, out_path, fps=fps, audio=audio, metadata=record, ai_label=label)
     if signer is not None:
         try:
             provenance.sign_c2pa(path, signer=signer)
         except BaseException:
-            Path(path).unlink(missing_ok=True)  # a file that should be signed and is not is not a finished file
+            Path(path).unlink(missing_ok=True)
             raise
-    return Path(path), record
+    return Path(path)

@@ -26,6 +26,9 @@ Studio presets (`GUIDANCE_PRESETS`):
 - "faster": plain two-branch CFG, scale_t·[v(all inputs) − v(N,∅,0)] + v(N,∅,0). 2 passes per step instead of 3
   (1.5x faster) or 4 (2x, 1.7B TIA), but text, image and audio share one scale: weaker lip-sync and identity
   control, and no early text-dominant phase.
+- "single pass": the fully conditioned branch alone (no CFG), 1 pass per step: for distilled students, whose
+  training folded the teacher's guidance into the weights (training/distill.py). On a model that was not distilled
+  it gives weak, unguided results.
 
 Only user scales are validated as non-negative; derived weights may be negative (every CFG weight on a "minus"
 branch is, and the official 17B gives text weight s_t − 2 after the switch).
@@ -153,6 +156,9 @@ class GuidanceSchedule:
     variant: str | None = None
     mode: str | None = None
     preset: str = "custom"
+    # What the schedule was made from when an editor made it (`curve_schedule`: base preset, start scales, switch,
+    # keyframes, steps), so a page can show the same controls again. The phases above are what runs.
+    source: dict | None = None
 
     # ------------------------------------------------------------------ selection
     def phase_for(self, timestep: int | torch.Tensor) -> GuidancePhase:
@@ -263,6 +269,7 @@ class GuidanceSchedule:
                 {"name": p.name, "above": p.above, "weights": {str(b): float(w) for b, w in p.weights.items()}}
                 for p in self.phases
             ],
+            **({"source": self.source} if self.source is not None else {}),
         }
 
     @classmethod
@@ -279,7 +286,11 @@ class GuidanceSchedule:
                 raise _error(f"Switch timestep must be a whole number (got {above!r}).")
             phases.append(GuidancePhase(weights, None if above is None else int(above), str(p.get("name", ""))))
         scales = {str(k): _number(v, k) for k, v in (data.get("scales") or {}).items()}
-        return cls(phases, scales, data.get("variant"), data.get("mode"), str(data.get("preset", "custom")))
+        source = data.get("source")
+        if source is not None and not isinstance(source, Mapping):
+            raise _error("A guidance schedule's 'source' must be a mapping (see curve_schedule).")
+        return cls(phases, scales, data.get("variant"), data.get("mode"), str(data.get("preset", "custom")),
+                   dict(source) if source is not None else None)  # fmt: skip
 
     def describe(self) -> str:
         """One line per phase, e.g. "t > 980: 5.5·[T·I·A] − 0.5·[T·I·0] − 4·[N·I·0]"."""
@@ -323,20 +334,12 @@ def humo_17b_tia(
 
 
 def _ta(variant: str, scale_a: float, scale_t: float) -> GuidanceSchedule:
+    """Official TA (both variants, their own script scales): s_a[v(T,∅,A) − v(T,∅,0)] + s_t[v(T,∅,0) − v(N,∅,0)]
+    + v(N,∅,0)."""
     weights = _nested([(scale_a, T_0_A, T_0_0), (scale_t, T_0_0, N_0_0)], base=N_0_0)
     return GuidanceSchedule(
         [GuidancePhase(weights, name="main")], {"scale_a": scale_a, "scale_t": scale_t}, variant, "TA", "official"
     )
-
-
-def humo_17b_ta(scale_a: float = 5.5, scale_t: float = 5.0) -> GuidanceSchedule:
-    """Official HuMo-17B TA: s_a[v(T,∅,A) − v(T,∅,0)] + s_t[v(T,∅,0) − v(N,∅,0)] + v(N,∅,0)."""
-    return _ta("17b", scale_a, scale_t)
-
-
-def humo_1_7b_ta(scale_a: float = 7.5, scale_t: float = 7.0) -> GuidanceSchedule:
-    """Official HuMo-1.7B TA (script scales)."""
-    return _ta("1.7b", scale_a, scale_t)
 
 
 def humo_1_7b_tia(scale_i: float = 4.0, scale_a: float = 7.5, scale_t: float = 7.0) -> GuidanceSchedule:
@@ -369,6 +372,11 @@ def plain_cfg(scale: float, positive: Branch, negative: Branch = N_0_0) -> Guida
     """Two-pass CFG: scale·[v(positive) − v(negative)] + v(negative)."""
     weights = _nested([(scale, positive, negative)], base=negative)
     return GuidanceSchedule([GuidancePhase(weights, name="main")], {"scale": scale}, preset="faster")
+
+
+def conditional_only(branch: Branch) -> GuidanceSchedule:
+    """No CFG: v(branch) alone, one transformer pass per step (a distilled student folds the guidance in)."""
+    return GuidanceSchedule([GuidancePhase({branch: 1.0}, name="main")], {}, preset="single pass")
 
 
 def _normalise(variant: str, mode: str) -> tuple[str, str]:
@@ -455,10 +463,19 @@ def _faster(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch_time
     return _apply_overrides(schedule, overrides)
 
 
+def _single_pass(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch_timestep=None, overrides=None):
+    """The mode's fully conditioned branch alone (scales are ignored: there is nothing to scale)."""
+    v, m = _normalise(variant, mode)
+    schedule = conditional_only(Branch("pos", "ref" if "I" in m else "null", "on" if "A" in m else "off"))
+    schedule.variant, schedule.mode = v, m
+    return _apply_overrides(schedule, overrides)
+
+
 GUIDANCE_PRESETS: dict[str, Callable[..., GuidanceSchedule]] = {
     "official": _official,
     "tighter lip-sync": _tighter_lip_sync,
     "faster": _faster,
+    "single pass": _single_pass,  # for distilled students (engine.registry ModelSpec.guidance_preset)
 }
 
 
@@ -480,6 +497,8 @@ def preset_schedule(
         "lip sync": "tighter lip-sync",
         "faster": "faster",
         "fast": "faster",
+        "single pass": "single pass",
+        "distilled": "single pass",
     }
     if key not in aliases:
         raise _error(f"Unknown guidance preset {name!r}: use one of {', '.join(GUIDANCE_PRESETS)}.")
@@ -492,6 +511,138 @@ def preset_schedule(
         switch_timestep=switch_timestep,
         overrides=overrides,
     )
+
+
+# ---------------------------------------------------------------------------------------------- scale curves
+SCALE_NAMES = ("scale_t", "scale_i", "scale_a")
+SEGMENTS = ("hold", "linear")
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """Scales from a point of the run on: `at` is a step ("12", 1-based) or a timestep ("t950": the first step whose
+    timestep is at or below 950). `segment` is how the curve gets here from the previous keyframe: "hold" keeps
+    the previous scales up to this step, "linear" ramps to these over the steps between. A scale left out (None)
+    keeps its previous value."""
+
+    at: str
+    scale_t: float | None = None
+    scale_i: float | None = None
+    scale_a: float | None = None
+    segment: str = "hold"
+
+    def __post_init__(self):
+        text = str(self.at).strip().lower()
+        if not (text.removeprefix("t").isdigit()):
+            raise _error(f"Keyframe position {self.at!r}: write a step (12) or a timestep (t950).")
+        if self.segment not in SEGMENTS:
+            raise _error(f"Keyframe segment must be 'hold' or 'linear' (got {self.segment!r}).")
+        for name in SCALE_NAMES:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_SCALE):
+                raise _error(f"Keyframe {name} must be from 0 to {MAX_SCALE:g} (got {value!r}).")
+
+    def step_index(self, timesteps: Sequence[int]) -> int:
+        """The 0-based step this keyframe starts at on this timestep grid."""
+        text = str(self.at).strip().lower()
+        try:
+            if text.startswith("t"):
+                limit = int(text[1:])
+                return next((i for i, t in enumerate(timesteps) if int(t) <= limit), len(timesteps) - 1)
+            step = int(text)
+        except ValueError:
+            raise _error(f"Keyframe position {self.at!r}: write a step (12) or a timestep (t950).") from None
+        if not 1 <= step <= len(timesteps):
+            raise _error(f"Keyframe step {step} is outside the run: use 1 to {len(timesteps)}.")
+        return step - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, **{n: getattr(self, n) for n in SCALE_NAMES}, "segment": self.segment}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Keyframe:
+        scales = {n: None if data.get(n) is None else _number(data[n], n) for n in SCALE_NAMES}
+        return cls(str(data.get("at", "")), **scales, segment=str(data.get("segment", "hold")))
+
+
+def scale_curve(start: Mapping[str, float], keyframes: Sequence[Keyframe], timesteps: Sequence[int]) -> list[dict]:
+    """The scales of every step: `start` at step 1, then each keyframe's values from its step on (held, or reached
+    by a linear ramp from the previous keyframe's step)."""
+    steps = len(timesteps)
+    points = sorted(((k.step_index(timesteps), k) for k in keyframes), key=lambda p: p[0])
+    curve = [dict(start) for _ in range(steps)]
+    for name in SCALE_NAMES:
+        if name not in start:
+            continue
+        at, value = 0, start[name]
+        for index, key in points:
+            target = getattr(key, name)
+            if target is None:
+                continue
+            for i in range(at + 1, index):  # between keyframes: held, or interpolated
+                fraction = (i - at) / (index - at)
+                curve[i][name] = value + (target - value) * fraction if key.segment == "linear" else value
+            for i in range(index, steps):
+                curve[i][name] = target
+            at, value = index, target
+    return curve
+
+
+def curve_schedule(
+    preset: str,
+    variant: str,
+    mode: str,
+    timesteps: Sequence[int],
+    scales: Mapping[str, float] | None = None,
+    keyframes: Sequence[Keyframe] = (),
+    switch_timestep: int | None = None,
+) -> GuidanceSchedule:
+    """A schedule from a preset's formula with scales that change over the run (`scale_curve`).
+
+    With no keyframes this *is* the preset (`preset_schedule` with these scales), so the official schedules are
+    exact instances. With keyframes, each step gets the preset's phase at its timestep for its own scales; equal
+    neighbours merge into one phase, and a phase boundary falls on the preset's own switch timestep where one lies
+    between two steps (else on the next step's timestep). `source` records the inputs for an editor."""
+    timesteps = [int(t) for t in timesteps]
+    start = {k: float(v) for k, v in (scales or {}).items() if v is not None}
+    base = preset_schedule(preset, variant, mode, switch_timestep=switch_timestep, **start)
+    full = {**DEFAULT_SCALES[base.variant or "17b"], **base.scales, **start}  # every scale, for the editor
+    source = {"preset": base.preset, "scales": full, "switch_timestep": switch_timestep,
+              "keyframes": [k.to_dict() for k in keyframes], "steps": len(timesteps)}  # fmt: skip
+    if keyframes:
+        base = _compiled(preset, variant, mode, timesteps, scale_curve(full, keyframes, timesteps), base,
+                         switch_timestep)  # fmt: skip
+    base.source = source
+    if keyframes or any(base.scales.get(k) != v for k, v in _preset_defaults(preset, variant, mode).items()):
+        base.preset = "custom"
+    if base.mode == "TIA" and base.variant == "17b" and switch_timestep not in (None, DEFAULT_SWITCH_TIMESTEP):
+        base.preset = "custom"
+    return base
+
+
+def _preset_defaults(preset: str, variant: str, mode: str) -> dict[str, float]:
+    return dict(preset_schedule(preset, variant, mode).scales)
+
+
+def _compiled(preset, variant, mode, timesteps, curve, base, switch_timestep) -> GuidanceSchedule:
+    """One phase per run of steps with equal weights (see `curve_schedule`)."""
+    runs: list[tuple[GuidancePhase, int, int]] = []  # (phase, highest timestep, lowest timestep)
+    for t, step_scales in zip(timesteps, curve, strict=True):
+        phase = preset_schedule(preset, variant, mode, switch_timestep=switch_timestep, **step_scales).phase_for(t)
+        if runs and (runs[-1][0].weights == phase.weights or runs[-1][2] == t):  # equal, or same timestep
+            runs[-1] = (runs[-1][0], runs[-1][1], t)
+        else:
+            runs.append((phase, t, t))
+    switches = [p.above for p in base.phases if p.above is not None]
+    phases = []
+    for i, (phase, _, low) in enumerate(runs):
+        above = None
+        if i + 1 < len(runs):
+            following = runs[i + 1][1]
+            above = next((b for b in switches if following <= b < low), following)
+        name = phase.name if not phase.name or i == 0 or runs[i - 1][0].name != phase.name else f"{phase.name} {i + 1}"
+        phases.append(GuidancePhase(dict(phase.weights), above, name))
+    return GuidanceSchedule(phases, dict(base.scales), base.variant, base.mode, "custom")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -534,13 +685,15 @@ __all__ = [
     "GUIDANCE_PRESETS",
     "DEFAULT_SCALES",
     "humo_17b_tia",
-    "humo_17b_ta",
     "humo_1_7b_tia",
-    "humo_1_7b_ta",
     "ti",
     "text_only",
     "plain_cfg",
+    "conditional_only",
     "default_schedule",
     "preset_schedule",
+    "Keyframe",
+    "scale_curve",
+    "curve_schedule",
     "evaluate_branches",
 ]

@@ -76,16 +76,18 @@ def apply_memory_mode(pipe, mode: str, device: str | torch.device | None = None)
     """Place `pipe`'s components for a mode (see the module docstring). Returns the pipeline."""
     base, modifiers = parse_mode(mode)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # umT5 kept on the CPU never visits the GPU (moving 11 GB there and back could not fit where the mode is needed)
+    keep_on_cpu = {"text_encoder"} if "text_encoder_cpu" in modifiers and base != "model_offload" else set()
     if base == "cpu":
         pipe.to("cpu")
     elif base == "gpu":
-        pipe.to(device)
+        _move(pipe, device, keep_on_cpu)
     elif base == "model_offload":
         if device.type == "cpu":
             raise InputError("model_offload moves components to an accelerator; there is none here.", "memory_mode")
         pipe.enable_model_cpu_offload(device=device)
     elif base == "group_offload":
-        for name in ("vae", "text_encoder", "audio_encoder"):
+        for name in {"vae", "text_encoder", "audio_encoder"} - keep_on_cpu:
             getattr(pipe, name).to(device)
         pipe.transformer.enable_group_offload(
             onload_device=device,
@@ -98,13 +100,20 @@ def apply_memory_mode(pipe, mode: str, device: str | torch.device | None = None)
         compute = torch.bfloat16 if device.type == "cuda" else torch.float32
         pipe.transformer.to(compute)
         pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
-        pipe.to(device)
-    if "text_encoder_cpu" in modifiers and base != "model_offload":
+        _move(pipe, device, keep_on_cpu)
+    if keep_on_cpu:
         pipe.text_encoder.to("cpu")
     if "vae_tiling" in modifiers:
         pipe.vae.enable_tiling()
     pipe.memory_mode = mode
     return pipe
+
+
+def _move(pipe, device: torch.device, keep_on_cpu: set[str]) -> None:
+    """`pipe.to(device)` for every module component but those kept on the CPU."""
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module) and name not in keep_on_cpu:
+            component.to(device)
 
 
 def describe_memory_mode(mode: str) -> str:

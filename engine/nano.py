@@ -5,6 +5,10 @@ HuMoTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel and WhisperEncoder cl
 size that renders a 2-second 64x64 clip on two CPU cores in well under a minute.
 
 `HUMO_NANO_DIR` points somewhere else (tests build a seconds-long nano in a temporary folder).
+
+HuMo-nano-4step (assets/humo-nano-4step, `python -m training distill-nano`) is its distilled student: only its
+transformer is stored (student.json says how it samples); the VAE and encoders are the teacher's, loaded from
+the HuMo-nano folder. `HUMO_NANO_STUDENT_DIR` points somewhere else.
 """
 
 from __future__ import annotations
@@ -69,6 +73,42 @@ def load_nano_pipeline(device=None, torch_dtype: torch.dtype | None = None, sche
         audio_encoder=load_whisper_encoder(root / "audio_encoder"),
         feature_extractor=build_feature_extractor(),
     )
-    pipe.model_hashes = {}
     pipe.default_size = default_size(root)
+    return pipe.to(device) if device is not None else pipe
+
+
+def student_dir() -> Path:
+    return Path(os.environ.get("HUMO_NANO_STUDENT_DIR") or ASSETS / "humo-nano-4step")
+
+
+def student_info(root: str | Path | None = None) -> dict:
+    """student.json: steps, scheduler, guidance preset, training and held-out comparison ({} when absent)."""
+    path = (Path(root) if root else student_dir()) / "student.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def is_student_present(root: str | Path | None = None) -> bool:
+    root = Path(root) if root else student_dir()
+    return (root / "transformer" / "config.json").exists() and (root / "student.json").exists() and is_present()
+
+
+def load_nano_student_pipeline(device=None, torch_dtype: torch.dtype | None = None, scheduler=None, root=None):
+    """The teacher's pipeline with the student's transformer and sampler (Euler: the student learnt Euler segments;
+    another sampler would leave its trajectory, so `scheduler` only says which one was asked for)."""
+    from engine.errors import MissingWeightsError
+    from engine.models import HuMoTransformer3DModel
+
+    root = Path(root) if root else student_dir()
+    if not is_student_present(root):
+        raise MissingWeightsError(
+            f"HuMo-nano-4step is not in {root} (or HuMo-nano, whose VAE and encoders it uses, is missing): build it "
+            "with `python -m training distill-nano` (about 40 minutes on 2 CPU cores)."
+        )
+    meta = student_info(root)
+    pipe = load_nano_pipeline(torch_dtype=torch_dtype, scheduler=meta.get("scheduler", "euler"))
+    dtype = torch_dtype or torch.float32
+    pipe.register_modules(
+        transformer=HuMoTransformer3DModel.from_pretrained(root / "transformer", torch_dtype=dtype).eval()
+    )
+    del scheduler
     return pipe.to(device) if device is not None else pipe

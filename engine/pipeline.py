@@ -67,6 +67,9 @@ class _Denoising:
     callback: Callable | None
     tensor_inputs: Sequence[str]
     num_steps: int
+    # Dubbing (engine/dub.py): (source latents [1, 16, F_vid, h, w], mask [1, 1, F_vid, h, w], noise like the source);
+    # after every scheduler step the latents outside the mask are replaced by the source's at the next noise level.
+    source: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -113,7 +116,14 @@ class HuMoPipeline(DiffusionPipeline):
         self._zero_latents_cache: dict[tuple, torch.Tensor] = {}
         self._interrupt = False
         self._preview_projection = None
+        # What the loader knows and the outputs record; engine.registry.load_pipeline fills them in.
         self.model_id = "custom"
+        self.model_hashes: dict[str, str] = {}  # weights file -> fingerprint (engine.registry.file_fingerprint)
+        self.default_size: tuple[int, int] = (480, 832)  # (height, width) the model was trained for
+        # How it runs; set by engine.memory.apply_memory_mode, engine.speed.enable_step_cache/set_attention_backend.
+        self.memory_mode: str | None = None
+        self.step_cache: str | None = None  # "first_block" | "mag" once enabled
+        self.attention_backend = "native"
         # How the guidance branches of one step are evaluated; engine.distributed swaps in a CFG-parallel one.
         self.branch_evaluator = guidance_lib.evaluate_branches
         self._attention_kwargs = None
@@ -122,7 +132,7 @@ class HuMoPipeline(DiffusionPipeline):
     @property
     def variant(self) -> str:
         """ "17b" for the 36-channel concat conditioning, "1.7b" for the reference-slot overwrite."""
-        return "17b" if self.transformer.config.in_channels == 36 else "1.7b"
+        return self.transformer.variant
 
     @property
     def interrupt(self) -> bool:
@@ -273,17 +283,13 @@ class HuMoPipeline(DiffusionPipeline):
                 f"{DEFAULT_FRAMES} is the trained length.",
                 field="window_frames",
             )
-        window = self._latent_frames(audio_lib.snap_frames(window_frames))
+        window = audio_lib.latent_frame_count(audio_lib.snap_frames(window_frames))
         if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or not 0 <= window_overlap < window:
             raise InputError(
                 f"window_overlap must be from 0 to {window - 1} latent frames for windows of {window_frames} frames "
                 f"(got {window_overlap!r}).",
                 field="window_overlap",
             )
-
-    def _latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a 4n+1-frame video."""
-        return (num_frames - 1) // self.vae_scale_factor_temporal + 1
 
     def _pad_text(self, embeds: torch.Tensor, name: str) -> torch.Tensor:
         """Text embeddings [B, L, D] (or [L, D]) zero-padded to TEXT_LEN rows, as the official DiT pads every context
@@ -338,7 +344,7 @@ class HuMoPipeline(DiffusionPipeline):
                 return_dict=False,
             )[0]
 
-        if getattr(self, "step_cache", False):
+        if self.step_cache:
             # A step cache reuses a block residual from the previous call; each branch gets its own cache context so
             # a branch only ever reuses its own residual (engine/speed.py enables the cache); in a long video, the
             # residual of its own window (`cache_key`).
@@ -406,7 +412,7 @@ class HuMoPipeline(DiffusionPipeline):
         if len(plan) == 1:
             noise_pred = self._predict(run.schedule, t, self._conditions(latents, run), run.batched)
             latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-            return self._step_end(run, step, t, latents, noise_pred)
+            return self._step_end(run, step, t, self._keep_source(run, step, latents), noise_pred)
         noise_pred = torch.zeros_like(latents)
         for index, (span, weight) in enumerate(plan):
             conditions = self._conditions(latents, run, span)
@@ -414,8 +420,39 @@ class HuMoPipeline(DiffusionPipeline):
             accumulate_window(noise_pred, velocity, span, weight, len(plan), run.windows.num_frames)
             if index < len(plan) - 1:
                 self._step_end(run, step, t, latents, noise_pred, window=(index, len(plan)), span=span)
-        latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        latents = self._keep_source(run, step, self.scheduler.step(noise_pred, t, latents, return_dict=False)[0])
         return self._step_end(run, step, t, latents, noise_pred, window=(len(plan) - 1, len(plan)), span=plan[-1][0])
+
+    def _keep_source(self, run: _Denoising, step: int, latents: torch.Tensor) -> torch.Tensor:
+        """Dubbing: latents outside the mask become the source latents noised to the level the next step starts from
+        (the blending of diffusers' inpainting pipelines and RePaint), so only the masked region is generated. The
+        windowed path blends too: its scheduler step is taken on the whole clip, so no per-window slicing is needed.
+        After the last step the outside is the source latents themselves."""
+        if run.source is None:
+            return latents
+        source, mask, noise = run.source
+        timesteps = self.scheduler.timesteps
+        known = source
+        if step + 1 < len(timesteps):
+            t_next = timesteps[step + 1 : step + 2]
+            if hasattr(self.scheduler, "scale_noise"):  # flow-matching Euler
+                known = self.scheduler.scale_noise(source, t_next, noise)
+            else:  # UniPC: add_noise with flow sigmas is the same interpolation (1 - sigma) x0 + sigma noise
+                known = self.scheduler.add_noise(source, noise, t_next)
+        f_vid = source.shape[2]
+        video = mask * latents[:, :, :f_vid] + (1 - mask) * known
+        return torch.cat([video, latents[:, :, f_vid:]], dim=2)
+
+    def prepare_source(self, video, mask, num_frames: int, height: int, width: int, noise: torch.Tensor):
+        """Dubbing inputs -> `_Denoising.source`: the source frames encoded with the VAE (posterior mean, normalised),
+        the mask on the latent grid (engine/dub.py: a pixel mask is reduced there) and the starting noise of the video
+        frames, reused at every step like diffusers' inpainting pipelines."""
+        from engine import dub
+
+        pixels = dub.video_tensor(video, num_frames, height, width)
+        source = self._vae_encode(pixels).to(noise.device)
+        latent_mask = dub.latent_mask_tensor(mask, source.shape[2:], self.vae_scale_factor_spatial).to(noise.device)
+        return source, latent_mask, noise[:, :, : source.shape[2]].clone()
 
     def _step_end(self, run: _Denoising, step, t, latents, noise_pred, window=None, span=None) -> torch.Tensor:
         """Call `callback_on_step_end`, then stop if it asked to. Returns the (possibly replaced) latents; the
@@ -442,6 +479,8 @@ class HuMoPipeline(DiffusionPipeline):
         prompt: str | None = None,
         image=None,
         audio=None,
+        video=None,
+        mask=None,
         negative_prompt: str | None = None,
         height: int = 480,
         width: int = 832,
@@ -472,6 +511,10 @@ class HuMoPipeline(DiffusionPipeline):
         Args:
             prompt: scene and action. image: one reference (path, PIL image) or a list of them (one slot each).
             audio: path of any audio/video file, or a float32 16 kHz waveform. None -> no audio (TI / T mode).
+            video / mask: dubbing (engine/dub.py). `video` is the source clip (frames [F, H, W, 3] uint8 or in [0, 1],
+                F >= num_frames, H, W = height, width); `mask` is 1 where to generate, 0 where to keep the source:
+                pixels [F, H, W] or the latent grid [F_lat, H/8, W/8]. Outside the mask the latents are the source's,
+                noised to each step's level (RePaint / diffusers inpainting); engine.dub composites the pixels.
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
             guidance: a `GuidanceSchedule` (or its dict); None -> the official preset of this variant and mode.
             prompt_embeds / negative_prompt_embeds: [1, L, text_dim], L <= 512; zero-padded to 512 (§4.3).
@@ -487,6 +530,9 @@ class HuMoPipeline(DiffusionPipeline):
                 `["window_span"] = (start, end)` latent frames; only the last call of a step comes after the
                 scheduler step, and only its returned `latents` are used. Set `pipe._interrupt = True` to stop:
                 the call then raises `GenerationInterrupted`.
+
+        Long on purpose (diffusers' convention): the numbered steps read top to bottom as the method; each step's
+        work is in a helper method.
         """
         started = time.perf_counter()
         self._interrupt = False
@@ -498,39 +544,29 @@ class HuMoPipeline(DiffusionPipeline):
         # 1. Check inputs
         self.check_inputs(prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds,
                           window_frames, window_overlap)  # fmt: skip
-        if output_type not in ("np", "pil", "latent"):
-            raise InputError(f"output_type must be 'np', 'pil' or 'latent' (got {output_type!r}).", "output_type")
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise InputError(
-                f"callback_on_step_end_tensor_inputs: choose from {self._callback_tensor_inputs} (got {sorted(unknown)}).",
-                field="callback_on_step_end_tensor_inputs",
-            )
-        if isinstance(guidance, dict):
-            guidance = GuidanceSchedule.from_dict(guidance)
-        schedule = guidance or self.default_guidance(mode)
-        schedule.validate()
+        schedule = self._check_call(output_type, callback_on_step_end_tensor_inputs, guidance, mode)
         device = self._execution_device
+        if video is not None or mask is not None:  # cheap shape checks before any encoder runs
+            from engine import dub
+
+            dub.check_video_and_mask(video, mask, height, width)
 
         # 2. Encode text (any given embeddings are zero-padded to 512 tokens like the encoder's own)
-        if prompt_embeds is None or negative_prompt_embeds is None:
-            pos, neg = self.encode_prompt(prompt or "", negative_prompt, device=device)
-            prompt_embeds = pos if prompt_embeds is None else prompt_embeds
-            negative_prompt_embeds = neg if negative_prompt_embeds is None else negative_prompt_embeds
-        prompt_embeds = self._pad_text(prompt_embeds.to(device), "prompt_embeds")
-        negative_prompt_embeds = self._pad_text(negative_prompt_embeds.to(device), "negative_prompt_embeds")
+        prompt_embeds, negative_prompt_embeds = self._text_embeds(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, device
+        )
         t_text = time.perf_counter()
 
-        # 3. Encode audio (decides the frame count when none is given)
+        # 3. Encode audio (decides the frame count when none is given) and lay out the windows
         if audio_embeds is None and audio is not None:
             audio_embeds, num_frames = self.encode_audio(audio, num_frames)
         if num_frames is None:
             num_frames = (audio_embeds.shape[0] - 1) * 4 + 1 if audio_embeds is not None else DEFAULT_FRAMES
         num_frames = audio_lib.snap_frames(num_frames)
-        f_vid = self._latent_frames(num_frames)
+        f_vid = audio_lib.latent_frame_count(num_frames)
         windows = ContextWindows.single(f_vid)
         if window_frames is not None:
-            window = self._latent_frames(audio_lib.snap_frames(window_frames))
+            window = audio_lib.latent_frame_count(audio_lib.snap_frames(window_frames))
             windows = ContextWindows(f_vid, window, window_overlap, window_shift)
         t_audio = time.perf_counter()
 
@@ -549,6 +585,7 @@ class HuMoPipeline(DiffusionPipeline):
             generator = torch.Generator("cpu").manual_seed(seed)
         shape = (1, self.transformer.config.out_channels, f_total, h, w)
         latents = self.prepare_latents(shape, generator, device, latents)
+        source = None if video is None else self.prepare_source(video, mask, num_frames, height, width, latents)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         if batch_branches is None:
@@ -570,6 +607,7 @@ class HuMoPipeline(DiffusionPipeline):
             callback=callback_on_step_end,
             tensor_inputs=callback_on_step_end_tensor_inputs,
             num_steps=len(timesteps),
+            source=source,
         )
 
         # 6. Denoising loop (long videos: every step blends its windows)
@@ -582,16 +620,8 @@ class HuMoPipeline(DiffusionPipeline):
                 progress_bar.update()
 
         # 7. Drop the reference slots and decode
-        video_latents = latents[:, :, :f_vid]
         t_denoise = time.perf_counter()
-        if output_type == "latent":
-            frames = video_latents
-        else:
-            video = self.decode_latents(video_latents, tiling=vae_tiling)[0]  # [3, F, H, W]
-            array = ((video.permute(1, 2, 3, 0) + 1) / 2).cpu().numpy().astype(np.float32)
-            if windows.windowed and color_match:
-                array = match_colors(array, self.vae_scale_factor_temporal * (windows.window - 1) + 1)
-            frames = array if output_type == "np" else [PIL.Image.fromarray(f) for f in media.to_uint8(array)]
+        frames = self._output_frames(latents[:, :, :f_vid], output_type, vae_tiling, windows, color_match)
         self.maybe_free_model_hooks()
         timings = {
             "text_s": t_text - started,
@@ -606,6 +636,44 @@ class HuMoPipeline(DiffusionPipeline):
         }
         output = HuMoPipelineOutput(frames=[frames], seed=seed, mode=mode, num_frames=num_frames, timings=timings)
         return output if return_dict else (output.frames,)
+
+    def _check_call(self, output_type, tensor_inputs, guidance, mode: str) -> GuidanceSchedule:
+        """The call's own checks; returns the validated schedule (given, from its dict, or the mode's official)."""
+        if output_type not in ("np", "pil", "latent"):
+            raise InputError(f"output_type must be 'np', 'pil' or 'latent' (got {output_type!r}).", "output_type")
+        unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise InputError(
+                f"callback_on_step_end_tensor_inputs: choose from {self._callback_tensor_inputs} (got {sorted(unknown)}).",
+                field="callback_on_step_end_tensor_inputs",
+            )
+        if isinstance(guidance, dict):
+            guidance = GuidanceSchedule.from_dict(guidance)
+        schedule = guidance or self.default_guidance(mode)
+        schedule.validate()
+        return schedule
+
+    def _text_embeds(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, device):
+        """(prompt, negative) embeddings on `device`, encoded where not given, zero-padded to 512 tokens."""
+        if prompt_embeds is None or negative_prompt_embeds is None:
+            pos, neg = self.encode_prompt(prompt or "", negative_prompt, device=device)
+            prompt_embeds = pos if prompt_embeds is None else prompt_embeds
+            negative_prompt_embeds = neg if negative_prompt_embeds is None else negative_prompt_embeds
+        return (
+            self._pad_text(prompt_embeds.to(device), "prompt_embeds"),
+            self._pad_text(negative_prompt_embeds.to(device), "negative_prompt_embeds"),
+        )
+
+    def _output_frames(self, video_latents, output_type: str, vae_tiling: bool, windows, color_match: bool):
+        """The video's latents as `output_type`: the latents, float frames [F, H, W, 3] in [0, 1], or PIL images
+        (a windowed clip's colours evened across windows)."""
+        if output_type == "latent":
+            return video_latents
+        video = self.decode_latents(video_latents, tiling=vae_tiling)[0]  # [3, F, H, W]
+        array = ((video.permute(1, 2, 3, 0) + 1) / 2).cpu().numpy().astype(np.float32)
+        if windows.windowed and color_match:
+            array = match_colors(array, self.vae_scale_factor_temporal * (windows.window - 1) + 1)
+        return array if output_type == "np" else [PIL.Image.fromarray(f) for f in media.to_uint8(array)]
 
     def _pad_audio(self, audio_embeds, f_vid: int, num_ref: int, device) -> torch.Tensor:
         """[F_vid, 8, 5, C] windows -> [1, F_total, 8, 5, C] with zero windows for the reference slots (§4.4).
@@ -674,17 +742,11 @@ def build_condition(
     }
 
 
-def latent_frames(num_frames: int) -> int:
-    """Latent frames of a 4n+1-frame video."""
-    return (num_frames - 1) // 4 + 1
-
-
 __all__ = [
     "HuMoPipeline",
     "HuMoPipelineOutput",
     "GenerationInterrupted",
     "WAN_NEGATIVE_PROMPT",
     "mode_from_inputs",
-    "latent_frames",
     "build_condition",
 ]

@@ -4,9 +4,10 @@ How the fit is done: `num_samples` synthetic images (flat colours, two-colour gr
 colour blobs on a coloured background, four-colour quadrants; drawn from a fixed seed) of `image_size` pixels are
 encoded by the given VAE as one-frame clips (posterior mean), then normalised with the VAE's `latents_mean` /
 `latents_std`, the same normalisation the pipeline's latents carry. Each latent pixel is paired with the RGB of the
-image averaged over the pixels it covers (the spatial factor, 8 for Wan), in [-1, 1], and a weight [C, 3] plus a
-bias [3] are fitted by ridge-regularised least squares over all pairs. Applying it costs one small matmul per
-preview, with no VAE decode.
+VAE's own decode of that latent averaged over the pixels it covers (the spatial factor, 8 for Wan), in [-1, 1] -- the
+colours a video made by this VAE shows -- and a weight [C, 3] plus a bias [3] are fitted by ridge-regularised least
+squares over all pairs. Applying it costs one small matmul per preview, with no VAE decode. Previews show the first
+latent frame, the one a causal VAE encodes alone, as an image (see `latents_to_preview`).
 
 The result is cached on disk under `cache_dir` (argument, else $HUMO_CACHE_DIR, else ~/.cache/humo-studio),
 keyed by a hash of the VAE config, its dtype, a fingerprint of its first and last parameters (so different
@@ -26,7 +27,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-FIT_VERSION = 1
+FIT_VERSION = 2  # 2: fitted to the VAE's decoded pictures
 DEFAULT_CACHE_DIR = Path("~/.cache/humo-studio")
 Projection = tuple[torch.Tensor, torch.Tensor]  # weight [C, 3], bias [3]
 
@@ -93,12 +94,29 @@ def _cache_key(vae, num_samples: int, image_size: int) -> str:
 
 @torch.no_grad()
 def _encode(vae, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    return _normalise(vae, _encode_raw(vae, images, batch_size))[:, :, 0]  # [N, C, h, w]
+
+
+@torch.no_grad()
+def _encode_raw(vae, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Posterior means [N, C, 1, h, w] of images [N, 3, H, W] encoded as one-frame clips (not normalised)."""
     device = next(vae.parameters()).device
     latents = []
     for start in range(0, len(images), batch_size):
-        clip = images[start : start + batch_size, :, None].to(device, _vae_dtype(vae))  # one-frame clips
+        clip = images[start : start + batch_size, :, None].to(device, _vae_dtype(vae))
         latents.append(vae.encode(clip).latent_dist.mode().float().cpu())
-    return _normalise(vae, torch.cat(latents))[:, :, 0]  # [N, C, h, w]
+    return torch.cat(latents)
+
+
+@torch.no_grad()
+def _decode(vae, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """The VAE's own pictures [N, 3, H, W] in [-1, 1] of raw latents [N, C, 1, h, w]: what a video shows."""
+    device = next(vae.parameters()).device
+    frames = []
+    for start in range(0, len(latents), batch_size):
+        z = latents[start : start + batch_size].to(device, _vae_dtype(vae))
+        frames.append(vae.decode(z).sample.float().cpu().clamp(-1, 1)[:, :, 0])
+    return torch.cat(frames)
 
 
 def _lstsq(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> Projection:
@@ -128,10 +146,12 @@ def fit_latent_rgb_projection(
             return torch.tensor(data["weight"]), torch.tensor(data["bias"])
         except (ValueError, KeyError, OSError):
             pass  # unreadable cache entry: fit again and overwrite it
-    images = synthetic_images(num_samples, image_size)
-    latents = _encode(vae, images)  # [N, C, h, w]
+    raw = _encode_raw(vae, synthetic_images(num_samples, image_size))
+    latents = _normalise(vae, raw)[:, :, 0]  # [N, C, h, w], as the pipeline holds them
     h, w = latents.shape[-2:]
-    targets = F.adaptive_avg_pool2d(images, (h, w))  # [N, 3, h, w]: the pixels each latent covers
+    # The target is the VAE's decode of the latents, not the input image: the preview must show the colours the
+    # video will have, and a small VAE (HuMo-nano's) does not give back saturated colours it never saw.
+    targets = F.adaptive_avg_pool2d(_decode(vae, raw), (h, w))  # [N, 3, h, w]: the pixels each latent covers
     x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
     y = targets.permute(0, 2, 3, 1).reshape(-1, 3)
     weight, bias = _lstsq(x, y)
@@ -156,13 +176,16 @@ def latents_to_preview(
 ) -> PIL.Image.Image:
     """RGB preview (PIL, uint8) of one latent frame of [C, F, h, w] or [B, C, F, h, w] latents (batch 0).
 
-    frame None -> the middle frame; the image is upscaled `scale`x (bilinear) to about the decoded size.
+    frame None -> the first frame: Wan's causal VAE encodes the first frame on its own, as an image, which is what
+    the projection is fitted on (one-frame clips); later latent frames carry what changed over four frames, which a
+    linear map reads well for Wan's VAE but not for every VAE (HuMo-nano's middle frame previewed green while its
+    video was red). The image is upscaled `scale`x (bilinear) to about the decoded size.
     """
     if latents.ndim == 5:
         latents = latents[0]
     if latents.ndim != 4:
         raise ValueError(f"expected latents [C, F, h, w] or [B, C, F, h, w], got shape {tuple(latents.shape)}")
-    index = latents.shape[1] // 2 if frame is None else frame
+    index = 0 if frame is None else frame
     rgb = project_latents(latents[:, index], projection).clamp(-1, 1)
     array = ((rgb + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     image = PIL.Image.fromarray(array)

@@ -8,6 +8,7 @@ raises one `MissingWeightsError` naming it, its size and the command that downlo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from engine import nano
 from engine.errors import InputError, MissingWeightsError
 from engine.nano import NANO_SHIFT
 from engine.schedulers import DEFAULT_SHIFT
@@ -61,13 +63,34 @@ SHARED = (VAE, TEXT_ENCODER, TOKENIZER, WHISPER)
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Everything the engine and the front ends know about one model id; nothing else special-cases an id.
+
+    Hub models are `transformer` + `components` (found locally or in the HF cache, loaded by `_load_official`);
+    a model with files of its own (HuMo-nano) or none (the untrained `tiny`) has a `loader`, and a `folder`
+    where its files live (for presence and size) when it has any.
+    """
+
     id: str
     variant: str  # "17b" | "1.7b"
     transformer: Component | None
-    default_size: tuple[int, int]  # (height, width)
+    default_size: tuple[int, int]  # (height, width); a `folder` model's loader reads its own
     components: tuple[Component, ...] = field(default=SHARED)
     description: str = ""
     flow_shift: float = DEFAULT_SHIFT  # the sampling grid's shift (Wan's 5 for 480p; HuMo-nano's 64x64 uses 2)
+    default_steps: int | Callable[[], int] = 50  # a callable reads it from the model's files (HuMo-nano)
+    guidance_preset: str = "official"  # distilled students: "single pass" (engine.guidance), one pass per step
+    loader: Callable | None = None  # fn(device=, torch_dtype=, scheduler=) -> HuMoPipeline; None: official files
+    folder: Callable[[], Path] | None = None  # where a loader model's files live
+    present: Callable[[], bool] | None = None  # None: every component is found
+    untrained: bool = False  # random weights built in code: its videos are noise (the studio says so)
+
+    def steps(self) -> int:
+        return int(self.default_steps() if callable(self.default_steps) else self.default_steps)
+
+    def is_present(self) -> bool:
+        if self.present is not None:
+            return self.present()
+        return all(component_root(c) is not None for c in self.all_components)
 
     @property
     def size_bytes(self) -> int:
@@ -103,8 +126,37 @@ MODELS: dict[str, ModelSpec] = {
         components=(),
         description="CPU-sized HuMo trained on the synthetic world (assets/humo-nano, `python -m training nano`)",
         flow_shift=NANO_SHIFT,
+        default_steps=lambda: nano.info().get("sample_steps", 30),
+        loader=lambda **kw: nano.load_nano_pipeline(torch_dtype=kw["torch_dtype"], scheduler=kw["scheduler"]),
+        folder=lambda: nano.nano_dir(),
+        present=lambda: nano.is_present(),
     ),
-    "tiny": ModelSpec("tiny", "1.7b", None, (64, 64), components=(), description="untrained test model, built in code"),
+    "humo-nano-4step": ModelSpec(
+        "humo-nano-4step",
+        "1.7b",
+        None,
+        (64, 64),
+        components=(),
+        description="HuMo-nano distilled to 4 steps x 1 pass (assets/humo-nano-4step, `python -m training distill-nano`)",
+        flow_shift=NANO_SHIFT,
+        default_steps=4,
+        guidance_preset="single pass",
+        loader=lambda **kw: nano.load_nano_student_pipeline(torch_dtype=kw["torch_dtype"], scheduler=kw["scheduler"]),
+        folder=lambda: nano.student_dir(),
+        present=lambda: nano.is_student_present(),
+    ),
+    "tiny": ModelSpec(
+        "tiny",
+        "1.7b",
+        None,
+        (64, 64),
+        components=(),
+        description="untrained test model, built in code",
+        default_steps=8,
+        loader=lambda **kw: _load_tiny(kw["scheduler"]),
+        present=lambda: True,
+        untrained=True,
+    ),
 }
 # Preference order when nothing is asked for: the largest model present first; HuMo-nano (bundled) before the
 # untrained "tiny", which only remains the default where assets/humo-nano is missing.
@@ -205,10 +257,7 @@ def _disk_size(path: Path) -> int:
 
 
 def is_present(model_id: str) -> bool:
-    spec = get_spec(model_id)
-    if model_id in PRESENCE:
-        return PRESENCE[model_id]()
-    return all(component_root(c) is not None for c in spec.all_components)
+    return get_spec(model_id).is_present()
 
 
 def list_models() -> list[dict]:
@@ -219,19 +268,16 @@ def list_models() -> list[dict]:
         location, size = None, 0
         if spec.transformer is not None and present:
             location = str(component_root(spec.transformer) / spec.transformer.marker)
-        elif model_id == "humo-nano":
-            from engine import nano
-
-            location = str(nano.nano_dir()) if present else None
-            size = _disk_size(nano.nano_dir()) if present else 0
-        elif spec.transformer is None:
-            location = "built in code" if model_id == "tiny" else None
+        elif spec.folder is not None and present:
+            location, size = str(spec.folder()), _disk_size(spec.folder())
+        elif spec.untrained:
+            location = "built in code"
         rows.append(
             {
                 "id": model_id,
                 "variant": spec.variant,
                 "present": present,
-                "size_gb": (size if model_id == "humo-nano" else spec.size_bytes) / 1e9,
+                "size_gb": (size if location and spec.transformer is None else spec.size_bytes) / 1e9,
                 "location": location,
                 "description": spec.description,
                 "default_size": spec.default_size,
@@ -258,6 +304,64 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# In a fine-tune's folder (the trainer's final/): the registry model whose VAE and encoders its weights belong to,
+# and fingerprints of those encoders as the training cache saw them.
+BASE_FILE = "humo_base.json"
+
+
+def module_fingerprint(module) -> str:
+    """A cheap identity of a loaded module's weights: sha256 over every tensor's name, shape, dtype and first 64
+    values (the whole of a 22 GB umT5 would take minutes). Two builds of the same architecture differ here."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        if tensor.device.type != "meta" and tensor.numel():
+            digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encoder_fingerprints(pipe) -> dict[str, str]:
+    """{component: fingerprint} of what a training cache is made with and a fine-tune is rendered with."""
+    return {name: module_fingerprint(getattr(pipe, name)) for name in ("vae", "text_encoder", "audio_encoder")}
+
+
+def read_base(folder: str | Path) -> dict:
+    """A fine-tune's base record ({"base_model": id, "encoders": {...}}); a clear error where there is none."""
+    record = Path(folder) / BASE_FILE
+    if not record.exists():
+        raise InputError(
+            f"{folder} does not record the model it was trained from (no {BASE_FILE}; checkpoints from before this "
+            'record cannot tell). Add one: {"base_model": "humo-nano"} (or tiny, humo-1.7b, humo-17b).',
+            field="model",
+        )
+    base = json.loads(record.read_text())
+    get_spec(base.get("base_model", ""))  # an unknown id is refused here, by name
+    return base
+
+
+def load_finetune(folder: str | Path, device=None, memory_mode: str | None = "auto"):
+    """A fine-tuned transformer (a diffusers folder written by the trainer) on its base model's VAE and encoders,
+    which must be the ones its training cache was encoded with (a rebuilt or swapped base is refused by name)."""
+    from engine.models import HuMoTransformer3DModel
+
+    base = read_base(folder)
+    pipe = load_pipeline(base["base_model"], device=device, memory_mode=memory_mode)
+    recorded = base.get("encoders") or {}
+    current = encoder_fingerprints(pipe) if recorded else {}
+    changed = [name for name, value in recorded.items() if current.get(name) != value]
+    if changed:
+        raise InputError(
+            f"{folder} was trained on a cache encoded with other {', '.join(changed)} weights than "
+            f"{base['base_model']} has now ({', '.join(f'{n} {recorded[n]} vs {current.get(n)}' for n in changed)}): "
+            "render it with the base it was trained with, or fine-tune again.",
+            field="model",
+        )
+    transformer = HuMoTransformer3DModel.from_pretrained(folder, torch_dtype=pipe.transformer.dtype)
+    pipe.register_modules(transformer=transformer.to(pipe.device))
+    pipe.model_id = f"checkpoint:{folder}"
+    return pipe
+
+
 def load_pipeline(
     model_id: str = "tiny",
     device: str | torch.device | None = None,
@@ -271,24 +375,17 @@ def load_pipeline(
     fp32 on CPU), VAE and Whisper in fp32 (as the official code), umT5 in bf16.
     `memory_mode`: "auto" picks one from the free VRAM on CUDA (engine/memory.py); None just moves to `device`.
     """
-    from engine.pipeline import HuMoPipeline
     from engine.schedulers import make_scheduler
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if model_id == "tiny":
-        from engine.components import build_tiny_components
-
-        pipe = HuMoPipeline(**build_tiny_components(scheduler=scheduler))
-        pipe.model_hashes = {}
-    elif model_id in LOADERS:
-        pipe = LOADERS[model_id](device=device, torch_dtype=torch_dtype, scheduler=scheduler)
+    spec = get_spec(model_id)
+    if spec.loader is not None:
+        pipe = spec.loader(device=device, torch_dtype=torch_dtype, scheduler=scheduler)
     else:
         pipe = _load_official(resolve(model_id), device, torch_dtype, make_scheduler(scheduler))
     pipe.model_id = model_id
-    # a loader may know its model's size better than the registry (HuMo-nano reads it from nano.json)
-    pipe.default_size = getattr(pipe, "default_size", None) or (
-        MODELS[model_id].default_size if model_id in MODELS else (64, 64)
-    )
+    if spec.folder is None:  # a model with its own files reads its size from them (HuMo-nano: nano.json)
+        pipe.default_size = spec.default_size
     if memory_mode == "auto":
         from engine.memory import choose_memory_mode
         from engine.system import free_ram_bytes
@@ -303,21 +400,11 @@ def load_pipeline(
     return apply_memory_mode(pipe, memory_mode, device)
 
 
-def _load_nano(device, torch_dtype, scheduler):
-    from engine import nano
+def _load_tiny(scheduler):
+    from engine.components import build_tiny_components
+    from engine.pipeline import HuMoPipeline
 
-    return nano.load_nano_pipeline(torch_dtype=torch_dtype, scheduler=scheduler)
-
-
-def _nano_present() -> bool:
-    from engine import nano
-
-    return nano.is_present()
-
-
-# Models whose files are not Hub components: id -> fn(device=, torch_dtype=, scheduler=) and id -> presence check.
-LOADERS: dict[str, Callable] = {"humo-nano": _load_nano}
-PRESENCE: dict[str, Callable[[], bool]] = {"humo-nano": _nano_present}
+    return HuMoPipeline(**build_tiny_components(scheduler=scheduler))
 
 
 def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler):

@@ -72,7 +72,7 @@ def enable_step_cache(
     else:
         raise InputError(f"Unknown step cache {kind!r}: use first_block or mag.", field="step_cache")
     pipe.transformer.enable_cache(config)
-    pipe.step_cache = True
+    pipe.step_cache = kind
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
@@ -169,7 +169,7 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
 def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
     from engine.memory import apply_memory_mode
 
-    if args.memory_mode and args.memory_mode != getattr(pipe, "memory_mode", None):
+    if args.memory_mode and args.memory_mode != pipe.memory_mode:
         apply_memory_mode(pipe, args.memory_mode, device)
     if args.attention_backend:
         set_attention_backend(pipe, args.attention_backend)

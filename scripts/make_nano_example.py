@@ -21,7 +21,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.clips import write_wav  # noqa: E402
+from engine.audio import write_wav  # noqa: E402
 from training.nano import sample_world  # noqa: E402
 
 DRAWS, SEED, CHOSEN = 12, 3000, 0

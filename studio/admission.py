@@ -2,8 +2,10 @@
 a bounded queue, decided when the request arrives (a Gradio `validator`, before it waits in the queue).
 
 Counting rows is not enough: a job waits in Gradio's queue before its row exists, so forty clicks would all
-wait and then run one after another. A ticket is taken at arrival and given back when the job ends; a ticket
-whose page went away while queued expires after `admission_ttl_s`.
+wait and then run one after another. A ticket is taken at arrival and given back when the job ends. A page that
+goes away while its job waits never reaches the job function (Gradio's queue drops the event), so each ticket also
+names the page's session: a ticket whose session has no event left in Gradio's queue is given back at the next
+admission (`watch_queue`); `admission_ttl_s` remains the bound for anything else.
 """
 
 from __future__ import annotations
@@ -16,26 +18,55 @@ MAX_JOBS_PER_ADDRESS = 2  # several visitors may share an address (a campus, a p
 _LOCK = threading.Lock()
 
 
-def client_address(request: Any) -> str:
-    """The client's address: the first X-Forwarded-For hop behind a proxy (a Space), else the socket's peer."""
+def client_address(request: Any, trusted_proxies: int = 0) -> str:
+    """The client's address. Behind `trusted_proxies` reverse proxies (a Space: 1) it is the X-Forwarded-For hop
+    the outermost trusted proxy appended; hops to its left are whatever the client typed, so they are never
+    believed (a client rotating a forged header would otherwise escape the per-address cap). Without trusted
+    proxies the header is ignored: the socket's peer."""
     headers = getattr(request, "headers", None) or {}
-    forwarded = headers.get("x-forwarded-for", "") if hasattr(headers, "get") else ""
-    first = forwarded.split(",")[0].strip()
-    if first:
-        return first[:100]
+    forwarded = headers.get("x-forwarded-for", "") if trusted_proxies and hasattr(headers, "get") else ""
+    hops = [hop.strip() for hop in str(forwarded).split(",") if hop.strip()]
+    if hops:
+        return hops[-min(trusted_proxies, len(hops))][:100]
     client = getattr(request, "client", None)
     return str(getattr(client, "host", "") or "unknown")[:100]
 
 
+ARRIVAL_GRACE_S = 5.0  # the validator runs just before Gradio queues the event: a fresh ticket has no event yet
+
+
+def watch_queue(ctx, blocks) -> None:
+    """Let admission ask Gradio's queue whether a page's event is still waiting or running."""
+    ctx.session_in_queue = lambda session: session_in_queue(blocks._queue, session)
+
+
+def session_in_queue(queue, session: str) -> bool:
+    """Whether Gradio's queue holds an event of `session`, waiting or running. The queue is the event loop's;
+    this reads copies of its containers, so a change while we look is read again rather than raised."""
+    for _ in range(3):
+        try:
+            waiting = [e.session_hash for e in list(queue.event_ids_to_events.values())]
+            running = [e.session_hash for jobs in list(queue.active_jobs) if jobs for e in list(jobs)]
+            return session in waiting or session in running
+        except RuntimeError:  # changed size during the copy
+            continue
+    return True  # cannot tell: keep the ticket (the TTL still bounds it)
+
+
 def _live(ctx) -> dict:
-    """The tickets not yet expired (dropping the rest)."""
+    """The tickets not yet expired and whose page's event is still queued or running (dropping the rest)."""
     now, ttl = time.monotonic(), ctx.options.admission_ttl_s
-    for key in [k for k, (_, t) in ctx.admissions.items() if now - t > ttl]:
-        del ctx.admissions[key]
+    alive = ctx.session_in_queue
+    for key, (_, taken) in list(ctx.admissions.items()):
+        session = ctx.admission_sessions.get(key)
+        dropped = alive is not None and session and now - taken > ARRIVAL_GRACE_S and not alive(session)
+        if now - taken > ttl or dropped:
+            del ctx.admissions[key]
+            ctx.admission_sessions.pop(key, None)
     return ctx.admissions
 
 
-def admit(ctx, owner: str, address: str) -> str | None:
+def admit(ctx, owner: str, address: str, session: str | None = None) -> str | None:
     """Take a ticket for `owner`; None when admitted, else the message that says why not."""
     opts = ctx.options
     if not opts.public:
@@ -49,6 +80,8 @@ def admit(ctx, owner: str, address: str) -> str | None:
         if len(tickets) >= opts.max_queue_public:
             return f"The studio is busy ({len(tickets)} jobs waiting or running): try again in a few minutes."
         tickets[owner] = (address, time.monotonic())
+        if session:
+            ctx.admission_sessions[owner] = session
     return None
 
 
@@ -56,3 +89,4 @@ def release(ctx, owner: str) -> None:
     """Give the owner's ticket back (the job ended, or was refused)."""
     with _LOCK:
         ctx.admissions.pop(owner, None)
+        ctx.admission_sessions.pop(owner, None)

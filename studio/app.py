@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from studio import admission
+from studio.api_values import FileValueGuard
 from studio.context import StudioContext, StudioOptions
 from studio.owners import new_visitor_id, studio_secret
-from studio.serving import SERVED
+from studio.serving import SERVED, cache_sweeper
 from studio.store import LOCAL_OWNER
 from studio.tab_gallery import build_gallery_tab
-from studio.tab_generate import build_generate_tab
+from studio.tab_generate import SHORTCUT_JS, build_generate_tab, wire_page_load
 from studio.tab_models import build_models_tab
 
 DEMO_BANNER = (
@@ -46,7 +49,7 @@ def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
 
 def build_app(ctx: StudioContext) -> gr.Blocks:
     opts = ctx.options
-    with gr.Blocks(title="HuMo Studio", delete_cache=(max(1, opts.cache_ttl_s // 4), opts.cache_ttl_s)) as demo:
+    with gr.Blocks(title="HuMo Studio") as demo:  # the cache is aged out by launch_options' cache_sweeper
         # The anonymous visitor's id (public mode), kept encrypted in the browser with the studio's own secret.
         visitor = gr.BrowserState(None, storage_key="humo-visitor", secret=studio_secret(ctx.store.data_dir))
         gr.Markdown("# HuMo Studio\nA face, a voice and a prompt → a lip-synced video. " + AI_NOTICE)
@@ -61,6 +64,10 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
                 generate = build_generate_tab(ctx, model_choices(ctx), visitor)
+            with gr.Tab("Dub", id="dub"):
+                from studio.tab_dub import build_dub_tab  # re-voice a video (issue #15); also the /dub API
+
+                dubbing = build_dub_tab(ctx, visitor)
             with gr.Tab("Gallery", id="gallery"):
                 gallery = build_gallery_tab(ctx, generate, tabs, generate_tab, visitor)
             with gr.Tab("Models", id="models"):
@@ -72,20 +79,18 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                     build_train_tab = None
                 if build_train_tab is not None:
                     with gr.Tab("Train", id="train"):
-                        build_train_tab(ctx)
+                        build_train_tab(ctx, model_picker=generate.form.model)  # finished runs join the picker
         # First load: give a new visitor an id; then fill the gallery and the last settings of this owner.
         private = {"queue": False, "api_visibility": "private"}
         load_fn, load_inputs, load_outputs = gallery["_load"]
-        restore_fn, restore_inputs, restore_outputs = generate["_restore"]
-        panel_inputs, panel_outputs = generate["_panel"]
-        from studio.tab_generate import guidance_panel
-
         opened = demo.load(lambda v: v or new_visitor_id(), visitor, visitor, **private)
         opened.then(load_fn, load_inputs, load_outputs, **private)
-        opened.then(restore_fn, restore_inputs, restore_outputs, **private)
-        demo.load(lambda *a: guidance_panel(ctx, *a), panel_inputs, panel_outputs, preprocess=False, **private)
-        demo.temp_file_sets.append(SERVED)  # served media copies age out with Gradio's own (delete_cache)
+        wire_page_load(ctx, generate, opened, visitor)
+        for job_event in generate.job_events + dubbing.job_events:  # the gallery shows a job's row when it ends
+            job_event.then(load_fn, load_inputs, load_outputs, **private)
+        demo.temp_file_sets.append(SERVED)  # served media copies age out with Gradio's own files (cache_sweeper)
     demo.queue(default_concurrency_limit=1, max_size=opts.max_queue_public + 4 if opts.public else None)
+    admission.watch_queue(ctx, demo)  # tickets (and queue-list entries) of pages whose event the queue dropped
     return demo
 
 
@@ -103,10 +108,17 @@ def public_notice(opts: StudioOptions) -> str:
 
 def launch_options(ctx: StudioContext) -> dict:
     """`demo.launch` keywords: nothing of the data folder is served (media reach the page as cached copies),
-    uploads are capped, and logins (`--auth`) are on when given."""
+    uploads are capped, file values of API calls are the studio's to refuse, the cache is aged out, and logins
+    (`--auth`) are on when given."""
     opts = ctx.options
     data = ctx.store.data_dir
+    app_kwargs = {
+        "middleware": [Middleware(FileValueGuard)],
+        "lifespan": cache_sweeper(max(1, opts.cache_ttl_s // 4), opts.cache_ttl_s),
+    }
     return {
+        "js": SHORTCUT_JS,  # Ctrl+Enter generates
+        "app_kwargs": app_kwargs,
         "allowed_paths": [],
         "blocked_paths": [str(data), str(data.resolve())],
         "max_file_size": opts.max_upload_public if opts.public else opts.max_upload,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.queue_view import JobBoard
 from studio.store import Store
 
 
@@ -38,6 +40,9 @@ class StudioOptions:
     max_upload_public: str = "50mb"
     max_queue_public: int = 16  # jobs waiting in all; more get a "busy" message
     admission_ttl_s: float = 900.0  # a queued job whose page went away frees its visitor's slot after this
+    # Reverse proxies in front of the studio whose X-Forwarded-For hop is believed for the per-address cap
+    # (HUMO_TRUSTED_PROXIES; 1 on a Space). 0: the socket's peer, the header is ignored.
+    trusted_proxies: int = 0
 
     @property
     def frame_cap(self) -> int:
@@ -57,6 +62,11 @@ class StudioContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
     admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
+    admission_sessions: dict = field(default_factory=dict)  # owner -> the page session its ticket was taken for
+    # session hash -> whether Gradio's queue still holds (or runs) an event of that page; set by the app once the
+    # queue exists (studio.admission.watch_queue). A ticket of a page whose event the queue dropped is given back.
+    session_in_queue: Callable[[str], bool] | None = None
+    board: JobBoard = field(default_factory=JobBoard)  # the Generate tab's queue list (studio/queue_view.py)
     startup_report: str = ""
 
     @classmethod
@@ -79,13 +89,13 @@ class StudioContext:
 
     def pipeline(self, model_id: str | None = None):
         """The loaded pipeline for a model id (loaded once, kept; the lock keeps two jobs from loading twice)."""
-        from engine.registry import load_pipeline
+        from engine.registry import load_finetune, load_pipeline
 
         model_id = model_id or self.default_model
         with self._lock:
             if model_id not in self._pipelines:
-                if model_id.startswith("checkpoint:"):
-                    self._pipelines[model_id] = _load_checkpoint(model_id.split(":", 1)[1], self.options.device)
+                if model_id.startswith("checkpoint:"):  # a fine-tune, on its recorded base's VAE and encoders
+                    self._pipelines[model_id] = load_finetune(model_id.split(":", 1)[1], self.options.device)
                 else:
                     self._pipelines[model_id] = load_pipeline(model_id, device=self.options.device)
             return self._pipelines[model_id]
@@ -93,22 +103,12 @@ class StudioContext:
     @property
     def is_demo_model(self) -> bool:
         """The untrained built-in model (its videos are noise)."""
-        return self.default_model == "tiny"
+        from engine.registry import MODELS
+
+        return self.default_model in MODELS and MODELS[self.default_model].untrained
 
     @property
     def is_nano_model(self) -> bool:
         """The bundled HuMo-nano (trained on the synthetic world, 64x64)."""
         return self.default_model == "humo-nano"
 
-
-def _load_checkpoint(path: str, device):
-    """A fine-tuned transformer (diffusers folder written by the trainer) on the tiny/official encoders."""
-    from engine.models import HuMoTransformer3DModel
-    from engine.registry import load_pipeline
-
-    transformer = HuMoTransformer3DModel.from_pretrained(path)
-    base = "tiny" if transformer.config.num_attention_heads * transformer.config.attention_head_dim < 1536 else None
-    pipe = load_pipeline(base or ("humo-17b" if transformer.config.in_channels == 36 else "humo-1.7b"), device=device)
-    pipe.register_modules(transformer=transformer.to(pipe.device))
-    pipe.model_id = f"checkpoint:{path}"
-    return pipe

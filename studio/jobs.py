@@ -24,6 +24,7 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.generate import GenerationRequest, generate_to_file
 from engine.pipeline import DEFAULT_FRAMES, GenerationInterrupted, mode_from_inputs
+from studio import eta
 from studio.context import StudioContext
 from studio.paths import DataPaths
 from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
@@ -60,7 +61,7 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     cap, audio within the length cap), then the job's real cost: the frames the audio sets, long video included.
     Messages name the user's files (`names`: path -> the name they uploaded), never a stored hash.
     """
-    from engine.audio import check_not_silent, load_audio, num_video_frames, snap_frames
+    from engine.audio import check_voice, load_audio, num_video_frames, snap_frames
     from engine.media import load_image
     from studio import inputs
 
@@ -95,7 +96,7 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     if request.audio:
         shown = names.get(request.audio) or Path(request.audio).name
         waveform = load_audio(request.audio, max_seconds=opts.audio_cap_s, display_name=shown)
-        check_not_silent(waveform, shown)
+        check_voice(waveform, shown)
         if not request.num_frames or request.window_frames:
             frames = snap_frames(max(1, num_video_frames(len(waveform))))
     _check_frames(opts, request, frames)
@@ -178,10 +179,12 @@ def run_job(
     owner: str = LOCAL_OWNER,
     names: dict[str, str] | None = None,
     consent: bool | None = None,
+    advanced=None,
 ) -> JobResult:
     """Run one generation of `owner` to a finished gallery row. Never leaves a row 'running' or a half-written
-    video; a job refused before its row exists leaves no file behind."""
-    validate_request(ctx, request, names)
+    video; a job refused before its row exists leaves no file behind. `advanced`: studio.advanced.AdvancedOptions
+    (LoRA, step cache, compile, attention, memory mode), on the pipeline for this job and stored with the row."""
+    frames = validate_request(ctx, request, names)
     model_id = model_id or ctx.default_model
     if request.seed is None or request.seed < 0:
         request = replace(request, seed=random.randint(0, 2**31 - 1))
@@ -193,7 +196,7 @@ def run_job(
             mode=mode_from_inputs(bool(request.images), bool(request.audio)),
             model_id=model_id,
             seed=request.seed,
-            settings=_settings_of(request),
+            settings={**_settings_of(request), **({"advanced": advanced.record(names)} if advanced else {})},
             input_hashes=input_hashes,
             input_paths=input_paths,
             total_steps=request.num_inference_steps,
@@ -216,24 +219,40 @@ def run_job(
         else:
             pipe = ctx.pipeline(model_id)
             ctx.store.mark_running(gid)
-            callback = _progress_callback(ctx, gid, stop_event, on_progress)
-            path, settings = generate_to_file(
-                pipe, request, ctx.store.abs_path(video_rel), callback_on_step_end=callback
-            )
+            callback = _progress_callback(ctx, gid, stop_event, on_progress, _estimate(ctx, request, frames, model_id))
+            from studio.advanced import applied
+
+            with applied(pipe, advanced, ctx.options.device):
+                path, settings = generate_to_file(
+                    pipe, request, ctx.store.abs_path(video_rel), callback_on_step_end=callback
+                )
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
-        thumb_rel = DataPaths.thumb_rel(gid)
-        _thumbnail(path, ctx.store.abs_path(thumb_rel))
-        ctx.store.mark_done(gid, video_rel, thumb_rel, timings=settings.get("timings"), seed=settings.get("seed"))
-        return JobResult(gid, "done", path, settings)
-    except GenerationInterrupted as exc:
+        return _finish(ctx, gid, video_rel, path, settings)
+    except BaseException as exc:
+        return _end_row(ctx, gid, exc)
+
+
+def _finish(ctx: StudioContext, gid: int, video_rel: str, path: Path, settings: dict) -> JobResult:
+    """A rendered row: its thumbnail, then done (the video is already in place)."""
+    thumb_rel = DataPaths.thumb_rel(gid)
+    _thumbnail(path, ctx.store.abs_path(thumb_rel))
+    ctx.store.mark_done(gid, video_rel, thumb_rel, timings=settings.get("timings"), seed=settings.get("seed"))
+    return JobResult(gid, "done", path, settings)
+
+
+def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
+    """A row whose render ended early: stopped, refused (the message names the field) or failed; never left
+    'running'. Anything but an Exception (a KeyboardInterrupt, a SystemExit) still propagates, after the mark."""
+    if isinstance(exc, GenerationInterrupted):
         ctx.store.mark_stopped(gid, str(exc))
         return JobResult(gid, "stopped", error=str(exc))
-    except InputError as exc:
+    if isinstance(exc, InputError):
         ctx.store.mark_failed(gid, str(exc))
         return JobResult(gid, "failed", error=str(exc), field=exc.field)
-    except Exception as exc:  # keep serving: the row records what went wrong
-        ctx.store.mark_failed(gid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")
+    ctx.store.mark_failed(gid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+    if not isinstance(exc, Exception):
+        raise exc
+    return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")  # keep serving: the row says what went wrong
 
 
 def worker_group_command(
@@ -326,13 +345,13 @@ def _thumbnail(video: Path, out: Path) -> None:
 
 
 def _remember_speed(ctx: StudioContext, model_id: str, settings: dict, seconds: float) -> None:
-    passes = sum(settings.get("timings", {}).get("passes_per_step", []) or [1])
-    denoise = settings.get("timings", {}).get("denoise_s", seconds)
-    tokens = max(1, int(settings.get("num_frames", 1)) * settings.get("height", 16) * settings.get("width", 16))
-    ctx.seconds_per_pass[model_id] = (denoise / max(1, passes), tokens)
+    """Learn this machine's costs from the job's timings (studio/eta.py); the wall time is stored with the row."""
+    settings.setdefault("timings", {})["job_s"] = seconds
+    pipe = ctx._pipelines.get(model_id) if ctx.options.gpus <= 1 else None  # a worker group has none here
+    eta.record(ctx, model_id, settings, seconds, pipe)
 
 
-def _progress_callback(ctx, gid, stop_event, on_progress):
+def _progress_callback(ctx, gid, stop_event, on_progress, estimate: eta.Estimate | None = None):
     started = time.perf_counter()
     last_preview = [0.0]
 
@@ -354,10 +373,10 @@ def _progress_callback(ctx, gid, stop_event, on_progress):
             if window:  # long videos report every window of a step: count progress in windows
                 index, count = window
                 fraction = (step + (index + 1) / count) / total
-                remaining = elapsed / max(fraction, 1e-6) * (1 - fraction)
+                remaining = _remaining(estimate, elapsed, fraction)
                 message = f"step {done}/{total} · window {index + 1}/{count}"
             else:
-                remaining = elapsed / done * (total - done)
+                remaining = _remaining(estimate, elapsed, done / total)
                 message = f"step {done}/{total}"
             on_progress(JobProgress(gid, done, total, elapsed, remaining, preview, message))
         if stop_event.is_set():
@@ -367,15 +386,30 @@ def _progress_callback(ctx, gid, stop_event, on_progress):
     return callback
 
 
-def stream_job(ctx, request, model_id=None, stop_event=None, **job) -> Iterator[JobProgress | JobResult]:
+def _estimate(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str) -> eta.Estimate | None:
+    """The job's time from this machine's earlier runs, for the seconds-left line; a time estimate never fails a job."""
+    try:
+        return eta.estimate_request(ctx, request, frames, model_id)
+    except Exception:
+        return None
+
+
+def _remaining(estimate: eta.Estimate | None, elapsed: float, fraction: float) -> float:
+    """Seconds left: decode and writing included once this model's costs are measured (studio/eta.py)."""
+    if estimate is not None and estimate.parts is not None:
+        return eta.remaining_s(estimate, elapsed, fraction)
+    return elapsed / max(fraction, 1e-6) * (1 - fraction)
+
+
+def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) -> Iterator[JobProgress | JobResult]:
     """Run a job in a worker thread and yield its progress events, then its result (for Gradio generators).
-    `job`: run_job's owner, names and consent."""
+    `job`: run_job's owner, names and consent; `run`: the job function (default run_job; a dub: run_dub_job)."""
     events: queue.Queue = queue.Queue()
     holder: dict = {}
 
     def work():
         try:
-            holder["result"] = run_job(ctx, request, model_id, stop_event, on_progress=events.put, **job)
+            holder["result"] = (run or run_job)(ctx, request, model_id, stop_event, on_progress=events.put, **job)
         except InputError as exc:
             holder["error"] = exc
         finally:
@@ -392,3 +426,99 @@ def stream_job(ctx, request, model_id=None, stop_event=None, **job) -> Iterator[
     if "error" in holder:
         raise holder["error"]
     yield holder["result"]
+
+
+# ---------------------------------------------------------------------------------------------- dubbing (issue #15)
+def check_dub_video(opts, path: str, name: str | None = None) -> dict:
+    """The source video's header checks (engine.dub.probe_video: readable, a video, not a still) and, in public mode,
+    its caps: duration, pixels per frame and file size, all read from the header and the file system, before any
+    frame is decoded."""
+    from gradio.utils import _parse_file_size  # Gradio's own reading of max_file_size ("50mb")
+
+    from engine import dub
+
+    name = name or Path(path).name
+    header = dub.probe_video(path, name)
+    if not opts.public:
+        return header
+    stream, seconds = header["video"], header.get("duration") or 0.0
+    if seconds > opts.audio_cap_s:
+        raise InputError(f"{name} is {seconds:.1f} s long; this public studio dubs videos up to "
+                         f"{opts.audio_cap_s:.0f} s: trim it.", field="video")  # fmt: skip
+    if stream["width"] * stream["height"] > opts.max_pixels_public:
+        raise InputError(f"{name} is {stream['width']}×{stream['height']}; this public studio takes videos up to "
+                         "480×832 pixels per frame: scale it down.", field="video")  # fmt: skip
+    if Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
+        raise InputError(f"{name} is larger than {opts.max_upload_public}: export it smaller.", field="video")
+    return header
+
+
+def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = None):
+    """Every check of a dub before a row or a file exists (engine.dub.DubRequest -> its DubPlan): numbers and text,
+    the source video's header caps, then engine.dub.plan_dub (voice within the length cap, frames, face, mask) and
+    the frame cap on what the job makes."""
+    from engine import dub
+    from studio import inputs
+
+    opts = ctx.options
+    names = names or {}
+    inputs.text(request.prompt, "prompt", "prompt")
+    if not isinstance(request.num_inference_steps, int) or request.num_inference_steps < 1:
+        raise InputError("Steps must be at least 1.", field="steps")
+    if opts.public and request.num_inference_steps > opts.max_steps_public:
+        raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
+    check_dub_video(opts, request.video, names.get(request.video))
+    plan = dub.plan_dub(request, names, max_audio_s=opts.audio_cap_s)
+    if opts.public and plan.num_frames > opts.max_frames_public:
+        limit = opts.max_frames_public
+        raise InputError(f"This dub would make {plan.num_frames} frames; this public studio makes at most {limit} "
+                         f"({limit / 25:.1f} s): trim the voice.", field="audio")  # fmt: skip
+    if not request.window_frames and plan.num_frames > opts.max_frames_plain:
+        raise InputError(f"The voice sets {plan.num_frames} frames, more than one window of {opts.max_frames_plain}: "
+                         "trim the voice.", field="audio")  # fmt: skip
+    return plan
+
+
+def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_event: threading.Event | None = None,
+                on_progress: Callable[[JobProgress], None] | None = None, owner: str = LOCAL_OWNER,
+                names: dict[str, str] | None = None, consent: bool | None = None) -> JobResult:  # fmt: skip
+    """One dub of `owner` to a finished gallery row (the lifecycle of `run_job`; the settings say kind "dub")."""
+    from dataclasses import asdict
+
+    from engine.dub import dub_to_file
+
+    names = names or {}
+    plan = validate_dub(ctx, request, names)
+    model_id = model_id or ctx.default_model
+    if request.seed is None or request.seed < 0:
+        request = replace(request, seed=random.randint(0, 2**31 - 1))
+    rel_paths, hashes, copies = [], {}, {}
+    try:
+        for key, kind in (("video", "video"), ("audio", "audio"), ("mask", "image")):
+            if getattr(request, key):
+                rel, digest = ctx.store.save_input(getattr(request, key), kind)
+                rel_paths.append(rel)
+                hashes[key] = digest
+                copies[key] = str(ctx.store.abs_path(rel))
+                names[copies[key]] = names.get(getattr(request, key)) or Path(getattr(request, key)).name
+        request = replace(request, **copies)
+        settings = {k: v for k, v in asdict(request).items() if k not in ("video", "audio", "mask")}
+        row = ctx.store.create_generation(prompt=request.prompt, negative_prompt=request.negative_prompt or "",
+                                          mode="TIA", model_id=model_id, seed=request.seed,
+                                          settings={"kind": "dub", **settings}, input_hashes=hashes,
+                                          input_paths=rel_paths, total_steps=request.num_inference_steps,
+                                          owner=owner, consent=consent)  # fmt: skip
+    except BaseException:
+        ctx.store.discard_inputs(rel_paths)
+        raise
+    gid = row.id
+    stop_event = stop_event or threading.Event()
+    try:
+        pipe = ctx.pipeline(model_id)
+        ctx.store.mark_running(gid)
+        callback = _progress_callback(ctx, gid, stop_event, on_progress)
+        video_rel = DataPaths.video_rel(gid)
+        path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
+        return _finish(ctx, gid, video_rel, path, settings)
+    except BaseException as exc:
+        return _end_row(ctx, gid, exc)

@@ -5,17 +5,25 @@ allowed one: letting Gradio serve `humo.db` opens and closes it inside the studi
 SQLite's POSIX lock and lets the next process delete the live WAL. Callbacks hand Gradio `served_copy(path)`,
 a copy under Gradio's cache folder whose directory name is a seeded hash of the content (unguessable without
 the file), so one visitor cannot fetch another's video by URL. Deleting an entry evicts its copies, and the
-cache is aged out by the Blocks' `delete_cache`, which sweeps `SERVED` like Gradio's own temporary files.
+cache (uploads, Gradio's temporary files and `SERVED`) is aged out by `cache_sweeper`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import shutil
+import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from gradio import processing_utils, utils
 
-# Copies made for the page; registered with the app's `temp_file_sets` so `delete_cache` ages them out.
+log = logging.getLogger(__name__)
+
+# Copies made for the page; registered with the app's `temp_file_sets` so the cache sweep ages them out.
 SERVED: set[str] = set()
 
 
@@ -45,3 +53,65 @@ def evict(path: str | Path | None) -> int:
         SERVED.discard(str(item))
     shutil.rmtree(folder, ignore_errors=True)
     return 1
+
+
+def sweep_cache(blocks, age_s: float | None) -> int:
+    """Remove the app's cached files (uploads, outputs, `SERVED`) older than `age_s` (all when None); returns how
+    many went. Gradio's own `delete_cache` sweep iterates the live sets while upload threads add to them, and
+    the first "Set changed size during iteration" ends its task for good (the cache then grows forever); this
+    one walks snapshots and survives any one file's error."""
+    keep = set()
+    for block in blocks.blocks.values():
+        keep.update(getattr(block, "keep_in_cache", set()))
+    now, removed = time.time(), 0
+    folder = cache_folder().resolve()
+    for files in list(blocks.temp_file_sets):
+        for file in list(files):  # a snapshot (one C-level copy under the GIL)
+            if file in keep:
+                continue
+            try:
+                if age_s is not None and now - os.lstat(file).st_ctime <= age_s:
+                    continue
+                os.remove(file)
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cache sweep: %s", exc)
+                continue
+            files.discard(file)
+            parent = Path(file).parent
+            if parent.resolve() != folder and parent.resolve().is_relative_to(folder):
+                try:
+                    parent.rmdir()  # the per-file hash folder, once empty
+                except OSError:
+                    pass
+    return removed
+
+
+def cache_sweeper(every_s: float, age_s: float):
+    """A lifespan (for `launch(app_kwargs={"lifespan": ...})`) that runs `sweep_cache` every `every_s` seconds
+    and empties the cache at shutdown, as Gradio's `delete_cache` would."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async def loop():
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await anyio.to_thread.run_sync(sweep_cache, app.get_blocks(), age_s)
+                except Exception:  # never let one bad sweep end the schedule
+                    log.exception("cache sweep failed")
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            sweep_cache(app.get_blocks(), None)
+
+    return lifespan

@@ -119,7 +119,9 @@ def _small(model_id: str) -> bool:
 
 def tokens(frames: int, height: int, width: int, references: int = 1) -> int:
     """Transformer tokens of one pass: (latent frames + reference slots) x (H/16) x (W/16)."""
-    return ((frames - 1) // 4 + 1 + references) * (height // 16) * (width // 16)
+    from engine.audio import latent_frame_count
+
+    return (latent_frame_count(frames) + references) * (height // 16) * (width // 16)
 
 
 def h100_pass_seconds(variant: str, num_tokens: int) -> float:

@@ -58,6 +58,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from engine.errors import InputError
+from engine.guidance import MODES
 from studio.paths import ENV_DB_URL, DataPaths, clean_ext
 
 STATUSES = ("queued", "running", "done", "failed", "stopped")
@@ -70,7 +71,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
     "stopped": frozenset(),
 }
-MODES = ("TIA", "TA", "TI", "T")  # T: text only (no image, no audio), an extension
 INPUT_KINDS = ("image", "audio", "video")
 INTERRUPTED_ERROR = "interrupted (studio restarted)"
 MAX_PAGE_SIZE = 200

@@ -57,9 +57,24 @@ def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWN
     video = served_copy(ctx.store.abs_path(row.video_path)) if row.video_path else None
     data = row.to_dict()
     summary = f"**#{row.id}** · {row.status} · {row.mode} · {row.model_id} · seed {row.seed}\n\n{row.prompt}"
-    if row.error:
-        summary += f"\n\n**Error:** {row.error.splitlines()[0]}"
+    if row.error:  # a stop is the user's choice, not an error
+        label = "Stopped" if row.status == "stopped" else "Error"
+        summary += f"\n\n**{label}:** {row.error.splitlines()[0]}"
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
+
+
+def delete_question(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str | None:
+    """What Delete asks before anything is removed ("Delete #7 …?"), or None when nothing of `owner`'s is selected."""
+    if generation_id is None:
+        return None
+    try:
+        row = ctx.store.get(int(generation_id), owner=owner)
+    except (NotFoundError, InputError, TypeError, ValueError):
+        return None
+    return (
+        f"**Delete #{row.id}** ({row.prompt[:60]!r}) with its video and the inputs no other entry uses? "
+        "This cannot be undone."
+    )
 
 
 def delete_generation(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str:
@@ -79,38 +94,19 @@ def delete_generation(ctx: StudioContext, generation_id: int | None, owner: str 
 
 
 def settings_for_reuse(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> dict:
-    """Generate-tab values of one of `owner`'s generations: the settings plus served copies of its inputs."""
+    """Generate-tab values (`tab_generate.SETTINGS_FIELDS` and its media) that reproduce one of `owner`'s
+    generations exactly: the stored request (schedule and its editor values, scales, long video, size, frames,
+    steps, seed, model, negative prompt) read as the form would, plus served copies of its inputs."""
+    from studio.tab_generate import _served_inputs, form_values
+
     row = ctx.store.get(int(generation_id), owner=owner)
-    settings = dict(row.settings or {})
-    paths = [served_copy(ctx.store.abs_path(p)) for p in (row.input_paths or [])]
-    paths = [p for p in paths if p]
-    audio_ext = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".mp4", ".aac", ".webm")
-    images = [p for p in paths if not p.lower().endswith(audio_ext)]
-    audio = next((p for p in paths if p.lower().endswith(audio_ext)), None)
-    guidance = settings.get("guidance") or {}
-    scales = guidance.get("scales", {}) if isinstance(guidance, dict) else {}
-    return {
-        "prompt": row.prompt,
-        "negative_prompt": row.negative_prompt or "",
-        "image": images[0] if images else None,
-        "extra_images": images[1:] or None,
-        "audio": audio,
-        "height": settings.get("height"),
-        "width": settings.get("width"),
-        "frames": settings.get("num_frames") or 0,
-        "steps": settings.get("num_inference_steps"),
-        "seed": row.seed,
-        "model": row.model_id,
-        "preset": (guidance.get("preset") if isinstance(guidance, dict) else None) or "official",
-        "scale_t": scales.get("scale_t"),
-        "scale_i": scales.get("scale_i"),
-        "scale_a": scales.get("scale_a"),
-        "switch": guidance.get("switch_timestep") if isinstance(guidance, dict) else None,
-    }
+    values, _ = form_values(ctx, dict(row.settings or {}), prompt=row.prompt,
+                            negative_prompt=row.negative_prompt or "", model=row.model_id, seed=row.seed)  # fmt: skip
+    return {**values, **_served_inputs(ctx, row)}
 
 
 def build_gallery_tab(
-    ctx: StudioContext, generate: dict, tabs: gr.Tabs, generate_tab: gr.Tab, visitor: gr.BrowserState
+    ctx: StudioContext, generate, tabs: gr.Tabs, generate_tab: gr.Tab, visitor: gr.BrowserState
 ) -> dict:
     """The gallery of the page's owner (the visitor id, or the login): every callback asks the store for that
     owner's rows only, so nothing of another visitor's reaches the page or the API."""
@@ -118,10 +114,13 @@ def build_gallery_tab(
     with gr.Row():
         c["query"] = gr.Textbox(label="Search prompts", scale=4, elem_id="gallery-search")
         c["refresh"] = gr.Button("Refresh", scale=1, elem_id="gallery-refresh")
-    with gr.Row():
-        c["prev"] = gr.Button("◀ Newer", scale=1)
-        c["page_label"] = gr.Markdown()
-        c["next"] = gr.Button("Older ▶", scale=1)
+    with gr.Row(equal_height=True):
+        # A button's default min_width is 160 px: at 420 px two of them left the label a few pixels, one letter a line.
+        # The label's own min_width makes the row wrap it onto a line of its own on a narrow screen.
+        c["prev"] = gr.Button("◀ Newer", scale=1, min_width=80)
+        with gr.Column(scale=3, min_width=240):
+            c["page_label"] = gr.Markdown(elem_id="gallery-page-label")
+        c["next"] = gr.Button("Older ▶", scale=1, min_width=80)
     c["page"] = gr.State(1)
     c["ids"] = gr.State([])
     c["selected"] = gr.State(None)
@@ -135,6 +134,10 @@ def build_gallery_tab(
             with gr.Row():
                 c["reuse"] = gr.Button("Use these settings", elem_id="gallery-reuse")
                 c["delete"] = gr.Button("Delete", variant="stop", elem_id="gallery-delete")
+            with gr.Row(visible=False) as c["confirm_row"]:  # Delete asks first
+                c["confirm_text"] = gr.Markdown(elem_id="gallery-delete-question")
+                c["confirm"] = gr.Button("Delete for good", variant="stop", size="sm", elem_id="gallery-delete-confirm")
+                c["cancel"] = gr.Button("Keep it", size="sm", elem_id="gallery-delete-cancel")
             c["download"] = gr.File(label="Download", interactive=False)
 
     def owner_of(request, visitor) -> str:
@@ -178,44 +181,40 @@ def build_gallery_tab(
         items, ids, label, _ = gallery_page(ctx, page, query, owner)
         return message, items, ids, label, None, None, ""
 
+    def ask(request: gr.Request, gid, visitor):
+        question = delete_question(ctx, gid, owner_of(request, visitor))
+        if question is None:
+            return gr.Row(visible=False), "", "Select a generation first."
+        return gr.Row(visible=True), question, gr.update()
+
     c["delete"].click(
+        ask, [c["selected"], visitor], [c["confirm_row"], c["confirm_text"], c["summary"]], **private
+    )  # fmt: skip
+    c["confirm"].click(
         on_delete,
         [c["selected"], c["page"], c["query"], visitor],
         [c["summary"], c["grid"], c["ids"], c["page_label"], c["selected"], c["video"], c["settings"]],
         **private,
-    )
+    ).then(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)
+    c["cancel"].click(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)
+    c["grid"].select(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)  # a new selection: ask again
 
-    fields = [
-        "prompt",
-        "negative_prompt",
-        "image",
-        "extra_images",
-        "audio",
-        "height",
-        "width",
-        "frames",
-        "steps",
-        "seed",
-        "model",
-        "preset",
-        "scale_t",
-        "scale_i",
-        "scale_a",
-        "switch",
-    ]
+    targets = generate.settings_outputs()  # SETTINGS_FIELDS then the media, in that order
 
     def reuse(request: gr.Request, gid, visitor):
+        from studio.tab_generate import MEDIA_FIELDS, SETTINGS_FIELDS, form_updates
+
+        names = SETTINGS_FIELDS + MEDIA_FIELDS
         if gid is None:
-            return [gr.update() for _ in fields] + [gr.update(), gr.Tabs()]
+            return [gr.update() for _ in names] + [gr.Tabs()]
         try:
             values = settings_for_reuse(ctx, gid, owner_of(request, visitor))
         except NotFoundError:
-            return [gr.update() for _ in fields] + [gr.update(), gr.Tabs()]
-        updates = [gr.update(value=values[f]) if values.get(f) is not None else gr.update() for f in fields]
-        return updates + [gr.update(value="custom"), gr.Tabs(selected="generate")]
+            return [gr.update() for _ in names] + [gr.Tabs()]
+        # media are set even when empty: a TA run's reuse must not keep the image of the run before
+        media = [gr.update(value=values.get(name)) for name in MEDIA_FIELDS]
+        return form_updates(values, SETTINGS_FIELDS) + media + [gr.Tabs(selected="generate")]
 
-    c["reuse"].click(
-        reuse, [c["selected"], visitor], [generate[f] for f in fields] + [generate["resolution"], tabs], **private
-    )
+    c["reuse"].click(reuse, [c["selected"], visitor], [*targets, tabs], **private)
     c["_load"] = (load, [c["page"], c["query"], visitor], listing)
     return c

@@ -9,18 +9,19 @@ import functools
 import json
 import random
 import threading
+from dataclasses import dataclass, field, fields
 
 import gradio as gr
 import pandas as pd
 
 from engine import guidance as guidance_lib
 from engine import registry
-from engine.audio import snap_frames
+from engine.audio import latent_frame_count, snap_frames
 from engine.errors import InputError
 from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
-from studio import admission, inputs
+from studio import admission, advanced, guidance_editor, inputs
 from studio.context import StudioContext
 from studio.jobs import JobProgress, JobResult, stream_job
 from studio.owners import request_owner
@@ -66,7 +67,7 @@ def audio_summary(audio, max_seconds: float | None = None) -> tuple[str, int | N
     if n25 < 1:
         return "⚠️ The audio is shorter than one frame (40 ms).", None
     frames = snap_frames(n25)
-    text = f"{seconds:.2f} s of audio → {frames} frames at 25 fps ({(frames - 1) // 4 + 1} latent frames)"
+    text = f"{seconds:.2f} s of audio → {frames} frames at 25 fps ({latent_frame_count(frames)} latent frames)"
     if max_seconds is not None and seconds > max_seconds:
         text = f"⚠️ {voice[1]} is {seconds:.1f} s long; this studio takes voices up to {max_seconds:.0f} s: trim it."
     return text, frames
@@ -104,50 +105,25 @@ def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd
 
 
 def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int) -> str:
+    """Passes per step and the job's time from this machine's measured costs (studio/eta.py). The inputs present
+    are read off the schedule's branches (a reference image / the audio is used where some branch uses it)."""
+    from studio import eta
+
     timesteps = official_timesteps(max(1, int(steps)), sampling_shift(model_id))
     passes = schedule.passes_per_step(timesteps)
-    total = sum(passes)
     per_step = f"{min(passes)}–{max(passes)}" if min(passes) != max(passes) else str(passes[0])
-    text = f"**{per_step} transformer passes per step**, {total} in all"
-    measured = ctx.seconds_per_pass.get(model_id)
-    if measured:
-        seconds_per_pass, tokens = measured
-        scale = max(1, frames * height * width) / tokens
-        text += f" · estimated {seconds_per_pass * total * scale:.0f} s (measured on this machine)"
-    else:
-        text += " · time estimate after the first run of this model"
-    return text
-
-
-def guidance_panel(
-    ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, steps, frames, height, width
-):
-    """Plot + passes/estimate for the current guidance settings (called on every change, with raw values)."""
-    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
-    try:
-        steps = inputs.number(steps, "steps", "Steps", minimum=1, maximum=1000, integer=True)
-        frames = inputs.number(frames, "num_frames", "Frames", minimum=0, maximum=100_000, integer=True, default=0)
-        height = inputs.number(height, "height", "Height", minimum=16, maximum=8192, integer=True, default=64)
-        width = inputs.number(width, "width", "Width", minimum=16, maximum=8192, integer=True, default=64)
-        scales = [inputs.number(v, "guidance", "Scale", minimum=0, maximum=30) for v in (scale_t, scale_i, scale_a)]
-        switch = inputs.number(switch, "guidance", "Switch timestep", minimum=0, maximum=1000)
-        schedule = build_schedule(_variant(ctx, model_id), mode, preset, *scales, switch)
-    except InputError as exc:
-        return gr.update(), f"⚠️ {exc}"
-    plot = guidance_plot_data(schedule, steps, sampling_shift(model_id))
-    frames = frames or DEFAULT_FRAMES
-    return plot, estimate_text(ctx, model_id, schedule, steps, frames, height, width) + f"\n\n`{schedule.describe()}`"
+    branches = schedule.all_branches(timesteps)
+    references = int(any(b.image == "ref" for b in branches))
+    audio = any(b.audio == "on" for b in branches)
+    est = eta.estimate(ctx, model_id, schedule, steps, frames, height, width, references, audio)
+    return f"**{per_step} transformer passes per step** · " + eta.describe(est)
 
 
 def default_steps(model_id: str) -> int:
-    """Sampling steps a model is used with: 8 for the untrained tiny, HuMo-nano's evaluated count, else 50."""
-    if model_id == "tiny":
-        return 8
-    if model_id == "humo-nano":
-        from engine import nano
-
-        return int(nano.info().get("sample_steps", 30))
-    return 50
+    """Sampling steps a model is used with: its registry spec's (distilled students 4, the untrained tiny 8,
+    HuMo-nano its evaluated count, the official models 50); 50 for a fine-tuned checkpoint."""
+    spec = registry.MODELS.get(model_id)
+    return spec.steps() if spec is not None else 50
 
 
 def example_rows() -> list[list[str]]:
@@ -182,9 +158,10 @@ def _variant(ctx: StudioContext, model_id: str | None) -> str:
 
 def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
                  width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None, scale_a=None,
-                 switch=None, extra_images=None, long_video=False,
-                 consent=None) -> tuple[GenerationRequest, dict[str, str]]:  # fmt: skip
-    """A GenerationRequest from the Generate tab's raw values (API_INPUTS), and the user's file names by path.
+                 switch=None, extra_images=None, long_video=False, consent=None,
+                 keyframes=None) -> tuple[GenerationRequest, dict[str, str]]:  # fmt: skip
+    """A GenerationRequest from the Generate tab's raw values (API_INPUTS, and the page's keyframe table), and the
+    user's file names by path. The guidance is the editor's schedule (`editor_schedule`) on the model's grid.
 
     Raw: numbers may be text, NaN or out of range, files are Gradio file dicts; every value is read by
     `studio.inputs`, so each bad one gets a message that says what to change."""
@@ -206,18 +183,12 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
     steps = inputs.number(steps, "steps", "Steps", minimum=1, maximum=max_steps, integer=True,
                           default=min(default_steps(model), max_steps))  # fmt: skip
     seed = inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED, integer=True, default=-1)
-    preset = inputs.choice(preset, PRESETS, "guidance", "Guidance preset", "official")
-    scales = [
-        None if v is None else inputs.number(v, "guidance", label, minimum=0, maximum=30)
-        for v, label in ((scale_t, "Text scale"), (scale_i, "Image scale"), (scale_a, "Audio scale"))
-    ]
-    switch = None if switch is None else inputs.number(switch, "guidance", "Switch timestep", minimum=0, maximum=1000)
     if opts.public and not inputs.flag(consent):
         raise InputError(
             "Tick the box that you have the right to use this face and this voice before generating.", field="consent"
         )
     mode = mode_from_inputs(bool(files), bool(voice))
-    schedule = build_schedule(_variant(ctx, model), mode, preset, *scales, switch)
+    schedule = editor_schedule(ctx, model, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
     request = GenerationRequest(
         prompt=inputs.text(prompt, "prompt", "prompt"),
         images=[path for path, _ in files],
@@ -283,171 +254,499 @@ def format_result(result: JobResult, demo: bool) -> str:
     return f"❌ Generation #{result.generation_id} failed: {result.error}"
 
 
+# ---------------------------------------------------------------------------------------------- settings <-> form
+# Every value "Use these settings", "Load settings from a video" and a reload put back into the form, by form name.
+SETTINGS_FIELDS = ("prompt", "negative_prompt", "model", "resolution", "height", "width", "frames", "steps", "seed",
+                   "long_video", "preset", "scale_t", "scale_i", "scale_a", "switch", "keyframes", "lora_scales",
+                   "step_cache", "compile", "attention_backend", "memory_mode")  # fmt: skip
+MEDIA_FIELDS = ("image", "extra_images", "audio")
+# Page-only inputs of the generate event, after API_INPUTS (the /generate API keeps its 19 inputs).
+PAGE_INPUTS = ("keyframes", "variations", *advanced.FIELDS)
+MAX_VARIATIONS = 8
+
+
+def resolution_of(ctx: StudioContext, height, width) -> str:
+    """The size preset naming (height, width), else "custom" (so preset and boxes always agree)."""
+    for label in resolution_choices(ctx):
+        if RESOLUTIONS.get(label) == (height, width):
+            return label
+    return "custom"
+
+
+def form_values(ctx: StudioContext, settings: dict, prompt: str | None = None, negative_prompt: str | None = None,
+                model: str | None = None, seed: int | None = None) -> tuple[dict, list[str]]:  # fmt: skip
+    """Form values (SETTINGS_FIELDS) that reproduce a run from its stored settings (a gallery row's, or an mp4's),
+    and notes on what could not be restored. Never trusted: every value is read as the form's own would be, and
+    a bad one is left out with a note rather than put into the form."""
+    notes: list[str] = []
+    values: dict = {}
+
+    def take(name, read):
+        try:
+            value = read()
+        except (InputError, TypeError, ValueError, KeyError) as exc:
+            notes.append(f"{name}: {exc}")
+            return
+        if value is not None:
+            values[name] = value
+
+    take("prompt", lambda: inputs.text(prompt if prompt is not None else settings.get("prompt"), "prompt", "prompt"))
+    neg = negative_prompt if negative_prompt is not None else settings.get("negative_prompt")
+    take("negative_prompt", lambda: inputs.text(neg or "", "prompt", "negative prompt"))
+    model = model or settings.get("model_id")
+    if model is not None and model not in _model_ids(ctx):
+        notes.append(f"model {str(model)[:60]!r} is not in this studio: the current model is kept")
+    elif model is not None:
+        values["model"] = model
+    side = max_side(ctx)
+    take("height", lambda: inputs.number(settings.get("height"), "height", "Height", minimum=16, maximum=side,
+                                         integer=True))  # fmt: skip
+    take("width", lambda: inputs.number(settings.get("width"), "width", "Width", minimum=16, maximum=side,
+                                        integer=True))  # fmt: skip
+    if "height" in values and "width" in values:
+        values["resolution"] = resolution_of(ctx, values["height"], values["width"])
+    long_video = bool(settings.get("window_frames"))
+    values["long_video"] = long_video
+    frames = None if long_video else settings.get("num_frames")  # a long video's length is the voice's
+    take("frames", lambda: inputs.number(frames or 0, "num_frames", "Frames", minimum=0,
+                                         maximum=ctx.options.frame_cap, integer=True))  # fmt: skip
+    take("steps", lambda: inputs.number(settings.get("num_inference_steps"), "steps", "Steps", minimum=1,
+                                        maximum=200, integer=True))  # fmt: skip
+    seed = seed if seed is not None else settings.get("seed")
+    take("seed", lambda: inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED, integer=True))
+    take("guidance", lambda: values.update(guidance_form_values(settings.get("guidance"))))
+    take("advanced options", lambda: values.update(advanced.form_values(settings.get("advanced"))))
+    if (settings.get("advanced") or {}).get("loras"):
+        notes.append("LoRA files: add them again (their scales are back)")
+    return values, notes
+
+
+def guidance_form_values(data) -> dict:
+    """The editor's values (preset, scales, switch, keyframes) of a stored schedule: from its `source` when the
+    editor made it; an older or CLI preset schedule gives its preset, scales and switch."""
+    if not data:
+        return {}
+    schedule = guidance_lib.GuidanceSchedule.from_dict(data)  # raises InputError for a malformed one
+    source = schedule.source or {}
+    scales = source.get("scales") or schedule.scales
+    switch = source.get("switch_timestep")
+    if switch is None and "switch_timestep" not in source:
+        switch = next((p.above for p in schedule.phases if p.above is not None), None)
+    preset = source.get("preset") or schedule.preset
+    if preset not in PRESETS:
+        raise InputError("the schedule was made outside the editor (custom phases): the preset is kept")
+    editor = guidance_editor.read_state(preset, scales.get("scale_t"), scales.get("scale_i"), scales.get("scale_a"),
+                                        switch, source.get("keyframes", []) and
+                                        guidance_editor.keyframe_rows(source["keyframes"]))  # fmt: skip
+    values = {"preset": editor.preset, "keyframes": keyframe_table(editor.keyframes)}
+    values.update({k: v for k, v in editor.scales.items() if v is not None})
+    if editor.switch is not None:
+        values["switch"] = editor.switch
+    return values
+
+
+def keyframe_table(keyframes) -> list[list]:
+    """The keyframe table's value: the rows, or one empty row to type into (an empty table shows no cells)."""
+    return guidance_editor.keyframe_rows(keyframes) or [list(EMPTY_KEYFRAME)]
+
+
+def settings_from_video(ctx: StudioContext, value) -> tuple[dict, str]:
+    """Form values from an mp4 made by this studio or the CLI (its embedded settings), and what was done."""
+    from engine.media import read_settings
+
+    try:
+        upload = inputs.upload(value, "file")
+        if upload is None:
+            return {}, ""
+        settings = read_settings(upload[0])
+    except InputError as exc:
+        return {}, f"Could not read that file: {exc}"
+    except Exception as exc:  # not a media file ffmpeg can open: say so, never a traceback
+        return {}, f"Could not read {upload[1]!r} as a video ({type(exc).__name__})."
+    if not settings:
+        return {}, f"{upload[1]} has no HuMo settings in it (only videos made by HuMo Studio or its CLI do)."
+    values, notes = form_values(ctx, settings)
+    text = f"Settings of {upload[1]} loaded (seed {values.get('seed', '?')}); add its image and voice again."
+    return values, text + "".join(f"\n- Not restored: {n}" for n in notes)
+
+
+def form_updates(values: dict, names=SETTINGS_FIELDS) -> list:
+    """gr.update()s for `names` in order: a value where one is given, untouched otherwise."""
+    return [gr.update(value=values[n]) if n in values else gr.update() for n in names]
+
+
+# ---------------------------------------------------------------------------------------------- guidance panel
+def _grid(ctx: StudioContext, model_id, steps) -> list[int]:
+    return [int(t) for t in official_timesteps(max(1, int(steps)), sampling_shift(model_id or ctx.default_model))]
+
+
+def editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes):
+    """The schedule the editor's raw values describe, on the model's timestep grid (InputError if bad)."""
+    steps = inputs.number(steps, "steps", "Steps", minimum=1, maximum=1000, integer=True)
+    state = guidance_editor.read_state(preset, scale_t, scale_i, scale_a, switch, keyframes)
+    return guidance_editor.schedule_of(state, _variant(ctx, model_id), mode, _grid(ctx, model_id, steps))
+
+
+def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
+                  steps, frames, height, width) -> tuple:  # fmt: skip
+    """(plot SVG, estimate + formulas, preset label) for the editor's raw values; a bad value leaves the plot and
+    says what to change."""
+    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    try:
+        schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
+        frames = inputs.number(frames, "num_frames", "Frames", minimum=0, maximum=100_000, integer=True, default=0)
+        height = inputs.number(height, "height", "Height", minimum=16, maximum=8192, integer=True, default=64)
+        width = inputs.number(width, "width", "Width", minimum=16, maximum=8192, integer=True, default=64)
+    except InputError as exc:
+        return gr.update(), f"⚠️ {exc}", gr.update()
+    grid = _grid(ctx, model_id, steps)
+    plot = guidance_editor.plot_svg(schedule, grid)
+    text = estimate_text(ctx, model_id, schedule, len(grid), frames or DEFAULT_FRAMES, height, width)
+    formulas = guidance_editor.describe(schedule, grid).replace("\n", "  \n")
+    return plot, f"{text}\n\n{formulas}", guidance_editor.preset_label(schedule)
+
+
+def guidance_controls(ctx, preset, model_id, image, extra_images, audio) -> tuple:
+    """Sliders that act on this preset, model and mode are live; the others are disabled, with the reason shown."""
+    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    try:
+        reasons = guidance_editor.applicable(preset or "official", _variant(ctx, model_id), mode)
+    except InputError as exc:
+        return *(gr.update() for _ in range(4)), f"⚠️ {exc}"
+    sliders = [gr.update(interactive=reasons[k] is None) for k in ("scale_t", "scale_i", "scale_a", "switch")]
+    return *sliders, guidance_editor.disabled_note(reasons)
+
+
+def guidance_panel(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, steps,
+                   frames, height, width, keyframes=None):  # fmt: skip
+    """(plot, estimate) as before the editor (kept for callers that do not show the preset label)."""
+    plot, text, _ = guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a,
+                                  switch, keyframes, steps, frames, height, width)  # fmt: skip
+    return plot, text
+
+
 # ---------------------------------------------------------------------------------------------- layout
-def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr.BrowserState) -> dict:
-    """Builds the tab; returns its components by name (the gallery's "use these settings" fills them).
+# Ctrl+Enter (Cmd+Enter) anywhere on the page presses Generate; a Blocks `js` snippet (runs once on load).
+SHORTCUT_JS = """() => { document.addEventListener('keydown', (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+    const button = document.querySelector('#generate'); if (button) { e.preventDefault(); button.click(); } } }); }"""
+EXAMPLE_SEED = 0  # the seed of the README's example result
+EMPTY_KEYFRAME = ["", None, None, None, ""]  # the table shows one row to type into; blank rows are skipped
 
-    `visitor`: the page's anonymous visitor id (public mode). The form starts empty for everyone; each
-    visitor's own last settings are filled in on page load (`restore_last_settings`)."""
-    stop_events: dict[str, threading.Event] = {}
-    scales = starting_scales(ctx)
-    c: dict = {}
+
+@dataclass
+class JobInputs:
+    """The inputs of one job, by their API names (API_INPUTS) plus the page-only ones."""
+
+    prompt: gr.Textbox
+    image: gr.Image
+    audio: gr.Audio
+    extra_images: gr.File
+    negative_prompt: gr.Textbox
+    model: gr.Dropdown
+    resolution: gr.Dropdown
+    height: gr.Number
+    width: gr.Number
+    frames: gr.Number
+    steps: gr.Slider
+    seed: gr.Number
+    long_video: gr.Checkbox
+    consent: gr.Checkbox
+    preset: gr.Radio
+    scale_t: gr.Slider
+    scale_i: gr.Slider
+    scale_a: gr.Slider
+    switch: gr.Slider
+    keyframes: gr.Dataframe
+    variations: gr.Number
+    lora_files: gr.File
+    lora_scales: gr.Textbox
+    step_cache: gr.Number
+    compile: gr.Checkbox
+    attention_backend: gr.Dropdown
+    memory_mode: gr.Dropdown
+
+    def get(self, names) -> list:
+        return [getattr(self, n) for n in names]
+
+
+@dataclass
+class GuidanceView:
+    label: gr.Markdown
+    notes: gr.Markdown
+    plot: gr.HTML
+    estimate: gr.Markdown
+
+
+@dataclass
+class ResultView:
+    run: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    stop_info: gr.Markdown
+    preview: gr.Image
+    video: gr.Video
+    gallery_id: gr.Number
+
+
+@dataclass
+class FormHelpers:
+    mode: gr.Markdown
+    audio_info: gr.Markdown
+    random_seed: gr.Button
+    last_seed: gr.Button
+    settings_file: gr.File
+    settings_info: gr.Markdown
+    restore_info: gr.Markdown
+
+
+@dataclass
+class QueueView:
+    table: gr.Dataframe
+    job: gr.Number
+    cancel: gr.Button
+    info: gr.Markdown
+    timer: gr.Timer
+
+
+@dataclass
+class GenerateTab:
+    """The Generate tab's components by role; the app and the gallery wire through these, never by key strings."""
+
+    form: JobInputs
+    guidance: GuidanceView
+    result: ResultView
+    helpers: FormHelpers
+    queue: QueueView
+    errors: dict[str, gr.Markdown]  # by ERROR_FIELDS
+    job_events: list = field(default_factory=list)  # generate events: the gallery refreshes after each
+    on_load: list = field(default_factory=list)  # (fn, inputs, outputs) the page runs once it has loaded
+    runner: JobRunner | None = None
+
+    def settings_outputs(self) -> list:
+        """Components of SETTINGS_FIELDS then MEDIA_FIELDS (what reuse fills)."""
+        return self.form.get(SETTINGS_FIELDS + MEDIA_FIELDS)
+
+
+def _media_inputs(ctx: StudioContext) -> dict:
+    c = {"prompt": gr.Textbox(label="Prompt", lines=3, value="", elem_id="prompt",
+                              placeholder="Scene, look and action: a young woman in a red coat sings in a snowy street…")}  # fmt: skip
+    c["prompt_err"] = gr.Markdown(elem_id="prompt-error")
     with gr.Row():
+        c["image"] = gr.Image(label="Reference image (who)", type="filepath", elem_id="image", height=200)
+        c["audio"] = gr.Audio(label="Voice (upload or record)", type="filepath", sources=["upload", "microphone"],
+                              elem_id="audio")  # fmt: skip
+    c["image_err"] = gr.Markdown(elem_id="image-error")
+    c["audio_err"] = gr.Markdown(elem_id="audio-error")
+    # One line states the mode the inputs give (and what the voice sets); it is filled from the inputs on load.
+    c["mode"] = gr.Markdown(mode_line(ctx, None, None, None), elem_id="mode")
+    c["audio_info"] = gr.Markdown("", elem_id="audio-info")
+    c["restore_info"] = gr.Markdown(elem_id="restore-info")
+    return c
+
+
+def _generate_bar() -> dict:
+    with gr.Row(elem_id="generate-bar"):
+        run = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="generate", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+    return {"run": run, "stop": stop}
+
+
+def _result_column() -> dict:
+    c = {"status": gr.Markdown(elem_id="status"), "stop_info": gr.Markdown(elem_id="stop-info")}
+    c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
+    c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=180, elem_id="preview")
+    c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
+    return c
+
+
+def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict:
+    c = {}
+    with gr.Row():
+        c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
+        small = ctx.is_demo_model or ctx.is_nano_model
+        default_res = "64×64 (HuMo-nano, tiny)" if small else "480×832 (landscape, official)"
+        size = RESOLUTIONS[default_res]
+        c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution",
+                                      elem_id="resolution")  # fmt: skip
+        side = max_side(ctx)
+        c["height"] = gr.Number(label="Height (×16)", value=size[0], precision=0, minimum=16, maximum=side,
+                                elem_id="height")  # fmt: skip
+        c["width"] = gr.Number(label="Width (×16)", value=size[1], precision=0, minimum=16, maximum=side,
+                               elem_id="width")  # fmt: skip
+    c["height_err"] = gr.Markdown(elem_id="size-error")
+    with gr.Row():
+        c["frames"] = gr.Number(label=f"Frames (0 = from the audio; at most {ctx.options.frame_cap})", value=0,
+                                precision=0, minimum=0, maximum=ctx.options.frame_cap, elem_id="frames")  # fmt: skip
+        c["steps"] = gr.Slider(1, ctx.options.max_steps_public if ctx.options.public else 100, step=1, label="Steps",
+                               value=default_steps(ctx.default_model), elem_id="steps")  # fmt: skip
+    with gr.Row():
+        c["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="seed")
+        c["random_seed"] = gr.Button("Random seed", scale=0, min_width=110, elem_id="random-seed")
+        c["last_seed"] = gr.Button("Last seed", scale=0, min_width=100, elem_id="last-seed")
+        c["variations"] = gr.Number(label=f"Variations (seeds s, s+1, …; at most {MAX_VARIATIONS})", value=1,
+                                    precision=0, minimum=1, maximum=MAX_VARIATIONS, elem_id="variations")  # fmt: skip
+    c["long_video"] = gr.Checkbox(label="Long video: as long as the audio, in 97-frame windows blended at every step",
+                                  value=False, elem_id="long-video")  # fmt: skip
+    c["negative_prompt"] = gr.Textbox(label="Negative prompt (empty: the official Wan negative prompt)", lines=2,
+                                      value="", elem_id="negative-prompt")  # fmt: skip
+    c["extra_images"] = gr.File(label="More reference images (optional, one slot each)", file_count="multiple",
+                                file_types=["image"], elem_id="extra-images")  # fmt: skip
+    for name in ("num_frames_err", "steps_err", "seed_err"):
+        c[name] = gr.Markdown()
+    return c
+
+
+def _guidance_editor(ctx: StudioContext) -> dict:
+    scales = starting_scales(ctx)
+    c = {"preset": gr.Radio(PRESETS, value="official", label="Formula (preset)", elem_id="preset")}
+    c["label"] = gr.Markdown("**Schedule: official**", elem_id="schedule-label")
+    with gr.Row():
+        for name, label, elem in (("scale_t", "Text scale", "scale-t"), ("scale_i", "Image scale", "scale-i"),
+                                  ("scale_a", "Audio scale", "scale-a")):  # fmt: skip
+            c[name] = gr.Slider(0, 15, value=scales[name], step=0.5, label=f"{label} (at step 1)", elem_id=elem)
+        c["switch"] = gr.Slider(900, 999, value=980, step=1, label="Switch timestep (17B: text-dominant while t >)",
+                                elem_id="switch")  # fmt: skip
+    c["notes"] = gr.Markdown(elem_id="guidance-notes")
+    c["keyframes"] = gr.Dataframe(
+        headers=guidance_editor.KEYFRAME_HEADERS, datatype=["str", "number", "number", "number", "str"],
+        value=[EMPTY_KEYFRAME], row_count=(1, "dynamic"), column_count=(5, "fixed"), interactive=True, elem_id="keyframes",
+        label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; "
+              "'linear' ramps from the previous keyframe",
+    )  # fmt: skip
+    c["plot"] = gr.HTML(elem_id="guidance-plot")
+    c["estimate"] = gr.Markdown(elem_id="estimate")
+    c["guidance_err"] = gr.Markdown(elem_id="guidance-error")
+    return c
+
+
+def _advanced_options(ctx: StudioContext) -> dict:
+    """The CLI's speed and LoRA options (studio/advanced.py); a public studio shows none."""
+    c = {"lora_files": gr.File(label="LoRA files (.safetensors)", file_count="multiple", file_types=[".safetensors"],
+                               elem_id="lora-files")}  # fmt: skip
+    c["lora_scales"] = gr.Textbox(label="LoRA scales (one per file, or one for all; blank = 1)", elem_id="lora-scales")
+    with gr.Row():
+        c["step_cache"] = gr.Number(label="Step cache threshold (0 = off; 0.05 skips near-repeat steps)", value=0,
+                                    minimum=0, maximum=1, elem_id="step-cache")  # fmt: skip
+        c["compile"] = gr.Checkbox(label="torch.compile the transformer blocks (first run slower)", elem_id="compile")
+    with gr.Row():
+        c["attention_backend"] = gr.Dropdown(list(advanced.ATTENTION_BACKENDS), value="native",
+                                             label="Attention backend", elem_id="attention-backend")  # fmt: skip
+        c["memory_mode"] = gr.Dropdown(list(advanced.MEMORY_MODES), value="auto", elem_id="memory-mode",
+                                       label="Memory mode (auto: chosen from free memory)")  # fmt: skip
+    return c
+
+
+def _queue_panel() -> dict:
+    c = {"table": gr.Dataframe(headers=["job", "prompt", "state", "position", "time"], value=[], interactive=False,
+                               elem_id="queue-table", label="Your jobs (waiting and running)")}  # fmt: skip
+    with gr.Row():
+        c["job"] = gr.Number(label="Job to cancel", precision=0, elem_id="queue-job")
+        c["cancel"] = gr.Button("Cancel that job", elem_id="queue-cancel")
+    c["info"] = gr.Markdown(elem_id="queue-info")
+    c["timer"] = gr.Timer(2.0)
+    return c
+
+
+def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
+    """The tab's components, top to bottom: prompt and media, Generate, result (beside them on wide screens),
+    then the settings, the guidance editor, the queue and loading settings from a video."""
+    with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            c["prompt"] = gr.Textbox(
-                label="Prompt",
-                lines=3,
-                value="",
-                placeholder="Scene, look and action: a young woman in a red coat sings in a snowy street…",
-                elem_id="prompt",
-            )
-            c["prompt_err"] = gr.Markdown(elem_id="prompt-error")
-            with gr.Row():
-                c["image"] = gr.Image(label="Reference image (who)", type="filepath", elem_id="image", height=220)
-                c["audio"] = gr.Audio(
-                    label="Voice (upload or record)", type="filepath", sources=["upload", "microphone"], elem_id="audio"
-                )
-            c["extra_images"] = gr.File(
-                label="More reference images (optional, one slot each)",
-                file_count="multiple",
-                file_types=["image"],
-                elem_id="extra-images",
-            )
-            c["image_err"] = gr.Markdown(elem_id="image-error")
-            c["audio_info"] = gr.Markdown(
-                "No audio: text + image (TI) mode, frames as set below.", elem_id="audio-info"
-            )
-            c["audio_err"] = gr.Markdown(elem_id="audio-error")
-            c["mode"] = gr.Markdown(mode_label(None, None, None), elem_id="mode")
-            if rows := example_rows():
-                gr.Examples(
-                    rows,
-                    inputs=[c["prompt"], c["image"], c["audio"]],
-                    label="Example (made for HuMo-nano)",
-                    api_visibility="private",
-                )
-            c["negative_prompt"] = gr.Textbox(
-                label="Negative prompt (empty: the official Wan negative prompt)",
-                lines=2,
-                value="",
-            )
-            with gr.Row():
-                c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
-                small = ctx.is_demo_model or ctx.is_nano_model
-                default_res = "64×64 (HuMo-nano, tiny)" if small else "480×832 (landscape, official)"
-                c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution")
-                side = max_side(ctx)
-                c["height"] = gr.Number(label="Height (custom, ×16)", value=64, precision=0, minimum=16, maximum=side)
-                c["width"] = gr.Number(label="Width (custom, ×16)", value=64, precision=0, minimum=16, maximum=side)
-            c["height_err"] = gr.Markdown(elem_id="size-error")
-            with gr.Row():
-                c["frames"] = gr.Number(
-                    label=f"Frames (0 = from the audio; at most {ctx.options.frame_cap})",
-                    value=0,
-                    precision=0,
-                    minimum=0,
-                    maximum=ctx.options.frame_cap,
-                    elem_id="frames",
-                )
-                c["steps"] = gr.Slider(
-                    1,
-                    ctx.options.max_steps_public if ctx.options.public else 100,
-                    value=default_steps(ctx.default_model),
-                    step=1,
-                    label="Steps",
-                    elem_id="steps",
-                )
-                c["seed"] = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="seed")
-                c["random_seed"] = gr.Button("🎲", scale=0, min_width=40)
-            c["long_video"] = gr.Checkbox(
-                label="Long video: as long as the audio, in 97-frame windows blended at every step",
-                value=False,
-                elem_id="long-video",
-            )
-            c["consent"] = gr.Checkbox(
-                label="I have the right to use this face and this voice (required here; recorded with the video)",
-                value=False,
-                visible=ctx.options.public,
-                elem_id="consent",
-            )
-            c["consent_err"] = gr.Markdown(elem_id="consent-error")
-            c["num_frames_err"] = gr.Markdown()
-            c["steps_err"] = gr.Markdown()
-            c["seed_err"] = gr.Markdown()
-            with gr.Accordion("Guidance", open=True):
-                c["preset"] = gr.Radio(PRESETS, value="official", label="Preset")
-                with gr.Row():
-                    c["scale_t"] = gr.Slider(
-                        0,
-                        15,
-                        value=scales["scale_t"],
-                        step=0.5,
-                        label="Text scale",
-                        elem_id="scale-t",
-                    )
-                    c["scale_i"] = gr.Slider(
-                        0,
-                        15,
-                        value=scales["scale_i"],
-                        step=0.5,
-                        label="Image scale",
-                        elem_id="scale-i",
-                    )
-                    c["scale_a"] = gr.Slider(
-                        0,
-                        15,
-                        value=scales["scale_a"],
-                        step=0.5,
-                        label="Audio scale",
-                        elem_id="scale-a",
-                    )
-                    c["switch"] = gr.Slider(
-                        900,
-                        999,
-                        value=980,
-                        step=1,
-                        label="Switch timestep (17B: text-dominant while t >)",
-                    )
-                c["plot"] = gr.LinePlot(
-                    x="step", y="weight", color="modality", label="Effective weight per modality", height=220
-                )
-                c["estimate"] = gr.Markdown(elem_id="estimate")
-                c["guidance_err"] = gr.Markdown()
-        with gr.Column(scale=4):
-            with gr.Row():
-                c["run"] = gr.Button("Generate", variant="primary", elem_id="generate")
-                c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
-            c["status"] = gr.Markdown(elem_id="status")
-            c["stop_info"] = gr.Markdown(elem_id="stop-info")  # Stop's answer; the job's own status stays above
-            c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=200, elem_id="preview")
-            c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
-            c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
+            media = _media_inputs(ctx)
+            bar = _generate_bar()
+            example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
+        with gr.Column(scale=4, elem_id="result-column"):
+            result = _result_column()
+    with gr.Accordion("Settings", open=True):
+        settings = _size_and_run_settings(ctx, model_choices)
+        consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
+                              "with the video)", value=False, visible=ctx.options.public, elem_id="consent")  # fmt: skip
+        consent_err = gr.Markdown(elem_id="consent-error")
+    with gr.Accordion("Guidance schedule", open=True):
+        guidance = _guidance_editor(ctx)
+    with gr.Accordion("Advanced options", open=False, visible=not ctx.options.public):
+        options = _advanced_options(ctx)
+    with gr.Accordion("Queue", open=True):
+        queue = _queue_panel()
+    with gr.Accordion("Load settings from a video made here", open=False):
+        settings_file = gr.File(label="Drop an mp4 from this studio or the CLI", file_types=[".mp4"],
+                                elem_id="settings-file")  # fmt: skip
+        settings_info = gr.Markdown(elem_id="settings-info")
+    all_c = {**media, **settings, **guidance, **options, "consent": consent, "consent_err": consent_err}
+    form = JobInputs(**{f.name: all_c[f.name] for f in fields(JobInputs)})
+    tab = GenerateTab(
+        form=form,
+        guidance=GuidanceView(guidance["label"], guidance["notes"], guidance["plot"], guidance["estimate"]),
+        result=ResultView(
+            bar["run"],
+            bar["stop"],
+            result["status"],
+            result["stop_info"],
+            result["preview"],
+            result["video"],
+            result["gallery_id"],
+        ),  # fmt: skip
+        helpers=FormHelpers(
+            media["mode"],
+            media["audio_info"],
+            settings["random_seed"],
+            settings["last_seed"],
+            settings_file,
+            settings_info,
+            media["restore_info"],
+        ),  # fmt: skip
+        queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
+        errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
+    )
+    if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
+        with example_slot:
+            examples = gr.Examples(rows, inputs=[form.prompt, form.image, form.audio], api_visibility="private",
+                                   label=f"Example (made for HuMo-nano; seed {EXAMPLE_SEED} as in the README)")  # fmt: skip
+            examples.dataset.click(lambda: EXAMPLE_SEED, None, form.seed, **PRIVATE)
+    return tab
 
-    inputs = [c[k] for k in API_INPUTS]
-    err_boxes = [c[f"{k}_err"] for k in ERROR_FIELDS]
-    outputs = [c["video"], c["gallery_id"], c["status"], c["preview"], *err_boxes]
 
-    def job_stream(tab, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
-                   width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
-                   scale_a=None, switch=None, extra_images=None, long_video=False, consent=False,
-                   owner=LOCAL_OWNER):  # fmt: skip
+# ---------------------------------------------------------------------------------------------- wiring
+PRIVATE = {"queue": False, "api_visibility": "private"}
+RAW = {**PRIVATE, "show_progress": "hidden", "preprocess": False}  # form helpers read raw values, like the job
+
+
+class JobRunner:
+    """The generate action and its helpers: a job per click (or per variation), admission, Stop and the queue."""
+
+    def __init__(self, ctx: StudioContext, tab: GenerateTab):
+        self.ctx, self.tab = ctx, tab
+        self.stop_events: dict[str, threading.Event] = {}
+        self.gpu_job_stream = _with_gpu_duration(self.job_stream, ctx)
+
+    # -------------------------------------------------------------- one job
+    def job_stream(self, tab_id, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None,
+                   height=None, width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None,
+                   scale_i=None, scale_a=None, switch=None, extra_images=None, long_video=False, consent=False,
+                   owner=LOCAL_OWNER, keyframes=None, options=None):  # fmt: skip
         """One job of `owner`, as (video, id, status, preview, *errors) updates. On a ZeroGPU Space this runs in a
         forked GPU worker (`_with_gpu_duration`): only picklable values cross, and its Stop is the event's cancel."""
+        ctx = self.ctx
         values = dict(zip(API_INPUTS, (prompt, image, audio, negative_prompt, model, resolution, height, width,
                                        frames, steps, seed, preset, scale_t, scale_i, scale_a, switch, extra_images,
                                        long_video, consent), strict=True))  # fmt: skip
-        blank = ["" for _ in err_boxes]
+        blank = ["" for _ in ERROR_FIELDS]
         if on_zero_gpu():  # a forked worker must never reuse the parent's pooled connections
             ctx.store.engine.dispose(close=False)
-        stop_events[tab] = stop = threading.Event()  # Stop in this tab ends this job
+        self.stop_events[tab_id] = stop = threading.Event()  # Stop in this tab ends this job
         try:
-            job_request, names = make_request(ctx, **values)
-            remembered = {k: values[k] for k in REMEMBERED}
+            job_request, names = make_request(ctx, **values, keyframes=keyframes)
+            extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
+            remembered = {k: values[k] for k in REMEMBERED if k in values}
+            remembered["keyframes"] = keyframe_table(guidance_editor.parse_keyframes(keyframes))
             ctx.store.set_setting(LAST_SETTINGS_KEY, remembered, owner=owner)  # values make_request accepted
             model_id = values["model"] or ctx.default_model
-            job = {"owner": owner, "names": names, "consent": True if ctx.options.public else None}
+            job = {"owner": owner, "names": {**names, **lora_names}, "consent": True if ctx.options.public else None,
+                   "advanced": None if extra.is_default() else extra}  # fmt: skip
             for event in stream_job(ctx, job_request, model_id=model_id, stop_event=stop, **job):
                 if isinstance(event, JobProgress):
+                    ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
                     preview = event.preview if event.preview is not None else gr.update()
                     yield None, event.generation_id, format_progress(event), preview, *blank
                 else:
@@ -458,160 +757,282 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
         except InputError as exc:
             yield refusal(exc)
         finally:
-            stop_events.pop(tab, None)
+            self.stop_events.pop(tab_id, None)
 
-    def refusal(exc: InputError) -> tuple:
-        errors = error_updates(exc.field, str(exc))
-        return None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
-
-    gpu_job_stream = _with_gpu_duration(job_stream, ctx)
-
-    def on_generate(request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
-                    width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None,
-                    scale_a=None, switch=None, extra_images=None, long_video=False, consent=False, visitor=None):  # fmt: skip
+    # -------------------------------------------------------------- the event
+    def on_generate(self, request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None,
+                    resolution=None, height=None, width=None, frames=0, steps=None, seed=-1, preset="official",
+                    scale_t=None, scale_i=None, scale_a=None, switch=None, extra_images=None, long_video=False,
+                    consent=False, *page):  # fmt: skip
         """The generate action (also the `/generate` API; settings after the audio are optional there).
         Raw values (the event runs with preprocess=False): `make_request` reads and checks them. `request` comes
-        first: Gradio inserts it by position, and the API call has fewer inputs than the page's. The visitor's
-        admission ticket (taken by `admit_job`) is given back here, in the studio's own process."""
+        first: Gradio inserts it by position, and the API call has fewer inputs than the page's (`page`: the
+        page-only inputs, then the visitor). The visitor's admission ticket (taken by `admit_job`) is given back
+        here, in the studio's own process. N variations run as N jobs, seeds s, s+1, …"""
+        ctx = self.ctx
+        keyframes, variations, options, visitor = _page_values(page)
         try:
             owner = request_owner(ctx.options.public, request, visitor)
         except InputError as exc:
             yield refusal(exc)
             return
+        entry = ctx.board.start(owner, getattr(request, "session_hash", None))
         try:
-            yield from gpu_job_stream(_tab(request), prompt, image, audio, negative_prompt, model, resolution, height,
-                                      width, frames, steps, seed, preset, scale_t, scale_i, scale_a, switch,
-                                      extra_images, long_video, consent, owner=owner)  # fmt: skip
+            if ctx.board.cancelled(entry):
+                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                return
+            try:
+                seeds = variation_seeds(seed, variations)
+            except InputError as exc:
+                yield refusal(exc)
+                return
+            for index, job_seed in enumerate(seeds):
+                if index and ctx.board.cancelled(entry):
+                    break
+                if entry is not None:
+                    entry.done = index
+                yield from self.gpu_job_stream(_tab(request), prompt, image, audio, negative_prompt, model,
+                                               resolution, height, width, frames, steps, job_seed, preset, scale_t,
+                                               scale_i, scale_a, switch, extra_images, long_video, consent,
+                                               owner=owner, keyframes=keyframes, options=options)  # fmt: skip
         finally:
+            ctx.board.finish(entry)
             admission.release(ctx, owner)
 
-    def on_stop(request: gr.Request):
-        event = stop_events.get(_tab(request))
+    def admit_job(self, request: gr.Request, *args):
+        """Runs when the request arrives, before it waits in the queue (public mode: one job per visitor); notes
+        the job on the board so the page lists it while it waits."""
+        ctx = self.ctx
+        _, variations, _, visitor = _page_values(args[len(API_INPUTS) :])
+        session = getattr(request, "session_hash", None)
+        try:
+            owner = request_owner(ctx.options.public, request, visitor)
+            address = admission.client_address(request, ctx.options.trusted_proxies)
+            refusal_text = admission.admit(ctx, owner, address, session)
+        except InputError as exc:
+            refusal_text = str(exc)
+        checks = [gr.validate(True, "") for _ in args]
+        if refusal_text and checks:
+            checks[0] = gr.validate(False, refusal_text)
+        elif checks:
+            prompt = args[0] if isinstance(args[0], str) else ""
+            count = variations if isinstance(variations, int) and 1 <= variations <= MAX_VARIATIONS else 1
+            ctx.board.arrive(owner, session, prompt, count)
+        return checks
+
+    def on_stop(self, request: gr.Request):
+        event = self.stop_events.get(_tab(request))
+        self.ctx.board.stop_running(getattr(request, "session_hash", None))  # and no further variation
         if event is None:
-            return "Nothing is running in this tab."
+            return "Nothing is running in this tab (a waiting job is cancelled from the queue list)."
         event.set()
         return "⏹️ Stopping at the next step…"
 
-    def admit_job(request: gr.Request, *args):
-        """Runs when the request arrives, before it waits in the queue (public mode: one job per visitor)."""
-        visitor = args[-1] if len(args) == len(inputs) + 1 else None  # the page sends (…, visitor)
-        try:
-            owner = request_owner(ctx.options.public, request, visitor)
-            refusal = admission.admit(ctx, owner, admission.client_address(request))
-        except InputError as exc:
-            refusal = str(exc)
-        checks = [gr.validate(True, "") for _ in args]
-        if refusal and checks:
-            checks[0] = gr.validate(False, refusal)
-        return checks
+    # -------------------------------------------------------------- queue list
+    def owner(self, request, visitor) -> str:
+        return request_owner(self.ctx.options.public, request, visitor)
 
-    run_event = c["run"].click(
-        on_generate,
-        inputs + [visitor],
-        outputs,
-        api_visibility="private",
-        concurrency_id="gpu",
-        concurrency_limit=1,
-        preprocess=False,
-        validator=admit_job,
-    )
+    def queue_rows(self, request: gr.Request, visitor=None):
+        self.ctx.board.prune(self.ctx.session_in_queue)
+        return self.ctx.board.rows(self.owner(request, visitor))
+
+    def cancel(self, request: gr.Request, job, visitor=None):
+        owner = self.owner(request, visitor)
+        message = self.ctx.board.cancel(owner, job)
+        if message.endswith("it will not run.") and self.ctx.options.public:
+            admission.release(self.ctx, owner)  # its slot is free now; the event ends at once when it starts
+        return message, self.ctx.board.rows(owner)
+
+    def last_seed(self, request: gr.Request, visitor=None):
+        rows, _ = self.ctx.store.list_generations(page=1, page_size=1, owner=self.owner(request, visitor))
+        return rows[0].seed if rows and rows[0].seed is not None else gr.update()
+
+
+def _page_values(page) -> tuple:
+    """(keyframes, variations, advanced options by name, visitor) from the values after API_INPUTS: the page
+    sends PAGE_INPUTS and the visitor, the API none of them."""
+    page = list(page) + [None] * (len(PAGE_INPUTS) + 1 - len(page))
+    values = dict(zip(PAGE_INPUTS, page, strict=False))
+    keyframes, variations, visitor = values["keyframes"], values["variations"], page[len(PAGE_INPUTS)]
+    options = {k: values[k] for k in advanced.FIELDS}
+    try:
+        count = inputs.number(variations, "seed", "Variations", minimum=1, maximum=MAX_VARIATIONS, integer=True,
+                              default=1)  # fmt: skip
+    except InputError:
+        count = variations  # variation_seeds says what is wrong, next to the seed
+    return keyframes, count, options, visitor
+
+
+def variation_seeds(seed, variations) -> list:
+    """Seeds of N variations: s, s+1, …; a random s (-1) is drawn once here so the N videos differ only by it."""
+    count = inputs.number(variations, "seed", "Variations", minimum=1, maximum=MAX_VARIATIONS, integer=True,
+                          default=1)  # fmt: skip
+    if count == 1:
+        return [seed]
+    start = inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED - MAX_VARIATIONS, integer=True,
+                          default=-1)  # fmt: skip
+    start = random.randint(0, 2**31 - 1) if start < 0 else start
+    return [start + i for i in range(count)]
+
+
+def _blank_errors() -> list:
+    return ["" for _ in ERROR_FIELDS]
+
+
+def refusal(exc: InputError) -> tuple:
+    errors = error_updates(exc.field, str(exc))
+    return None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
+
+
+def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
+    """Generate (page, with the page-only inputs and the visitor), the hidden `/generate` API, and Stop."""
+    api_inputs = tab.form.get(API_INPUTS)
+    outputs = [tab.result.video, tab.result.gallery_id, tab.result.status, tab.result.preview,
+               *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
+    job = {"concurrency_id": "gpu", "concurrency_limit": 1, "preprocess": False, "validator": runner.admit_job}
+    # trigger_mode="multiple": a second click queues a second job (listed below) instead of being ignored
+    run_event = tab.result.run.click(runner.on_generate, api_inputs + tab.form.get(PAGE_INPUTS) + [visitor],
+                                     outputs, api_visibility="private", trigger_mode="multiple", **job)  # fmt: skip
     # The public API: (prompt, image, audio, then optional settings) -> (video, gallery id, status, ...).
     # An API client is its own visitor (its session), so it sees only what it made.
-    c["api"] = gr.Button(visible=False)
-    c["api"].click(
-        on_generate,
-        inputs,
-        outputs,
-        api_name="generate",
-        concurrency_id="gpu",
-        concurrency_limit=1,
-        preprocess=False,
-        validator=admit_job,
-    )
+    api = gr.Button(visible=False)
+    api_event = api.click(runner.on_generate, api_inputs, outputs, api_name="generate", **job)
+    tab.job_events += [run_event, api_event]
     # Stop sets the job's event (next step); under ZeroGPU the job runs in a forked worker, so Stop also cancels
     # the event, which closes the generator and ends the worker.
-    c["stop"].click(
-        on_stop,
-        None,
-        [c["stop_info"]],
-        queue=False,
-        api_visibility="private",
-        cancels=[run_event] if on_zero_gpu() else None,
-    )
-    c["random_seed"].click(lambda: random.randint(0, 2**31 - 1), None, c["seed"], queue=False, api_visibility="private")
+    tab.result.stop.click(runner.on_stop, None, [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
+                          **PRIVATE)  # fmt: skip
 
-    # Form helpers get raw values too (preprocess=False): an odd upload never fails inside Gradio.
-    c["audio"].change(
-        lambda a: audio_summary(a, ctx.options.audio_cap_s)[0],
-        c["audio"],
-        c["audio_info"],
-        queue=False,
-        show_progress="hidden",
-        preprocess=False,
-        api_visibility="private",
-    )
-    for comp in (c["image"], c["audio"], c["extra_images"]):
-        comp.change(
-            mode_label,
-            [c["image"], c["extra_images"], c["audio"]],
-            c["mode"],
-            queue=False,
-            show_progress="hidden",
-            preprocess=False,
-            api_visibility="private",
-        )
-    panel_inputs = [
-        c["model"],
-        c["image"],
-        c["extra_images"],
-        c["audio"],
-        c["preset"],
-        c["scale_t"],
-        c["scale_i"],
-        c["scale_a"],
-        c["switch"],
-        c["steps"],
-        c["frames"],
-        c["height"],
-        c["width"],
-    ]
-    for comp in panel_inputs:
-        comp.change(
-            lambda *a: guidance_panel(ctx, *a),
-            panel_inputs,
-            [c["plot"], c["estimate"]],
-            queue=False,
-            show_progress="hidden",
-            preprocess=False,
-            api_visibility="private",
-        )
-    # a preset or a model of the other variant (1.7B vs 17B) starts the sliders from its official scales
-    for comp in (c["preset"], c["model"]):
-        comp.change(
-            lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a),
-            [c["preset"], c["model"], c["image"], c["extra_images"], c["audio"]],
-            [c["scale_t"], c["scale_i"], c["scale_a"]],
-            queue=False,
-            preprocess=False,
-            api_visibility="private",
-        )
-    c["_panel"] = (panel_inputs, [c["plot"], c["estimate"]])
-    remembered = [c[k] for k in REMEMBERED]
+
+def wire_queue(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
+    q = tab.queue
+    q.timer.tick(runner.queue_rows, [visitor], [q.table], show_progress="hidden", **PRIVATE)
+    q.cancel.click(runner.cancel, [q.job, visitor], [q.info, q.table], **PRIVATE)
+    for event in tab.job_events:
+        event.then(runner.queue_rows, [visitor], [q.table], **PRIVATE)
+
+
+def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
+    """Helpers that keep the form consistent: mode line, audio length, size preset <-> boxes, seeds, mp4 load."""
+    f, h = tab.form, tab.helpers
+    media = [f.image, f.extra_images, f.audio]
+    for comp in media:
+        comp.change(lambda i, e, a: mode_line(ctx, i, e, a), media, h.mode, **RAW)
+    f.audio.change(lambda a: audio_summary(a, ctx.options.audio_cap_s)[0], f.audio, h.audio_info, **RAW)
+    # user edits only (.input): values put in by reuse or a reload must not be overwritten by these
+    f.resolution.input(lambda r: size_of(r), f.resolution, [f.height, f.width], **RAW)
+    for box in (f.height, f.width):
+        box.input(lambda hh, ww: resolution_of(ctx, _int(hh), _int(ww)), [f.height, f.width], f.resolution, **RAW)
+    h.random_seed.click(lambda: random.randint(0, 2**31 - 1), None, f.seed, **PRIVATE)
+    h.last_seed.click(runner.last_seed, [visitor], f.seed, **PRIVATE)
+
+    def load_video(value):
+        values, text = settings_from_video(ctx, value)
+        return *form_updates(values), text
+
+    h.settings_file.upload(load_video, h.settings_file, [*f.get(SETTINGS_FIELDS), h.settings_info], **RAW)
+
+
+def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
+    """The plot, estimate and preset label follow every editor, model, media and size change; a preset or model
+    picked by the user puts its scales on the sliders. Returns (fn, inputs, outputs) for the page load."""
+    f, g = tab.form, tab.guidance
+    view_inputs = [f.model, f.image, f.extra_images, f.audio, f.preset, f.scale_t, f.scale_i, f.scale_a, f.switch,
+                   f.keyframes, f.steps, f.frames, f.height, f.width]  # fmt: skip
+    view_outputs = [g.plot, g.estimate, g.label]
+
+    def view(*a):
+        return guidance_view(ctx, *a)
+
+    for comp in view_inputs:
+        comp.change(view, view_inputs, view_outputs, **RAW)
+    control_inputs = [f.preset, f.model, f.image, f.extra_images, f.audio]
+    control_outputs = [f.scale_t, f.scale_i, f.scale_a, f.switch, g.notes]
+    for comp in control_inputs:
+        comp.change(lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs, **RAW)
+    for comp in (f.preset, f.model):  # .input: a restored preset keeps its restored scales (the old reuse bug)
+        comp.input(lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a), control_inputs,
+                   [f.scale_t, f.scale_i, f.scale_a], **RAW)  # fmt: skip
+    return [(view, view_inputs, view_outputs), (lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs)]
+
+
+def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr.BrowserState) -> GenerateTab:
+    """Builds and wires the tab. `visitor`: the page's anonymous visitor id (public mode). The form starts empty
+    for everyone; each visitor's own last settings are filled in on page load (`wire_page_load`)."""
+    tab = layout(ctx, model_choices)
+    runner = JobRunner(ctx, tab)
+    wire_generate(runner, tab, visitor)
+    wire_queue(runner, tab, visitor)
+    wire_form(ctx, runner, tab, visitor)
+    tab.on_load = wire_guidance(ctx, tab)  # the panel's first draw
+    tab.runner = runner
+    return tab
+
+
+def wire_page_load(ctx: StudioContext, tab: GenerateTab, opened, visitor: gr.BrowserState) -> None:
+    """After the page has its visitor id: the owner's last settings (and inputs), then the panel's first draw."""
+    outputs = [*tab.form.get(REMEMBERED), *tab.form.get(MEDIA_FIELDS), tab.helpers.restore_info]
 
     def restore(request: gr.Request, visitor=None):
         return restore_last_settings(ctx, request_owner(ctx.options.public, request, visitor))
 
-    c["_restore"] = (restore, [visitor], remembered)
-    return c
+    restored = opened.then(restore, [visitor], outputs, **PRIVATE)
+    for fn, fn_inputs, fn_outputs in tab.on_load:
+        restored.then(fn, fn_inputs, fn_outputs, preprocess=False, **PRIVATE)
+    f = tab.form
+    restored.then(lambda i, e, a: mode_line(ctx, i, e, a), [f.image, f.extra_images, f.audio], tab.helpers.mode,
+                  preprocess=False, **PRIVATE)  # fmt: skip
+
+
+def mode_line(ctx: StudioContext, image, extra_images, audio) -> str:
+    """The one line that states the mode from the inputs (the voice's length and frames show under it)."""
+    label = mode_label(image, extra_images, audio)
+    return label if audio else f"{label} · no voice: the frames are set below"
+
+
+def size_of(resolution) -> tuple:
+    hw = RESOLUTIONS.get(resolution) if isinstance(resolution, str) else None
+    return (hw[0], hw[1]) if hw else (gr.update(), gr.update())
+
+
+def _int(value):
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
 
 
 REMEMBERED = [k for k in API_INPUTS if k not in ("image", "audio", "model", "extra_images", "long_video", "consent")]
+REMEMBERED += ["keyframes"]
 
 
 def restore_last_settings(ctx: StudioContext, owner: str) -> list:
-    """Values of `owner`'s last run (kept in the store, so they survive restarts and page reloads)."""
+    """Values of `owner`'s last run (kept in the store, so they survive restarts and page reloads), its inputs
+    when its newest gallery row is that run, and a line that says what was (not) put back."""
     last = ctx.store.get_setting(LAST_SETTINGS_KEY, {}, owner=owner) or {}
-    return [gr.update(value=last[k]) if last.get(k) is not None else gr.update() for k in REMEMBERED]
+    settings = [gr.update(value=last[k]) if last.get(k) is not None else gr.update() for k in REMEMBERED]
+    media, note = [gr.update() for _ in MEDIA_FIELDS], ""
+    if last:
+        rows, _ = ctx.store.list_generations(page=1, page_size=1, owner=owner)
+        files = _served_inputs(ctx, rows[0]) if rows and rows[0].prompt == (last.get("prompt") or "").strip() else {}
+        if files:
+            media = [gr.update(value=files.get(k)) for k in MEDIA_FIELDS]
+            note = "Your last settings and inputs are back."
+        else:
+            note = "Your last settings are back; add the reference image and the voice again."
+    return [*settings, *media, note]
+
+
+def _served_inputs(ctx: StudioContext, row) -> dict:
+    """{"image", "extra_images", "audio"} of a gallery row's stored inputs, as copies the page may show."""
+    from studio.serving import served_copy
+
+    paths = [served_copy(ctx.store.abs_path(p)) for p in (row.input_paths or [])]
+    paths = [p for p in paths if p]
+    audio_ext = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".mp4", ".aac", ".webm")
+    images = [p for p in paths if not p.lower().endswith(audio_ext)]
+    audio = next((p for p in paths if p.lower().endswith(audio_ext)), None)
+    return {"image": images[0] if images else None, "extra_images": images[1:] or None, "audio": audio}
 
 
 def preset_scales(ctx, preset, model_id, image, extra_images, audio):
@@ -630,7 +1051,7 @@ def job_gpu_seconds(ctx: StudioContext, *args, **kwargs) -> int:
     from studio.spaces import gpu_seconds
 
     values = {**dict(zip(("tab", *API_INPUTS), args)), **kwargs}
-    job, _ = make_request(ctx, **{k: values[k] for k in API_INPUTS if k in values})
+    job, _ = make_request(ctx, **{k: values[k] for k in (*API_INPUTS, "keyframes") if k in values})
     model_id = values.get("model") or ctx.default_model
     return gpu_seconds(job_cost(ctx, job, planned_frames(job), model_id))
 
@@ -644,6 +1065,10 @@ def _with_gpu_duration(fn, ctx):
 
 __all__ = [
     "build_generate_tab",
+    "wire_page_load",
+    "GenerateTab",
+    "form_values",
+    "settings_from_video",
     "audio_summary",
     "mode_label",
     "guidance_plot_data",

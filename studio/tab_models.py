@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 
@@ -57,14 +66,87 @@ def memory_text(ctx: StudioContext) -> str:
     return "\n\n".join(lines)
 
 
-def download_model(model_id: str, progress=gr.Progress()) -> str:
-    from engine.registry import download
+ROOT = Path(__file__).resolve().parents[1]
+# What huggingface_hub / requests say when the Hub cannot be reached; the user gets one sentence instead.
+OFFLINE_PATTERNS = re.compile(
+    r"OfflineModeIsEnabled|LocalEntryNotFoundError|ConnectionError|ConnectTimeout|Max retries exceeded|"
+    r"Name or service not known|Temporary failure in name resolution|Network is unreachable|getaddrinfo failed"
+)
 
-    def report(name, done, total):
-        progress(done / max(1, total), desc=f"downloading {name}")
 
-    download(model_id, progress_callback=report)
-    return f"✅ {model_id} is ready."
+def hub_cache_dir() -> Path:
+    """Where downloads go: huggingface_hub's own cache folder (HF_HUB_CACHE / HF_HOME)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds `path` (its nearest existing parent: the cache may not exist yet)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def download_question(model_id: str) -> tuple[str, bool]:
+    """(what a download of `model_id` would fetch, its size and the free disk space; whether to offer it)."""
+    from engine.registry import component_root, get_spec
+
+    missing = [c for c in get_spec(model_id).all_components if component_root(c) is None]
+    if not missing:
+        return f"✅ {model_id} is already here: nothing to download.", False
+    need, free = sum(c.size_bytes for c in missing), free_disk_bytes(hub_cache_dir())
+    parts = ", ".join(f"{c.name} {c.size_bytes / 1e9:.1f} GB" for c in missing)
+    text = (f"**Download {need / 1e9:.1f} GB for {model_id}?** ({parts}) into `{hub_cache_dir()}`, which has "
+            f"{free / 1e9:.0f} GB free. A stopped download resumes where it stopped.")  # fmt: skip
+    if need > free:
+        return text + f"\n\n⚠️ Not enough disk space: free {(need - free) / 1e9:.1f} GB more, or set HF_HOME.", False
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return text + "\n\n⚠️ This studio runs offline (HF_HUB_OFFLINE=1): " + OFFLINE_ADVICE.format(
+            model=model_id
+        ), False
+    return text, True
+
+
+OFFLINE_ADVICE = (
+    "huggingface.co cannot be reached from here. Run `python -m engine download {model}` on a machine that is "
+    "online and copy its Hugging Face cache (~/.cache/huggingface/hub) here, or put the files under "
+    "HUMO_MODELS_DIR; then press Refresh."
+)
+
+
+def download_failure(model_id: str, output: str) -> str:
+    """One readable sentence for a failed download: offline said plainly, otherwise the last line of the error."""
+    if OFFLINE_PATTERNS.search(output):
+        return "⚠️ Download failed: " + OFFLINE_ADVICE.format(model=model_id)
+    last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
+    return f"⚠️ Download of {model_id} failed: {last[-300:]}"
+
+
+def download_model(model_id: str):
+    """Download in a child process (`python -m engine download`), yielding its progress; Cancel (a Gradio cancel of
+    this event) ends the child, and the files fetched so far stay in the cache for the next try."""
+    command = [sys.executable, "-m", "engine", "download", model_id]
+    log = []
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)  # fmt: skip
+    started = time.monotonic()
+    try:
+        yield f"⏳ Downloading {model_id}… (Cancel stops it; it resumes next time)"
+        for line in process.stdout:
+            log = (log + [line])[-40:]
+            progress = line.strip().rsplit("\r", 1)[-1][:160]
+            if progress:
+                yield f"⏳ Downloading {model_id} ({time.monotonic() - started:.0f} s): `{progress}`"
+        if process.wait() != 0:
+            yield download_failure(model_id, "".join(log))
+            return
+        yield f"✅ {model_id} is ready: press Refresh, then pick it in the Generate tab."
+    finally:
+        if process.poll() is None:  # cancelled (or the page went away): end the download, keep what it fetched
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def build_models_tab(ctx: StudioContext) -> dict:
@@ -78,12 +160,31 @@ def build_models_tab(ctx: StudioContext) -> dict:
     else:
         with gr.Row():
             c["choice"] = gr.Dropdown(["humo-1.7b", "humo-17b"], value="humo-1.7b", label="Download")
-            c["download"] = gr.Button("Download weights")
+            c["download"] = gr.Button("Download weights…", elem_id="models-download")
             c["refresh"] = gr.Button("Refresh")
-        c["status"] = gr.Markdown("Downloads resume where they stopped; files go to the Hugging Face cache (HF_HOME).")
-        c["download"].click(
+        c["status"] = gr.Markdown(
+            "Downloads resume where they stopped; files go to the Hugging Face cache (HF_HOME).",
+            elem_id="models-status",
+        )
+        with gr.Row():  # the size is confirmed first; a running download can be cancelled
+            c["confirm"] = gr.Button("Download", variant="primary", visible=False, elem_id="models-download-confirm")
+            c["cancel"] = gr.Button("Cancel", visible=False, elem_id="models-download-cancel")
+
+        def ask(model_id):
+            text, offer = download_question(model_id)
+            return text, gr.Button(visible=offer), gr.Button(visible=offer)
+
+        c["download"].click(ask, c["choice"], [c["status"], c["confirm"], c["cancel"]], queue=False, **private)
+        running = c["confirm"].click(lambda: gr.Button(visible=False), None, c["confirm"], queue=False, **private)
+        running = running.then(
             download_model, [c["choice"]], [c["status"]], concurrency_id="download", concurrency_limit=1, **private
         )
+        running.then(lambda: gr.Button(visible=False), None, c["cancel"], queue=False, **private)
+        c["cancel"].click(
+            lambda: ("Download cancelled; what was fetched stays in the cache and the next download resumes.",
+                     gr.Button(visible=False), gr.Button(visible=False)),
+            None, [c["status"], c["confirm"], c["cancel"]], cancels=[running], queue=False, **private,
+        )  # fmt: skip
     c["refresh"].click(
         lambda: (models_table(), memory_text(ctx)), None, [c["table"], c["memory"]], queue=False, **private
     )

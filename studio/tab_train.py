@@ -76,16 +76,23 @@ def resolve_cache(dataset: str) -> Path:
     )
 
 
-def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frames: int, size: int) -> str:
+def dataset_folder(ctx: StudioContext, name: str, out_dir: str | None = None) -> Path:
+    """Where a dataset is built: the Output folder field when given, else `<data>/train/<run name>`."""
+    return (
+        Path(out_dir).expanduser() if (out_dir or "").strip() else Path(ctx.store.data_dir) / "train" / _safe_name(name)
+    )
+
+
+def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frames: int, size: int,
+                  out_dir: str | None = None) -> str:  # fmt: skip
     """Uploaded videos -> clips (cut, faces, audio, references) -> an encoded cache. Returns the cache path."""
     from engine.registry import load_pipeline
     from training.cache import build_cache
     from training.raw import build_clips
 
-    name = _safe_name(name)
     if not videos:
         raise InputError("Upload at least one video (with a face and speech).", field="videos")
-    root = Path(ctx.store.data_dir) / "train" / name
+    root = dataset_folder(ctx, name, out_dir)
     src = root / "source"
     src.mkdir(parents=True, exist_ok=True)
     for video in videos:
@@ -93,13 +100,42 @@ def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frame
         target = src / path.name
         if not target.exists():
             target.write_bytes(path.read_bytes())
-    report = build_clips(src, root / "clips", frames=int(frames), size=(int(size), int(size)), progress=False)
+    try:
+        report = build_clips(src, root / "clips", frames=int(frames), size=(int(size), int(size)), progress=False)
+    except InputError as exc:
+        if exc.field != "out_dir":
+            raise
+        raise InputError(  # the folder holds clips of another frame count or size: say which field changes it
+            f"{root} already holds a dataset built with other settings ({exc}). Set another Output folder (or Run "
+            "name), or build again with the settings it was made with.",
+            field="out_dir",
+        ) from exc
     if not report.clips:
-        raise InputError(
-            f"No usable clip: {dict(report.skipped)}. Use videos with a visible face and speech.", field="videos"
-        )
+        raise InputError(_no_clip_advice(report.skipped, src, int(frames)), field="videos")
     build_cache(load_pipeline(model or "tiny"), root / "clips", root / "cache", progress=False)
     return str(root / "cache")
+
+
+def _no_clip_advice(skipped: dict, src: Path, frames: int) -> str:
+    """Why no clip came out, and what to change: a too-short video names the Frames per clip that fits it."""
+    from engine import media
+    from engine.audio import snap_frames
+
+    if skipped.get("too_short"):
+        lengths = []
+        for video in sorted(src.iterdir()):
+            try:
+                lengths.append(round((media.probe(video).get("video") or {}).get("duration") * 25))
+            except (InputError, TypeError):
+                continue
+        shortest = min(lengths, default=0)
+        if shortest >= 5:
+            return (
+                f"The shortest video has {shortest} frames ({shortest / 25:.2f} s at 25 fps), fewer than Frames per "
+                f"clip ({frames}): set Frames per clip to {snap_frames(shortest)} or lower, or upload longer videos."
+            )
+        return "The videos are shorter than 5 frames at 25 fps, too short to train on: upload longer videos."
+    return f"No usable clip: {dict(skipped)}. Use videos with a visible face and speech."
 
 
 def _safe_name(name: str) -> str:
@@ -159,14 +195,18 @@ def stop(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> str:
     return f"⏹️ {name} stopped; resume continues from its last checkpoint."
 
 
-def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple[str, str, pd.DataFrame]:
-    """(status markdown, log tail, loss frame) of `owner`'s run."""
+def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple[str, str, pd.DataFrame | None]:
+    """(status markdown, log tail, loss frame) of `owner`'s run; the frame is None until the run has a step.
+
+    None, not an empty frame: Gradio's LinePlot fixes its colour scale (one colour per series) from the first
+    frame it draws, so an empty first frame leaves every later line without a colour, i.e. invisible. After None
+    the plot starts over and takes the series of the next frame."""
     try:
         run_dir = _own_run(ctx, name, owner) if name else None
     except InputError:
         run_dir = None
     if run_dir is None:
-        return "No run selected.", "", pd.DataFrame(columns=["step", "loss", "series"])
+        return "No run selected.", "", None
     log_path = run_dir / "train.log"
     log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
     rows = []
@@ -185,6 +225,8 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
         if running and last.get("time_s") and last["step"]:
             per_step = last["time_s"] / max(1, last["step"] - rows[0]["step"] + 1)
             text += f" · about {per_step * (total - last['step']):.0f} s left"
+    if not rows:
+        return text, log, None
     frame = pd.DataFrame(
         [{"step": r["step"], "loss": r["loss"], "series": "loss"} for r in rows]
         + [{"step": r["step"], "loss": r["mask_loss"], "series": "mask loss"} for r in rows if "mask_loss" in r],
@@ -208,7 +250,36 @@ def run_validations(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> 
     return [(served_copy(path), f"step {step}") for step, path in sorted(videos, reverse=True)]
 
 
-def build_train_tab(ctx: StudioContext) -> dict:
+def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tuple[object, list[str]]:
+    """The Generate tab's model choices when they changed since `known` (a run finished, a checkpoint appeared),
+    else no change: the dropdown is only touched when there is something new in it."""
+    from studio.app import model_choices
+
+    choices = model_choices(ctx, owner)
+    if choices == known:
+        return gr.update(), known
+    return gr.update(choices=choices), choices
+
+
+def build_dataset_message(ctx: StudioContext, owner: str, name, videos, frames, size, out_dir,
+                          base: str | None = None) -> tuple[str, object]:  # fmt: skip
+    """(message, Dataset box) of the Build button: the box gets the new cache so Launch can follow at once. The
+    cache is encoded with the chosen base's VAE and encoders (a checkpoint's: its recorded base's), the ones the
+    run will train and render with."""
+    from engine.registry import read_base
+
+    try:
+        model = base or ctx.default_model
+        if Path(model).is_dir():
+            model = read_base(model)["base_model"]
+        cache = build_dataset(ctx, name, videos, model, frames, size, out_dir)
+    except InputError as exc:
+        return f"⚠️ {exc}", gr.update()
+    return f"✅ Dataset ready: `{cache}` (filled in as the Dataset above)", cache
+
+
+def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None) -> dict:
+    """The tab; `model_picker` (the Generate tab's model dropdown) gets finished runs without a restart."""
     c: dict = {}
     gr.Markdown("Fine-tune HuMo in two stages (text + image, then + audio). Each run trains in its own process.")
     with gr.Row():
@@ -220,13 +291,20 @@ def build_train_tab(ctx: StudioContext) -> dict:
             with gr.Accordion("…or build one from videos", open=False):
                 c["videos"] = gr.File(label="Videos", file_count="multiple", file_types=["video"])
                 with gr.Row():
-                    c["frames"] = gr.Number(label="Frames per clip (4n+1)", value=33, precision=0)
+                    c["frames"] = gr.Number(
+                        label="Frames per clip (4n+1; 17 = 0.7 s fits short clips)", value=17, precision=0,
+                        elem_id="train-frames",
+                    )  # fmt: skip
                     c["size"] = gr.Number(label="Size (px, square)", value=64, precision=0)
-                c["build"] = gr.Button("Build dataset")
+                c["out_dir"] = gr.Textbox(
+                    label="Output folder (empty: data/train/<run name>)", elem_id="train-out-dir", max_lines=1
+                )
+                c["build"] = gr.Button("Build dataset", elem_id="train-build")
             with gr.Row():
                 c["stage"] = gr.Radio([1, 2], value=1, label="Stage")
                 c["base"] = gr.Dropdown(
-                    _bases(ctx), value="tiny", label="Base model or stage-1 checkpoint", allow_custom_value=True
+                    _bases(ctx), value=ctx.default_model, label="Base model or stage-1 checkpoint (its encoders build "
+                    "the dataset)", allow_custom_value=True
                 )
             with gr.Row():
                 c["steps"] = gr.Number(label="Steps", value=200, precision=0, elem_id="train-steps")
@@ -241,7 +319,7 @@ def build_train_tab(ctx: StudioContext) -> dict:
             c["message"] = gr.Markdown(elem_id="train-message")
         with gr.Column():
             c["status"] = gr.Markdown(elem_id="train-status")
-            c["plot"] = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=220)
+            c["plot"] = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=220, elem_id="train-plot")
             c["log"] = gr.Textbox(label="Log", lines=12, max_lines=12, elem_id="train-log", autoscroll=True)
             c["validations"] = gr.Gallery(
                 label="Validation videos (every validate_every steps)",
@@ -264,10 +342,14 @@ def build_train_tab(ctx: StudioContext) -> dict:
         return wrapper
 
     private = {"api_visibility": "private"}
+
+    def build(request: gr.Request, *values):
+        return build_dataset_message(ctx, request_owner(False, request), *values)
+
     c["build"].click(
-        safe(lambda o, n, v, f, s: f"✅ Dataset ready: `{build_dataset(ctx, n, v, 'tiny', f, s)}`"),
-        [c["name"], c["videos"], c["frames"], c["size"]],
-        c["message"],
+        build,
+        [c["name"], c["videos"], c["frames"], c["size"], c["out_dir"], c["base"]],
+        [c["message"], c["dataset"]],
         **private,
     )
     train_inputs = [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]]
@@ -288,6 +370,21 @@ def build_train_tab(ctx: StudioContext) -> dict:
         return run_validations(ctx, name, request_owner(False, request))
 
     c["show_validations"].click(validations, c["name"], c["validations"], queue=False, **private)
+    if model_picker is not None:
+        known = gr.State(None)
+        c["picker_timer"] = gr.Timer(3.0)
+
+        def refresh_picker(request: gr.Request, previous):
+            return picker_update(ctx, request_owner(False, request), previous)
+
+        c["picker_timer"].tick(
+            refresh_picker,
+            known,
+            [model_picker, known],
+            queue=False,
+            show_progress="hidden",
+            **private,
+        )
     return c
 
 

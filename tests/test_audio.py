@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import wave
 
 import numpy as np
 import pytest
@@ -14,19 +13,6 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from engine import audio
 from engine.errors import InputError
 from engine.media import ffmpeg_exe
-
-
-def write_wav(path, data: np.ndarray, sr: int) -> str:
-    """int16 WAV from float data in [-1, 1], shape [N] or [N, channels]."""
-    data = np.asarray(data, dtype=np.float64)
-    channels = 1 if data.ndim == 1 else data.shape[1]
-    pcm = np.round(np.clip(data, -1, 1) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(channels)
-        handle.setsampwidth(2)
-        handle.setframerate(sr)
-        handle.writeframes(pcm.tobytes())
-    return str(path)
 
 
 def tone(seconds: float, sr: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
@@ -48,7 +34,7 @@ def stereo_wav(tmp_path_factory) -> str:
     """1.3 s at 44.1 kHz, 440 Hz left, 440 Hz at another amplitude right."""
     folder = tmp_path_factory.mktemp("audio")
     left, right = tone(1.3, 44100, amplitude=0.6), tone(1.3, 44100, amplitude=0.2)
-    return write_wav(folder / "stereo.wav", np.stack([left, right], axis=1), 44100)
+    return audio.write_wav(folder / "stereo.wav", np.stack([left, right], axis=1), 44100)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -64,10 +50,9 @@ def test_wav_resampled_to_16k_mono_with_exact_length(stereo_wav):
 def test_stereo_at_16k_is_exact_channel_mean(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.uniform(-0.5, 0.5, size=(8000, 2))
-    path = write_wav(tmp_path / "lr.wav", data, 16000)
-    pcm = np.round(np.clip(data, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32768
+    path = audio.write_wav(tmp_path / "lr.wav", data, 16000, dtype="float32")  # lossless: the file holds `data`
     x = audio.load_audio(path)
-    np.testing.assert_allclose(x, pcm.mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(x, data.astype(np.float32).mean(axis=1), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +132,7 @@ def test_video_without_audio_track(tmp_path):
 def test_empty_files(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    header_only = write_wav(tmp_path / "header.wav", np.zeros(0), 16000)
+    header_only = audio.write_wav(tmp_path / "header.wav", np.zeros(0), 16000)
     for path in (empty, header_only):
         with pytest.raises(InputError) as err:
             audio.load_audio(path)
@@ -308,7 +293,7 @@ def test_encode_audio_matches_step_by_step(whisper, tmp_path):
     )
     torch.testing.assert_close(windows, expected)
     # from a file: the same pipeline after decoding
-    path = write_wav(tmp_path / "v.wav", x, 16000)
+    path = audio.write_wav(tmp_path / "v.wav", x, 16000)
     from_file, frames_file = audio.encode_audio(path, encoder, fe)
     assert frames_file == 17 and from_file.shape == windows.shape
     # an explicit longer frame count pads with zero windows and is snapped to 4n+1
@@ -323,7 +308,7 @@ def test_encode_audio_rejects_silence_and_too_short(whisper, tmp_path):
     with pytest.raises(InputError) as err:
         audio.encode_audio(np.zeros(16000, np.float32), encoder, fe)
     assert err.value.field == "audio" and "silent" in str(err.value) and "remove the audio" in str(err.value)
-    quiet = write_wav(tmp_path / "quiet.wav", 1e-5 * np.random.default_rng(0).standard_normal(16000), 16000)
+    quiet = audio.write_wav(tmp_path / "quiet.wav", 1e-5 * np.random.default_rng(0).standard_normal(16000), 16000)
     with pytest.raises(InputError, match="silent"):
         audio.encode_audio(quiet, encoder, fe)
     with pytest.raises(InputError, match="shorter than one video frame"):

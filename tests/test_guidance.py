@@ -93,7 +93,7 @@ def test_17b_tia_passes_and_switch_position():
 
 
 def test_17b_ta(outputs):
-    s = g.humo_17b_ta(scale_a=5.5, scale_t=5.0)
+    s = g.default_schedule("17b", "TA", scale_a=5.5, scale_t=5.0)
     expected = (
         5.5 * (v(outputs, "T", "0", "A") - v(outputs, "T", "0", "0"))
         + 5.0 * (v(outputs, "T", "0", "0") - v(outputs, "N", "0", "0"))
@@ -128,7 +128,7 @@ def test_1_7b_ta(outputs):
     )
     close(s.combine(999, outputs), expected)
     assert s.passes_per_step(TIMESTEPS_50) == [3] * 50
-    close(g.humo_1_7b_ta(6.0, 7.0).combine(999, outputs), expected)
+    close(g.default_schedule("1.7b", "TA", scale_a=6.0, scale_t=7.0).combine(999, outputs), expected)
 
 
 @pytest.mark.parametrize("variant,s_t,s_i", [("1.7b", 7.0, 4.0), ("17b", 5.0, 3.0)])
@@ -173,7 +173,7 @@ def test_tighter_lip_sync_raises_audio_scale(outputs):
     close(s.combine(500, outputs), expected)
     assert g.preset_schedule("tighter lip-sync", "1.7b", "TIA").scales["scale_a"] == 9.5
     assert g.preset_schedule("tighter lip-sync", "1.7b", "TIA", scale_a=8.0).scales["scale_a"] == 8.0  # explicit wins
-    assert set(g.GUIDANCE_PRESETS) == {"official", "tighter lip-sync", "faster"}
+    assert set(g.GUIDANCE_PRESETS) == {"official", "tighter lip-sync", "faster", "single pass"}
     with pytest.raises(InputError) as err:
         g.preset_schedule("turbo", "17b", "TIA")
     assert err.value.field == "guidance"

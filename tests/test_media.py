@@ -4,7 +4,6 @@ thumbnails, image loading errors and the reference preprocessing of §4.2."""
 from __future__ import annotations
 
 import subprocess
-import wave
 
 import numpy as np
 import pytest
@@ -13,17 +12,7 @@ from PIL import Image
 
 from engine import media
 from engine.errors import InputError
-
-
-def write_wav(path, seconds: float, sr: int = 16000, freq: float = 330.0) -> str:
-    t = np.arange(int(round(seconds * sr))) / sr
-    data = (0.4 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(sr)
-        handle.writeframes(data.tobytes())
-    return str(path)
+from tests.media_files import write_wav
 
 
 def colour_frames(num: int, h: int = 32, w: int = 48) -> np.ndarray:

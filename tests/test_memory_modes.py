@@ -18,19 +18,38 @@ def reference():
     return load_pipeline("tiny")(**KW).frames[0]
 
 
+def test_group_offload_matches_default(reference):
+    """Blocks moved in and out by diffusers' hooks (CPU to CPU here): the same arithmetic."""
+    pipe = apply_memory_mode(load_pipeline("tiny"), "group_offload", "cpu")
+    assert np.abs(pipe(**KW).frames[0] - reference).max() <= 1e-6
+
+
+def _devices(pipe) -> dict[str, set[str]]:
+    return {name: {p.device.type for p in getattr(pipe, name).parameters()} for name in COMPONENTS}
+
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "audio_encoder")
+
+
 @pytest.mark.parametrize(
-    "mode,atol",
+    "mode,expected",
     [
-        ("gpu", 0.0),  # on a CPU-only machine "gpu" means the default device: identical
-        ("cpu", 0.0),
-        ("group_offload", 1e-6),  # blocks moved in and out (CPU to CPU here): same arithmetic
-        ("gpu+text_encoder_cpu", 0.0),
+        ("gpu", dict.fromkeys(COMPONENTS, "meta")),
+        ("cpu", dict.fromkeys(COMPONENTS, "cpu")),
+        ("gpu+text_encoder_cpu", {**dict.fromkeys(COMPONENTS, "meta"), "text_encoder": "cpu"}),
+        ("fp8", dict.fromkeys(COMPONENTS, "meta")),
     ],
 )
-def test_mode_matches_default(reference, mode, atol):
-    pipe = apply_memory_mode(load_pipeline("tiny"), mode, "cpu")
-    out = pipe(**KW).frames[0]
-    assert np.abs(out - reference).max() <= atol
+def test_each_mode_places_each_component(mode, expected):
+    """Where each component lives, with the "accelerator" stood in by the meta device (no GPU here): a mode that
+    forgot to move, or moved too much, shows up as a wrong device (on CPU alone every mode would look the same)."""
+    import torch
+
+    pipe = apply_memory_mode(load_pipeline("tiny"), mode, torch.device("meta"))
+    assert _devices(pipe) == {name: {device} for name, device in expected.items()}
+    assert pipe.memory_mode == mode
+    if mode == "fp8":  # stored in fp8, computed in the compute dtype
+        assert {p.dtype for p in pipe.transformer.blocks.parameters()} & {torch.float8_e4m3fn}
 
 
 def test_vae_tiling_close_to_untiled(reference):

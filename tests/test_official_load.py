@@ -231,3 +231,19 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "y.pth")
     with pytest.raises(CheckpointError, match="no HuMo tensors"):
         HuMoTransformer3DModel.from_official(tmp_path / "y.pth")
+
+
+def test_the_loader_never_imports_the_model():
+    """transformer_humo imports official (from_official, to_official_state_dict); the reverse would be a cycle."""
+    import ast
+    import inspect
+
+    import engine.models.official as official
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(official))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not {m for m in imported if m.startswith("engine.models")}, imported

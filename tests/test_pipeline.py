@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import wave
 
 import numpy as np
 import pytest
@@ -13,29 +12,10 @@ from PIL import Image
 from engine.errors import InputError
 from engine.guidance import Branch
 from engine.pipeline import HuMoPipeline, mode_from_inputs
+from tests.media_files import write_image, write_wav  # noqa: F401 (other test modules import them from here)
 
 H = W = 32  # latent 4x4 -> 2x2 tokens per frame
 STEPS = 2
-
-
-def write_wav(path, seconds: float, freq: float = 220.0, sr: int = 16000, amplitude: float = 0.3) -> str:
-    t = np.arange(int(seconds * sr)) / sr
-    # a syllable-like envelope so the audio is not silent and not constant
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    data = (amplitude * env * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(sr)
-        handle.writeframes(data.tobytes())
-    return str(path)
-
-
-def write_image(path, color=(200, 120, 90), size=(40, 24)) -> str:
-    image = Image.new("RGB", size, color)
-    image.paste((20, 40, 200), (5, 5, 15, 15))
-    image.save(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,10 @@ class LinearVAE(torch.nn.Module):
         z = torch.einsum("bchw,zc->bzhw", pooled, self.mix) + self.shift.view(1, -1, 1, 1)
         z = z + 0.01 * torch.tanh(z)
         return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: z[:, :, None]))
+
+    def decode(self, z):  # [B, 16, 1, h, w] -> [B, 3, 1, 8h, 8w]: the least-squares inverse of encode
+        rgb = torch.einsum("bzhw,zc->bchw", z[:, :, 0] - self.shift.view(1, -1, 1, 1), torch.linalg.pinv(self.mix).T)
+        return SimpleNamespace(sample=F.interpolate(rgb, scale_factor=8, mode="nearest")[:, :, None])
 
 
 def flat(colour, size=64) -> torch.Tensor:
@@ -85,11 +90,11 @@ def test_preview_image_from_latents():
     red = preview._encode(vae, flat((1.0, 0.0, 0.0), size=32))
     blue = preview._encode(vae, flat((0.0, 0.0, 1.0), size=32))
     latents = torch.stack([blue[0], red[0], blue[0]], dim=1)[None]  # [1, 16, 3, 4, 4]
-    image = preview.latents_to_preview(latents, projection)  # middle frame
+    image = preview.latents_to_preview(latents, projection, frame=1)
     assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)
     r, g, b = image.getpixel((16, 16))
     assert r > 240 and g < 15 and b < 15
-    r, g, b = preview.latents_to_preview(latents[0], projection, frame=0, scale=1).getpixel((2, 2))
+    r, g, b = preview.latents_to_preview(latents[0], projection, scale=1).getpixel((2, 2))  # the first frame
     assert b > 240 and r < 15
     with pytest.raises(ValueError):
         preview.latents_to_preview(torch.zeros(16, 4, 4), projection)
@@ -111,10 +116,33 @@ def test_real_tiny_wan_vae(tmp_path):
     # in-sample, the least-squares fit beats the best constant prediction (the mean colour)
     images = preview.synthetic_images(12, 32)
     z = preview._encode(vae, images)
-    target = F.adaptive_avg_pool2d(images, z.shape[-2:])
+    # what the VAE itself draws for these latents (an untrained VAE does not give the images back)
+    target = F.adaptive_avg_pool2d(preview._decode(vae, preview._encode_raw(vae, images)), z.shape[-2:])
     fitted = torch.stack([preview.project_latents(zi, (weight, bias)) for zi in z])
     constant = target.mean(dim=(0, 2, 3), keepdim=True)
     assert (fitted - target).pow(2).mean() < (constant - target).pow(2).mean()
     image = preview.latents_to_preview(torch.randn(1, 16, 3, 4, 6), (weight, bias))
     assert image.size == (48, 32)
     assert len(list(tmp_path.glob("latent_rgb_*.json"))) == 1
+
+
+def test_humo_nano_preview_has_the_videos_colours(tmp_path):
+    """The bundled HuMo-nano VAE: the preview of a clip's latents shows the colour its decode shows (a red scene
+    previewed green before the preview read the first latent frame, the one the projection is fitted on)."""
+    from engine import nano
+
+    if not nano.is_present():
+        pytest.skip("assets/humo-nano missing")
+    vae = AutoencoderKLWan.from_pretrained(nano.nano_dir() / "vae").eval()
+    projection = preview.fit_latent_rgb_projection(vae, cache_dir_path=tmp_path)
+    clip = torch.empty(1, 3, 9, 64, 64)
+    clip[:, 0], clip[:, 1], clip[:, 2] = 0.7, -0.6, -0.5  # a red scene, in [-1, 1]
+    clip[:, :, :, 20:44, 24:40] = torch.tensor([0.2, 0.0, -0.1]).view(1, 3, 1, 1, 1)  # a face-coloured patch
+    with torch.no_grad():
+        latents = preview._normalise(vae, vae.encode(clip).latent_dist.mode())
+        decoded = vae.decode(vae.encode(clip).latent_dist.mode()).sample[0, :, 0].clamp(-1, 1)  # [3, H, W]
+    shown = torch.from_numpy(np.asarray(preview.latents_to_preview(latents, projection, scale=1))).float()
+    shown = shown.permute(2, 0, 1) / 127.5 - 1  # [3, h, w] in [-1, 1]
+    expected = F.adaptive_avg_pool2d(decoded[None], shown.shape[-2:])[0]
+    assert shown.mean((1, 2)).argmax() == expected.mean((1, 2)).argmax() == 0  # red, as the video
+    assert (shown - expected).abs().mean() < 0.25

@@ -26,12 +26,12 @@ def _api_names(demo) -> dict[str, str]:
     return {d.get("api_name"): d.get("api_visibility", "public") for d in config["dependencies"] if d.get("api_name")}
 
 
-def test_space_mode_builds_with_only_the_generate_endpoint(public_ctx):
+def test_space_mode_builds_with_only_the_generate_and_dub_endpoints(public_ctx):
     spaces = importlib.import_module("spaces")  # the real package: off ZeroGPU it leaves the call unchanged
     assert spaces.GPU(duration=60)(len) is len
     demo = build_app(public_ctx)
     public = sorted(name for name, vis in _api_names(demo).items() if vis != "private")
-    assert public == ["generate"]  # no download, training, gallery, delete or settings endpoint
+    assert public == ["dub", "generate"]  # no download, training, gallery, delete or settings endpoint
     texts = json.dumps(demo.get_config_file()["components"], default=str)
     assert "Download weights" not in texts and "Launch" not in texts
     assert "I have the right to use this face and this voice" in texts
@@ -98,3 +98,64 @@ def test_hugging_face_login_on_a_space_with_oauth(public_ctx, monkeypatch):
                         ("OPENID_PROVIDER_URL", "http://127.0.0.1:9")):  # fmt: skip
         monkeypatch.setattr(gradio.oauth, name, value)
     assert "Sign in with Hugging Face" in json.dumps(build_app(public_ctx).get_config_file(), default=str)
+
+
+def test_the_address_cap_believes_only_the_trusted_proxys_hop():
+    from types import SimpleNamespace
+
+    from studio.admission import client_address
+
+    def request(forwarded=None):
+        headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        return SimpleNamespace(headers=headers, client=SimpleNamespace(host="10.9.9.9"))
+
+    # no proxy in front: a typed header is ignored, the socket's peer counts
+    assert client_address(request("1.2.3.4")) == "10.9.9.9"
+    # one proxy (a Space): the hop it appended counts, whatever the client put before it
+    assert client_address(request("6.6.6.6, 203.0.113.5"), trusted_proxies=1) == "203.0.113.5"
+    assert client_address(request("203.0.113.5"), trusted_proxies=1) == "203.0.113.5"
+    # two proxies: the hop the outer one appended
+    assert client_address(request("6.6.6.6, 203.0.113.5, 10.0.0.2"), trusted_proxies=2) == "203.0.113.5"
+    assert client_address(request(), trusted_proxies=1) == "10.9.9.9"
+
+
+def test_cache_sweep_ages_files_out_while_uploads_keep_arriving(tmp_path, monkeypatch):
+    """Gradio's own sweep iterates the live set and dies on the first concurrent upload; this one must not."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from studio import serving
+
+    monkeypatch.setattr(serving, "cache_folder", lambda: tmp_path)
+    files: set[str] = set()
+    for i in range(200):
+        folder = tmp_path / f"{i:064x}"
+        folder.mkdir()
+        path = folder / "old.png"
+        path.write_bytes(b"x")
+        files.add(str(path))
+    time.sleep(1.5)  # st_ctime cannot be set: the old files are made to be 1.5 s older than the young one
+    young = tmp_path / "young" / "new.png"
+    young.parent.mkdir()
+    young.write_bytes(b"y")
+    files.add(str(young))
+    blocks = SimpleNamespace(blocks={}, temp_file_sets=[files])
+    stop = threading.Event()
+
+    def keep_adding():
+        n = 0
+        while not stop.is_set():
+            files.add(str(tmp_path / f"arriving-{n}"))
+            n += 1
+
+    adder = threading.Thread(target=keep_adding)
+    adder.start()
+    try:
+        removed = serving.sweep_cache(blocks, age_s=1.0)
+    finally:
+        stop.set()
+        adder.join()
+    assert removed == 200
+    assert young.exists() and str(young) in files
+    assert not any((tmp_path / f"{i:064x}").exists() for i in range(200))  # the emptied hash folders went too

@@ -139,6 +139,25 @@ def test_nulled_audio_and_dropout_reach_the_inputs(cache):
     assert (batch["hidden_states"][:, :, -1] == 0).all()  # image dropped -> zero reference slot (1.7B)
 
 
+def test_stage_zero_trains_everything_and_never_sees_the_reference(cache):
+    """Stage 0 (HuMo-nano's text-to-video base) trains every weight and its reference slot is always the null one,
+    whatever drop_image says; stage 1 with the same draws does see references."""
+    from engine.registry import load_pipeline
+    from training.cache import load_cached
+
+    clips, negative = load_cached(cache)
+    for stage, sees_reference in ((0, False), (1, True)):
+        cfg = config(cache, "unused", stage=stage, drop_image=0.0, drop_text=0.0)
+        gen = torch.Generator().manual_seed(0)
+        slots = [make_batch(clips, negative, [0, 1, 2], s, cfg, gen, "1.7b")["hidden_states"][:, :, -1] for s in range(4)]
+        assert all((slot != 0).any() for slot in slots) == sees_reference
+        assert all((slot == 0).all() for slot in slots) != sees_reference
+        model = load_pipeline("tiny").transformer
+        trained = {id(p) for p in setup_trainable(model, cfg)}
+        every = all(id(p) in trained for p in model.parameters())
+        assert every == (stage == 0)
+
+
 def test_loss_goes_down(cache, tmp_path):
     fit(
         config(
@@ -211,12 +230,11 @@ def test_retired_config_keys_are_ignored(tmp_path):
 
 def test_lora_runs_and_weights_load_in_pipeline_and_export(cache, tmp_path):
     from engine.pipeline import HuMoPipeline
-    from engine.registry import load_pipeline
-    from studio.context import _load_checkpoint
+    from engine.registry import load_finetune, load_pipeline
 
     fit(config(cache, tmp_path / "lora", stage=2, lora_rank=4, steps=3))
     final = tmp_path / "lora" / "final"
-    pipe = _load_checkpoint(str(final), "cpu")
+    pipe = load_finetune(final, "cpu")
     assert isinstance(pipe, HuMoPipeline)
     out = pipe(
         prompt="a person talks", num_frames=5, height=32, width=32, num_inference_steps=1, seed=0, output_type="latent"
@@ -269,3 +287,72 @@ def test_validation_videos_land_in_the_run_folder(cache, tmp_path):
         assert run_validations(ctx, "no-such-run") == [] and run_validations(ctx, "val", owner="someone-else") == []
     finally:
         ctx.store.close()
+
+
+@pytest.fixture(scope="module")
+def nano_cache(tmp_path_factory) -> Path:
+    """Two synthetic clips encoded with the bundled HuMo-nano's own VAE and encoders."""
+    from engine.registry import load_pipeline
+    from training.cache import build_cache
+    from training.raw import build_clips
+    from training.synth import make_synth_dataset
+
+    root = tmp_path_factory.mktemp("nano-train")
+    src = make_synth_dataset(root / "src", num_clips=2, frames=17, size=(64, 64), seed=2)
+    build_clips(src, root / "clips", frames=17, size=(64, 64), progress=False)
+    build_cache(load_pipeline("humo-nano", device="cpu"), root / "clips", root / "cache", progress=False)
+    return root / "cache"
+
+
+def test_a_cache_of_other_encoders_is_refused_naming_both(cache, tmp_path):
+    from training.trainer import base_record
+
+    with pytest.raises(InputError, match=r"tiny's VAE and encoders.*starts from humo-nano"):
+        base_record(config(cache, tmp_path / "x", base_model="humo-nano"))
+    assert base_record(config(cache, tmp_path / "x"))["base_model"] == "tiny"
+
+
+def test_a_nano_fine_tune_renders_like_nano(nano_cache, tmp_path):
+    """The fine-tune records its base and loads on HuMo-nano's VAE and encoders (it used to load on the untrained
+    tiny ones, picked by transformer width, and render noise while the studio said done)."""
+    import numpy as np
+
+    from engine.registry import load_finetune, load_pipeline
+
+    fit(config(nano_cache, tmp_path / "ft", base_model="humo-nano", stage=1, steps=2, learning_rate=1e-6,
+               ema_decay=0.0))  # fmt: skip
+    final = tmp_path / "ft" / "final"
+    assert json.loads((final / "humo_base.json").read_text())["base_model"] == "humo-nano"
+    kwargs = dict(prompt="a woman talks in a garden", num_frames=9, height=64, width=64, num_inference_steps=6,
+                  seed=3, output_type="np")  # fmt: skip
+
+    def render(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return np.asarray(pipe(**kwargs).frames[0], dtype=np.float64)
+
+    nano, tuned = render(load_pipeline("humo-nano", device="cpu")), render(load_finetune(final, "cpu"))
+    tiny_vae = load_pipeline("tiny")
+    tiny_vae.register_modules(transformer=load_finetune(final, "cpu").transformer)
+    wrong = render(tiny_vae)  # what the width rule used to load
+
+    def psnr(a, b):
+        return 10 * np.log10(1.0 / max(np.mean((a - b) ** 2), 1e-12))
+
+    assert psnr(tuned, nano) > 30, psnr(tuned, nano)
+    assert psnr(wrong, nano) < psnr(tuned, nano) - 15, (psnr(wrong, nano), psnr(tuned, nano))
+
+
+def test_a_fine_tune_refuses_a_base_whose_encoders_changed(nano_cache, tmp_path):
+    from engine.registry import load_finetune
+
+    fit(config(nano_cache, tmp_path / "ft", base_model="humo-nano", stage=1, steps=1, ema_decay=0.0))
+    record = tmp_path / "ft" / "final" / "humo_base.json"
+    base = json.loads(record.read_text())
+    assert set(base["encoders"]) == {"vae", "text_encoder", "audio_encoder"}
+    base["encoders"]["vae"] = "0" * 16  # as if assets/humo-nano had been rebuilt since the cache was made
+    record.write_text(json.dumps(base))
+    with pytest.raises(InputError, match=r"other vae weights than humo-nano"):
+        load_finetune(record.parent, "cpu")
+    record.unlink()
+    with pytest.raises(InputError, match="does not record the model it was trained from"):
+        load_finetune(record.parent, "cpu")

@@ -13,8 +13,8 @@ import pytest
 from engine import media
 from engine.audio import load_audio, probe_audio, write_wav
 from engine.errors import InputError, MissingWeightsError
+from engine.faces import face_masks, latent_frame_groups, pool_to_tokens, sidecar_boxes_for_clip, track_faces
 from training import clips
-from training.faces import face_masks, latent_frame_groups, pool_to_tokens, sidecar_boxes_for_clip, track_faces
 from training.filters import (
     SpeechConfig,
     TorchScriptSyncScorer,

@@ -1,6 +1,7 @@
 """`python -m training <verb>`: synth (synthetic dataset), prepare (raw videos -> training clips),
-cache (encode clips), fit (stage 1 / 2 training), export (official key names), nano (build the bundled HuMo-nano),
-ablations (Table 3 in miniature)."""
+cache (encode clips), fit (stage 1 / 2 / distill training), export (official key names), nano (build the bundled
+HuMo-nano), ablations (Table 3 in miniature), distill-targets (a teacher's trajectories), distill-nano (the bundled
+4-step student)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,56 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_parser(subparsers)
     add_export_parser(subparsers)
     add_nano_parsers(subparsers)
+    add_distill_parsers(subparsers)
     return parser
+
+
+def add_distill_parsers(subparsers) -> None:
+    targets = subparsers.add_parser("distill-targets", help="record a teacher's guided trajectories (distill stage)")
+    targets.add_argument("--teacher", default="humo-nano", help="model id of the teacher (default: %(default)s)")
+    targets.add_argument("--clips", default=None, help="a `prepare` folder (manifest.jsonl); default: the nano world")
+    targets.add_argument("--count", type=int, default=None, help="at most this many trajectories")
+    targets.add_argument("--out", required=True, help="targets folder (the distill config's cache_dir)")
+    targets.add_argument("--teacher-steps", type=int, default=28, help="a multiple of --student-steps")
+    targets.add_argument("--student-steps", type=int, default=4)
+    targets.add_argument("--device", default=None)
+    targets.set_defaults(func=run_distill_targets)
+    student = subparsers.add_parser("distill-nano", help="distil the bundled HuMo-nano into assets/humo-nano-4step")
+    student.add_argument("--out", default="assets/humo-nano-4step")
+    student.add_argument("--work", default="data/distill-nano", help="targets and run, reused when present")
+    student.add_argument("--trajectories", type=int, default=240)
+    student.add_argument("--steps", type=int, default=None, help="training steps (default: distill_nano.yaml's)")
+    student.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    student.set_defaults(func=run_distill_nano)
+
+
+def run_distill_targets(args) -> int:
+    from engine.registry import load_pipeline
+    from training import distill
+
+    pipe = load_pipeline(args.teacher, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.clips:
+        requests = distill.manifest_requests(args.clips, args.count)
+    else:
+        requests = distill.nano_requests(args.count or 240)
+    index = distill.build_targets(
+        pipe, requests, args.out, teacher_steps=args.teacher_steps, student_steps=args.student_steps
+    )
+    print(f"{len(index['clips'])} trajectories of {args.teacher} -> {args.out}")
+    return 0
+
+
+def run_distill_nano(args) -> int:
+    import torch
+
+    from training.distill import build_nano_student
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = build_nano_student(args.out, args.work, clips=args.trajectories, steps=args.steps)
+    print(f"HuMo-nano-4step -> {args.out} (total {info['total_s'] / 60:.1f} min)")
+    return 0
 
 
 def add_nano_parsers(subparsers) -> None:

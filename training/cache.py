@@ -140,22 +140,35 @@ def build_cache(pipe, clips_dir: str | Path, cache_dir: str | Path, progress: bo
                 failed[entry["id"]] = str(exc)
                 continue
         done.append(entry["id"])
-    index = {"clips": done, "failed": failed, "model_id": getattr(pipe, "model_id", "custom"), "source": str(clips_dir)}
-    tmp = cache_dir / "index.json.tmp"
+    from engine.registry import encoder_fingerprints
+
+    index = {"clips": done, "failed": failed, "model_id": pipe.model_id, "source": str(clips_dir),
+             "encoders": encoder_fingerprints(pipe)}  # fmt: skip
+    return write_index(cache_dir, index)
+
+
+def write_index(cache_dir: str | Path, index: dict) -> dict:
+    """index.json of a cache folder, written atomically (a half-written index never names missing clips)."""
+    tmp = Path(cache_dir) / "index.json.tmp"
     tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, cache_dir / "index.json")
+    os.replace(tmp, Path(cache_dir) / "index.json")
     return index
+
+
+def cache_index(cache_dir: str | Path) -> dict:
+    """index.json of a cache folder: clip ids, the model id and encoder fingerprints it was encoded with."""
+    index_path = Path(cache_dir) / "index.json"
+    if not index_path.exists():
+        raise InputError(
+            f"{cache_dir} is not a training cache (no index.json): run `python -m training cache`.", field="dataset"
+        )
+    return json.loads(index_path.read_text())
 
 
 def load_cached(cache_dir: str | Path) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
     """(clips, negative_prompt_embeds) of a cache folder."""
     cache_dir = Path(cache_dir)
-    index_path = cache_dir / "index.json"
-    if not index_path.exists():
-        raise InputError(
-            f"{cache_dir} is not a training cache (no index.json): run `python -m training cache`.", field="dataset"
-        )
-    index = json.loads(index_path.read_text())
+    index = cache_index(cache_dir)
     clips = [load_file(str(cache_dir / f"{clip_id}.safetensors")) for clip_id in index["clips"]]
     negative = load_file(str(cache_dir / "negative.safetensors"))["negative_prompt_embeds"]
     return clips, negative

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import media
-from engine.audio import SAMPLING_RATE, load_audio, write_wav
+from engine.audio import SAMPLING_RATE
 from engine.errors import InputError
 
 __all__ = [
@@ -24,10 +24,6 @@ __all__ = [
     "cut_clip",
     "probe_source",
     "read_frame_at",
-    # Re-exported for callers outside training/ that still import them from here (tests/test_nano.py,
-    # scripts/make_nano_example.py); the definitions are engine.audio's.
-    "load_audio",
-    "write_wav",
 ]
 
 

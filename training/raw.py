@@ -11,7 +11,7 @@ Output (`out_dir`):
                                    `engine.audio.load_audio` decodes it, cut to the window (lossless, so the cache
                                    encodes the samples the sampler would)
     clips/<clip_id>/reference.png
-    clips/<clip_id>/face_mask.npy  uint8 [F_lat, H/8, W/8], 255 = face (see training.faces)
+    clips/<clip_id>/face_mask.npy  uint8 [F_lat, H/8, W/8], 255 = face (see engine.faces)
     clips/<clip_id>/faces.json     per-frame boxes (x0, y0, x1, y1), null where unknown
     clips/<clip_id>/meta.json      the manifest entry; written last: its presence marks the clip done
     manifest.jsonl                 one entry per finished clip (rebuilt atomically from meta.json files)
@@ -41,8 +41,7 @@ import numpy as np
 from engine import media
 from engine.audio import SAMPLING_RATE, load_audio, write_wav
 from engine.errors import InputError, MissingWeightsError
-from training import clips
-from training.faces import (
+from engine.faces import (
     FaceDetector,
     HaarFaceDetector,
     face_masks,
@@ -51,6 +50,7 @@ from training.faces import (
     sidecar_boxes_for_clip,
     track_faces,
 )
+from training import clips
 from training.filters import EnvelopeSyncScorer, SpeechConfig, SyncScorer, speech_ratio
 from training.references import (
     ImagePool,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -395,6 +395,33 @@ def render_clip(
     video = np.stack([render_frame(identity, scene, pose, size) for pose in poses])
     boxes = np.array([face_box(pose, identity) if identity else [np.nan] * 4 for pose in poses], np.float32)
     return video, wav, boxes
+
+
+def render_dub_pair(
+    identity: Identity,
+    scene: Scene,
+    *,
+    frames: int = 33,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    voice_seed: int = 1,
+) -> dict[str, np.ndarray]:
+    """The same person, scene and head motion speaking two different lines: voice A (`seed`) and voice B
+    (`voice_seed`). The clip with voice B is the ground-truth dub of the clip with voice A (issue #15).
+
+    Returns {"video_a", "wav_a", "video_b", "wav_b", "boxes"}; the motion draws come from their own generator, so
+    only the mouth differs between the two videos."""
+    num_samples = frames * SAMPLING_RATE // FPS
+    motion = clip_poses(frames, size, scene, np.zeros(frames, np.float32), np.random.default_rng([seed, 1]))
+    out: dict[str, np.ndarray] = {}
+    for key, voice in (("a", seed), ("b", voice_seed)):
+        wav = synth_speech(num_samples, np.random.default_rng([voice, 2]), pitch_hz=identity.pitch_hz)
+        mouth = loudness_per_frame(wav, frames)
+        poses = [replace(pose, mouth_open=float(m)) for pose, m in zip(motion, mouth)]
+        out[f"video_{key}"] = np.stack([render_frame(identity, scene, pose, size) for pose in poses])
+        out[f"wav_{key}"] = wav
+    out["boxes"] = np.array([face_box(pose, identity) for pose in motion], np.float32)
+    return out
 
 
 def write_synth_clip(

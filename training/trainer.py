@@ -38,7 +38,8 @@ import yaml
 from engine.errors import InputError
 from engine.guidance import Branch
 from engine.pipeline import build_condition
-from training.cache import load_cached
+from engine.registry import BASE_FILE
+from training.cache import cache_index, load_cached
 from training.mask_head import FaceMaskHead, head_blocks, size_weighted_bce, token_grid_mask
 from training.schedule import audio_task_probability
 
@@ -46,6 +47,11 @@ SELF_ATTENTION = r"blocks\.\d+\.attn1\."
 AUDIO_MODULES = r"(audio_proj\.|blocks\.\d+\.audio_attn\.|blocks\.\d+\.norm_audio\.)"
 LORA_SELF_ATTENTION = r".*blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
 LORA_AUDIO = r".*(blocks\.\d+\.audio_attn\.(to_q|to_k|to_v|to_out\.0)|audio_proj\.linear_[123])"
+# a few-step student: every attention and FFN linear of the blocks and the timestep embedding (which sees 4 values)
+LORA_DISTILL = (
+    r".*(blocks\.\d+\.(attn1|attn2|audio_attn)\.(to_q|to_k|to_v|to_out\.0)|blocks\.\d+\.ffn\.net\.(0\.proj|2)"
+    r"|condition_embedder\.time_(embedder\.linear_[12]|proj))"
+)
 WEIGHTS_FILE = "state.pt"  # in each checkpoint: {"trainable": {"transformer.<name>" | "mask_head.<name>": tensor}}
 RETIRED_KEYS = {"data_dir"}  # config keys of older versions, ignored when a run.yaml still has them
 
@@ -56,7 +62,8 @@ class TrainConfig:
     cache_dir: str = "data/train/cache"
     run_dir: str = "data/runs/humo-stage1"
     base_model: str = "tiny"  # model id, or a diffusers folder (e.g. a stage-1 run's final/)
-    stage: int = 1  # 1 or 2; 0 pretrains a base text-to-video model from scratch (all parameters, no reference)
+    stage: int | str = 1  # 1 or 2; 0 pretrains a base text-to-video model from scratch (all parameters, no reference)
+    # "distill": a few-step student of base_model (training/distill.py); cache_dir holds its teacher trajectories
     # optimisation
     steps: int = 1000
     batch_size: int = 1
@@ -114,8 +121,31 @@ def load_base_transformer(base_model: str):
     return load_pipeline(base_model, device="cpu", torch_dtype=torch.float32).transformer
 
 
+def base_record(config: TrainConfig) -> dict:
+    """{"base_model": registry id, "encoders": fingerprints} of a run: the id under `base_model` (a fine-tune's
+    folder names its own base; a bare transformer folder, as HuMo-nano's build uses, takes the cache's model),
+    checked against the model whose encoders made the cache."""
+    from engine.registry import read_base
+
+    index = cache_index(config.cache_dir)
+    cached = index.get("model_id")
+    folder = Path(config.base_model)
+    if folder.is_dir():
+        base = read_base(folder)["base_model"] if (folder / BASE_FILE).exists() else cached
+    else:
+        base = config.base_model
+    if cached and base and cached != base:
+        raise InputError(
+            f"The training cache {config.cache_dir} was encoded with {cached}'s VAE and encoders, but the run "
+            f"starts from {base}: rebuild the cache with `python -m training cache --model {base}`, or train "
+            f"from {cached}.",
+            field="dataset",
+        )
+    return {"base_model": base, "encoders": index.get("encoders", {})}
+
+
 def trainable_pattern(config: TrainConfig) -> str:
-    if config.train_all or config.stage == 0:
+    if config.train_all or config.stage in (0, "distill"):  # a student may change any weight
         return r".*"
     return SELF_ATTENTION if config.stage == 1 else f"({SELF_ATTENTION}|{AUDIO_MODULES})"
 
@@ -125,7 +155,9 @@ def add_lora(transformer, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = LORA_SELF_ATTENTION if config.stage == 1 else f"({LORA_SELF_ATTENTION}|{LORA_AUDIO})"
-    if config.train_all:
+    if config.stage == "distill":
+        targets = LORA_DISTILL
+    elif config.train_all:
         targets = r".*(to_q|to_k|to_v|to_out\.0|linear_[123]|proj|net\.[02]).*"
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank, target_modules=targets)
     return get_peft_model(transformer, lora)
@@ -149,7 +181,7 @@ def setup_trainable(transformer, config: TrainConfig) -> list[torch.nn.Parameter
 def build_models(config: TrainConfig):
     """(transformer, mask head or None, trainable parameters, conditioning variant) for the config's stage."""
     transformer = load_base_transformer(config.base_model)
-    variant = "17b" if transformer.config.in_channels == 36 else "1.7b"
+    variant = transformer.variant
     num_blocks = len(head_blocks(len(transformer.blocks)))
     dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
     if config.gradient_checkpointing:
@@ -411,7 +443,13 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
     )
     torch.manual_seed(config.seed)
 
+    if config.stage == "distill":
+        from training import distill
+
+        distill.check_targets(config.cache_dir)
     clips, negative = load_cached(config.cache_dir)
+    base = base_record(config)  # whose VAE and encoders the cache and so the weights belong to (final/humo_base.json)
+    batch_fn = distill.make_batch if config.stage == "distill" else make_batch  # only the batch differs
     transformer, mask_head, params, variant = build_models(config)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if mask_head is not None:
@@ -437,7 +475,7 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
     stop = _stop_on_sigterm()
     while state.step < end and not stop.is_set():
         indices = torch.randint(len(clips), (config.batch_size,), generator=state.generator).tolist()
-        batch = make_batch(clips, negative, indices, state.step, config, state.generator, variant)
+        batch = batch_fn(clips, negative, indices, state.step, config, state.generator, variant)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with accelerator.autocast():
             loss, logs = compute_loss(transformer, mask_head, batch, config)
@@ -473,7 +511,7 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
     if config.checkpoint_every:
         save_checkpoint(accelerator, run_dir, state.step)
     if accelerator.is_main_process and state.step >= config.steps:
-        final = save_final(run_dir, accelerator.unwrap_model(transformer), ema, params, config)
+        final = save_final(run_dir, accelerator.unwrap_model(transformer), ema, params, config, base)
         summary["final"] = str(final)
     accelerator.end_training()
     return summary
@@ -501,21 +539,44 @@ def _base_model(transformer):
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def save_final(run_dir: Path, transformer, ema, params: list, config: TrainConfig) -> Path:
-    """The trained transformer in diffusers format (LoRA merged; EMA weights when enabled) -> run_dir/final."""
+def save_final(run_dir: Path, transformer, ema, params: list, config: TrainConfig, base: dict | None = None) -> Path:
+    """The trained transformer in diffusers format (LoRA merged; EMA weights when enabled) -> run_dir/final, with
+    its base record (engine.registry.BASE_FILE) so it loads on the VAE and encoders it was trained for."""
     if ema is not None:
         ema.copy_to(params)
     if config.lora_rank > 0:
+        save_lora(transformer, run_dir / "lora.safetensors")  # the adapter alone loads with `--lora`
         transformer = transformer.merge_and_unload()  # PEFT: the plain model with the adapters merged in
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     transformer.save_pretrained(tmp)
+    base = base or base_record(config)
+    if base.get("base_model"):  # unknown only for a bare folder trained on an anonymous cache
+        (tmp / BASE_FILE).write_text(json.dumps(base, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     if config.export_official:
         export_official(final, run_dir / "humo_official.safetensors")
     return final
+
+
+def save_lora(peft_model, path: Path) -> Path:
+    """The PEFT adapters as a LoRA file in diffusers/PEFT keys (engine.speed.load_lora), alpha / rank folded into
+    lora_B: that loader assumes scale 1."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    lora = peft_model.peft_config["default"]
+    scale = lora.lora_alpha / lora.r
+    state = {
+        k.removeprefix("base_model.model."): (v * scale if ".lora_B." in k else v).detach().contiguous()
+        for k, v in get_peft_model_state_dict(peft_model).items()
+    }
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def export_official(final_dir: str | Path, out: str | Path) -> Path:

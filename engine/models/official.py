@@ -491,9 +491,9 @@ def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def load_official(
     path: str | os.PathLike,
+    model_cls: type,
     torch_dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
-    model_cls: type | None = None,
     config: dict[str, Any] | None = None,
 ):
     """Build a `HuMoTransformer3DModel` from an official checkpoint, strictly and tensor by tensor.
@@ -502,14 +502,13 @@ def load_official(
         path: `.pth`, `.safetensors`, an index json, or a folder (see the module docstring).
         torch_dtype: parameter dtype; `_keep_in_fp32_modules` stay float32.
         device: where the parameters end up.
-        model_cls: the model class (defaults to `HuMoTransformer3DModel`).
+        model_cls: the model class (`HuMoTransformer3DModel.from_official` passes itself: this module never imports
+            the model, so the two do not import each other).
         config: constructor kwargs that replace the ones inferred from shapes (needed for non-official sizes,
             e.g. head_dim != 128 or an audio window other than 8 x 5).
 
     Returns the model in eval mode, with `model.load_report` describing what was read and what was ignored.
     """
-    if model_cls is None:
-        from engine.models.transformer_humo import HuMoTransformer3DModel as model_cls
     path = Path(path)
     layout, entries, metadata = _collect(path)
     model_like, scales, ignored, prefix = _split_entries(entries)

@@ -36,6 +36,7 @@ from diffusers.models.transformers.transformer_wan import (
 from diffusers.utils import apply_lora_scale
 
 from engine.errors import InputError
+from engine.models.official import diffusers_to_official, load_official
 
 __all__ = [
     "HuMoAudioAttention",
@@ -414,6 +415,12 @@ class HuMoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMix
         self.gradient_checkpointing = False
         self.load_report: dict[str, Any] | None = None
 
+    @property
+    def variant(self) -> str:
+        """The conditioning this model was trained for: "17b" (36 input channels: the reference and its mask
+        concatenated on channels) or "1.7b" (16: the reference overwrites an extra latent frame)."""
+        return "17b" if self.config.in_channels == 36 else "1.7b"
+
     # -- official checkpoints --------------------------------------------------------------------------
     @classmethod
     def from_official(
@@ -429,14 +436,10 @@ class HuMoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMix
         `engine.models.official.load_official` for the rules (prefixes, ignored entries, fp32 islands, fp8).
         Raises `engine.errors.CheckpointError` listing missing / unexpected / mis-shaped keys.
         """
-        from engine.models.official import load_official
-
-        return load_official(path, torch_dtype=torch_dtype, device=device, model_cls=cls, config=config)
+        return load_official(path, cls, torch_dtype=torch_dtype, device=device, config=config)
 
     def to_official_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under the official key names (`blocks.{i}.audio_cross_attn_wrapper...`)."""
-        from engine.models.official import diffusers_to_official
-
         return diffusers_to_official(self.state_dict())
 
     # -- forward ---------------------------------------------------------------------------------------

@@ -41,6 +41,12 @@ def test_launch_stop_resume(browser, cache, tmp_path):  # noqa: F811
         page.wait_for_function(
             "document.querySelector('#train-status').innerText.match(/step [0-9]+\\//)", timeout=120_000
         )
+        # the loss plot draws a line: a stroked path (an empty first frame used to leave it without a colour)
+        page.wait_for_function(
+            "(() => { const p = document.querySelector('#train-plot g.mark-line path');"
+            " return p && p.getAttribute('stroke') && (p.getAttribute('d') || '').includes('L') })()",
+            timeout=60_000,
+        )
         page.screenshot(path=str(shots / "train-running.png"), full_page=True)
         page.locator("#train-stop").click()
         page.wait_for_function("document.querySelector('#train-message').innerText.includes('stopped')", timeout=90_000)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.robustness.helpers import write_image, write_wav
+from tests.media_files import write_image, write_wav
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,7 +23,7 @@ def good_media(tmp_path_factory) -> dict[str, Path]:
     """A 64x64 face and 0.3 s / 0.5 s voices: a tiny job from them takes about a second on CPU."""
     folder = tmp_path_factory.mktemp("good-media")
     return {
-        "image": write_image(folder / "face.png"),
-        "audio": write_wav(folder / "voice.wav", 0.3),
-        "audio05": write_wav(folder / "voice05.wav", 0.5),
+        "image": Path(write_image(folder / "face.png", size=(64, 64))),
+        "audio": Path(write_wav(folder / "voice.wav", 0.3)),
+        "audio05": Path(write_wav(folder / "voice05.wav", 0.5)),
     }

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 import subprocess
-import wave
 import zlib
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
+from tests.media_files import wav_bytes, write_image, write_wav  # noqa: F401 (the tests use them as h.*)
 from tests.robustness.rawapi import Answer
 
 # ---------------------------------------------------------------------------------------------- media files
-
-
-def write_wav(path, seconds: float, sr: int = 16000, freq: float = 220.0, amplitude: float = 0.3, channels: int = 1):
-    t = np.arange(int(seconds * sr)) / sr
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    mono = (amplitude * env * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
-    data = np.repeat(mono[:, None], channels, axis=1) if channels > 1 else mono
-    with wave.open(path if isinstance(path, io.BytesIO) else str(path), "wb") as handle:
-        handle.setnchannels(channels)
-        handle.setsampwidth(2)
-        handle.setframerate(sr)
-        handle.writeframes(data.tobytes())
-    return path if isinstance(path, io.BytesIO) else Path(path)
 
 
 def wav_header(n_data_bytes: int, sr: int = 16000, channels: int = 1, bits: int = 16, fmt: int = 1) -> bytes:
@@ -65,15 +50,6 @@ def png_header_only(path, width: int, height: int) -> Path:
     return Path(path)
 
 
-def write_image(path, size=(64, 64), color=(200, 120, 90), mode="RGB", fmt=None) -> Path:
-    image = Image.new("RGB", size, color)
-    image.paste((20, 40, 200), (size[0] // 8, size[1] // 8, size[0] // 3, size[1] // 3))
-    if mode != "RGB":
-        image = image.convert(mode)
-    image.save(path, format=fmt)
-    return path if isinstance(path, io.BytesIO) else Path(path)
-
-
 def png_bytes(size=(64, 64)) -> bytes:
     buf = io.BytesIO()
     write_image(buf, size=size, fmt="PNG")
@@ -83,12 +59,6 @@ def png_bytes(size=(64, 64)) -> bytes:
 def jpeg_bytes(size=(64, 64)) -> bytes:
     buf = io.BytesIO()
     write_image(buf, size=size, fmt="JPEG")
-    return buf.getvalue()
-
-
-def wav_bytes(seconds: float, **kw) -> bytes:
-    buf = io.BytesIO()
-    write_wav(buf, seconds, **kw)
     return buf.getvalue()
 
 
@@ -225,14 +195,17 @@ def assert_clean(report: dict) -> None:
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under `folder` (files deleted meanwhile, e.g. by a cache sweep, count 0)."""
+    """Bytes of the files under `folder` (files and folders deleted meanwhile, e.g. by a cache sweep, count 0:
+    os.walk skips a vanished folder where Path.rglob raises)."""
     total = 0
-    for p in Path(folder).rglob("*"):
-        try:
-            if p.is_file() and not p.is_symlink():
-                total += p.stat().st_size
-        except FileNotFoundError:
-            continue
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                path = Path(root) / name
+                if not path.is_symlink():
+                    total += path.stat().st_size
+            except FileNotFoundError:
+                continue
     return total
 
 

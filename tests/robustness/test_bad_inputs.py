@@ -24,6 +24,8 @@ from tests.robustness import helpers as h
 from tests.robustness.rawapi import RawClient, generate_fn_index
 from tests.studio_server import running_studio
 
+FACE = (64, 64)
+
 SEED = 20261201
 API = ("prompt", "image", "audio", "negative_prompt", "model", "resolution", "height", "width", "frames", "steps",
        "seed", "preset", "scale_t", "scale_i", "scale_a", "switch", "extra_images", "long_video", "consent")  # fmt: skip
@@ -105,17 +107,17 @@ def make_files(folder: Path) -> dict[str, Path]:
     # odd but valid images
     h.write_image(folder / "one.png", size=(1, 1))
     f["one.png"] = folder / "one.png"
-    h.write_image(folder / "gray16.png", mode="I;16")
+    h.write_image(folder / "gray16.png", size=FACE, mode="I;16")
     f["gray16.png"] = folder / "gray16.png"
-    h.write_image(folder / "cmyk.jpg", mode="CMYK", fmt="JPEG")
+    h.write_image(folder / "cmyk.jpg", size=FACE, mode="CMYK", fmt="JPEG")
     f["cmyk.jpg"] = folder / "cmyk.jpg"
-    h.write_image(folder / "palette.png", mode="P")
+    h.write_image(folder / "palette.png", size=FACE, mode="P")
     f["palette.png"] = folder / "palette.png"
     h.write_image(folder / "strip.png", size=(4000, 1))
     f["strip.png"] = folder / "strip.png"
-    h.write_image(folder / "face.bmp", fmt="BMP")
+    h.write_image(folder / "face.bmp", size=FACE, fmt="BMP")
     f["face.bmp"] = folder / "face.bmp"
-    h.write_image(folder / "face.gif", fmt="GIF")
+    h.write_image(folder / "face.gif", size=FACE, fmt="GIF")
     f["face.gif"] = folder / "face.gif"
     put("face.png", "face.png", png)
     # audio
@@ -450,12 +452,9 @@ def test_generator_is_deterministic_and_large():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="known bug: a sub-frame voice is refused inside the job, naming the stored sha256 file"
-)
 def test_bad_inputs_public_studio(tmp_path, bad_files, gradio_cache):
     cases = [c for c in build_cases() if c.kind not in GRADIO_KINDS]
-    foreign = {"outside_image": h.write_image(tmp_path / "outside.png"), "database": tmp_path / "data" / "humo.db"}
+    foreign = {"outside_image": h.write_image(tmp_path / "outside.png", size=FACE), "database": tmp_path / "data" / "humo.db"}
     with running_studio(tmp_path / "data", public=True) as (url, ctx):
         private = [str(ctx.store.data_dir), str(gradio_cache), str(tmp_path)]
         with RawClient(url) as uploader:  # uploaded once; every case is a new visitor that sends these values
@@ -493,13 +492,12 @@ def test_bad_numbers_local_studio(tmp_path, bad_files, gradio_cache):
         check(summary, ctx, results)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: malformed file JSON gets Gradio's pydantic 400 before the studio")
 def test_wrong_file_values_public_studio(tmp_path, bad_files, gradio_cache):
     """The same rules for the values Gradio answers before the studio sees them (GRADIO_KINDS): an API caller who
     sends text, a number or an un-uploaded path where a file goes must get a sentence, not pydantic's report or
     Gradio's "Cannot move <server path> to the gradio cache dir"."""
     cases = [c for c in build_cases() if c.kind in GRADIO_KINDS]
-    foreign = {"outside_image": h.write_image(tmp_path / "outside.png"), "database": tmp_path / "data" / "humo.db"}
+    foreign = {"outside_image": h.write_image(tmp_path / "outside.png", size=FACE), "database": tmp_path / "data" / "humo.db"}
     with running_studio(tmp_path / "data", public=True) as (url, ctx):
         private = [str(ctx.store.data_dir), str(gradio_cache), str(tmp_path)]
         with RawClient(url) as uploader:

@@ -162,7 +162,9 @@ def test_an_api_value_cannot_make_the_studio_open_its_database(app_dir, good_med
         db = ctx.store.data_dir / "humo.db"
         assert "done" in job(url, good_media).status
         answer = job(url, good_media, image={"path": str(db)})
-        assert answer.kind == "output" and answer.status.startswith("❌ "), answer
+        # refused at arrival (studio.api_values, before Gradio or the job read anything), by the user's file name
+        assert answer.kind == "validation" and "must be a file" in answer.message, answer
+        assert str(ctx.store.data_dir) not in answer.raw, answer.raw
         assert external_count(db) == studio_count(ctx)
         assert (ctx.store.data_dir / "humo.db-wal").exists(), (
             f"an external open/close deleted the live WAL after the studio answered {answer.status!r}"

@@ -21,7 +21,8 @@ import pytest
 from gradio_client import Client, handle_file
 
 from studio.store import INTERRUPTED_ERROR
-from tests.robustness.helpers import all_rows, assert_clean, audit, write_wav
+from tests.media_files import write_wav
+from tests.robustness.helpers import all_rows, assert_clean, audit
 from tests.studio_server import free_port, running_studio
 
 ROOT = Path(__file__).resolve().parents[2]

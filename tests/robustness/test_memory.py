@@ -75,9 +75,6 @@ def cache_files(folder: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False, reason="known bug: Gradio's delete_cache sweep dies on 'Set changed size during iteration' under load"
-)
 def test_huge_inputs_are_cheap_and_the_cache_is_aged_out(tmp_path, good_media, gradio_cache):
     figures: dict = {}
     two_hours = h.sparse_wav(tmp_path / "two-hours.wav", 2 * 3600)

@@ -85,6 +85,7 @@ def test_two_visitors_see_only_their_own(browser, tmp_path, good_media):  # noqa
         a.locator("#gallery-grid img").first.click()
         a.wait_for_function("document.querySelector('#gallery-summary').innerText.includes('seed')")
         a.locator("#gallery-delete").click()
+        a.locator("#gallery-delete-confirm").click()  # Delete asks first
         a.wait_for_function(f"document.querySelector('#gallery-summary').innerText.includes('Deleted #{a_row.id}')")
         statuses = {
             "A video": a_context.request.get(video_url).status,

@@ -1,0 +1,127 @@
+"""Advanced options of a job, the ones the CLI has (engine/speed.py, engine/memory.py): LoRA files with scales, a
+step cache, torch.compile, the attention backend and the memory mode (automatic by default).
+
+They change the loaded pipeline, which every job of that model shares, so `applied` puts a job's options on for
+the job and takes the reversible ones off again (LoRA, step cache, attention backend); compiling and a memory mode
+stay (they cost minutes to undo and change no result). LoRA files must be safetensors: a pickle can run code.
+A public studio takes none of them (they would change the shared pipeline for every visitor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import InputError
+from studio import inputs
+
+ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage")
+MEMORY_MODES = ("auto", "gpu", "cpu", "model_offload", "group_offload", "fp8")
+MAX_LORAS = 4
+FIELDS = ("lora_files", "lora_scales", "step_cache", "compile", "attention_backend", "memory_mode")
+
+
+@dataclass
+class AdvancedOptions:
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (file path, scale)
+    step_cache: float = 0.0  # first-block cache threshold; 0 = off
+    compile: bool = False
+    attention_backend: str = "native"
+    memory_mode: str = "auto"
+
+    def is_default(self) -> bool:
+        return self == AdvancedOptions()
+
+    def record(self, names: dict[str, str] | None = None) -> dict:
+        """What the row and the mp4 keep: LoRA file names (never a server path) and scales, and the rest."""
+        names = names or {}
+        loras = [{"file": names.get(p, Path(p).name), "scale": s} for p, s in self.loras]
+        return {"loras": loras, "step_cache": self.step_cache, "compile": self.compile,
+                "attention_backend": self.attention_backend, "memory_mode": self.memory_mode}  # fmt: skip
+
+
+def read_options(public: bool, lora_files=None, lora_scales=None, step_cache=None, compile=None,
+                 attention_backend=None, memory_mode=None) -> tuple[AdvancedOptions, dict[str, str]]:  # fmt: skip
+    """The options from raw form values (and the LoRA files' user names by path); InputError says what to change."""
+    files = inputs.uploads(lora_files, "lora")
+    if len(files) > MAX_LORAS:
+        raise InputError(f"At most {MAX_LORAS} LoRA files.", field="lora")
+    for _, name in files:
+        if not name.lower().endswith(".safetensors"):
+            raise InputError(f"{name}: LoRA files must be .safetensors (a pickle file can run code).", field="lora")
+    scales = parse_scales(lora_scales, len(files))
+    options = AdvancedOptions(
+        loras=[(path, scale) for (path, _), scale in zip(files, scales, strict=True)],
+        step_cache=inputs.number(step_cache, "steps", "Step cache threshold", minimum=0, maximum=1, default=0.0),
+        compile=inputs.flag(compile),
+        attention_backend=inputs.choice(attention_backend, ATTENTION_BACKENDS, "steps", "Attention backend", "native"),
+        memory_mode=inputs.choice(memory_mode, MEMORY_MODES, "steps", "Memory mode", "auto"),
+    )
+    if public and not options.is_default():
+        raise InputError("This public studio runs with the default advanced options only.", field="steps")
+    return options, dict(files)
+
+
+def parse_scales(text, count: int) -> list[float]:
+    """ "1, 0.5" -> [1.0, 0.5]; blank: 1.0 for each file; one value: for every file."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return [1.0] * count
+    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()]
+    values = [inputs.number(p, "lora", "LoRA scale", minimum=-4, maximum=4) for p in parts]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise InputError(f"{len(values)} LoRA scales for {count} LoRA files: give one per file, or one for all.",
+                         field="lora")  # fmt: skip
+    return values
+
+
+def form_values(record: dict | None) -> dict:
+    """Form values of a stored record (`AdvancedOptions.record`); none stored: the defaults (a reused plain run
+    must not keep the options of the run before). The LoRA files themselves are not kept, only their scales."""
+    if not isinstance(record, dict):
+        record = AdvancedOptions().record()
+    options, _ = read_options(False, None, None, record.get("step_cache"), record.get("compile"),
+                              record.get("attention_backend"), record.get("memory_mode"))  # fmt: skip
+    values = {"step_cache": options.step_cache, "compile": options.compile,
+              "attention_backend": options.attention_backend, "memory_mode": options.memory_mode}  # fmt: skip
+    values["lora_scales"] = ""
+    loras = record.get("loras") or []
+    if isinstance(loras, list) and loras:
+        scales = [inputs.number(item.get("scale"), "lora", "LoRA scale", minimum=-4, maximum=4) for item in loras
+                  if isinstance(item, dict)]  # fmt: skip
+        values["lora_scales"] = ", ".join(f"{s:g}" for s in scales)
+    return values
+
+
+@contextlib.contextmanager
+def applied(pipe, options: AdvancedOptions | None, device=None):
+    """The job's options on the shared pipeline for the duration of the job (see the module)."""
+    from engine import speed
+    from engine.memory import apply_memory_mode
+
+    if options is None or options.is_default():
+        yield
+        return
+    if options.memory_mode != "auto" and options.memory_mode != getattr(pipe, "memory_mode", None):
+        apply_memory_mode(pipe, options.memory_mode, device)
+    if options.compile and not getattr(pipe, "compiled", False):
+        speed.compile_transformer(pipe)
+        pipe.compiled = True
+    try:
+        if options.attention_backend != "native":
+            speed.set_attention_backend(pipe, options.attention_backend)
+        for path, scale in options.loras:
+            speed.load_lora(pipe, path, scale)
+        if options.step_cache:
+            speed.enable_step_cache(pipe, options.step_cache)
+        yield
+    finally:
+        if options.step_cache:
+            pipe.transformer.disable_cache()
+            pipe.step_cache = None
+        if options.loras:
+            speed.unload_lora(pipe)
+        if options.attention_backend != "native":
+            speed.set_attention_backend(pipe, "native")

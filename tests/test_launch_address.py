@@ -1,0 +1,39 @@
+"""Where the studio listens: HUMO_HOST / HUMO_PORT reach `python app.py` and `make run` (issue 14)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_app_reads_humo_host_and_port(monkeypatch):
+    monkeypatch.setenv("HUMO_HOST", "0.0.0.0")
+    monkeypatch.setenv("HUMO_PORT", "7999")
+    args = app.parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7999)
+    assert app.parse_args(["--port", "8080"]).port == 8080  # the command line wins
+    monkeypatch.setenv("HUMO_PORT", "")
+    assert app.parse_args([]).port == 7860
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make missing")
+def test_make_run_uses_humo_port_over_a_stray_port_variable():
+    def command(env: dict, *extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "HUMO_HOST", "HUMO_PORT")} | env
+        out = subprocess.run(["make", "-n", "-s", "run", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    # containers and shells often export PORT / HOST: they must not win over HUMO_PORT / HUMO_HOST
+    assert command({"PORT": "7860", "HOST": "box", "HUMO_PORT": "7999", "HUMO_HOST": "0.0.0.0"}).endswith(
+        "app.py --host 0.0.0.0 --port 7999"
+    )
+    assert command({}).endswith("--host 127.0.0.1 --port 7860")
+    assert command({"HUMO_PORT": "7999"}, "PORT=8080").endswith("--port 8080")

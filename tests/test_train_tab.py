@@ -1,0 +1,90 @@
+"""Train tab callbacks without a browser: the loss plot's frames, the dataset builder's advice and output folder,
+the Dataset box after a build, and finished runs reaching the Generate tab's model picker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from studio import tab_train
+from studio.context import StudioContext, StudioOptions
+from studio.store import LOCAL_OWNER
+
+
+@pytest.fixture()
+def ctx(tmp_path):
+    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
+    yield context
+    context.store.close()
+
+
+def write_run(ctx, name: str, rows: list[dict]) -> None:
+    run = tab_train.runs_dir(ctx.store.data_dir) / name
+    run.mkdir(parents=True)
+    (run / "run.yaml").write_text("steps: 10\n")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_loss_frame_is_none_until_the_run_has_a_step(ctx):
+    # LinePlot takes its colours from the first frame it draws: an empty one would leave the line invisible
+    assert tab_train.run_status(ctx, "my-run")[2] is None
+    write_run(ctx, "empty", [])
+    assert tab_train.run_status(ctx, "empty")[2] is None
+    write_run(ctx, "r", [{"step": 1, "loss": 0.5, "mask_loss": 0.2}, {"step": 2, "loss": 0.25, "mask_loss": 0.1}])
+    text, _, frame = tab_train.run_status(ctx, "r")
+    assert "step 2/10" in text
+    assert frame[frame.series == "loss"].loss.tolist() == [0.5, 0.25]
+    assert frame[frame.series == "mask loss"].step.tolist() == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def short_videos(tmp_path_factory):
+    """Two synthetic talking-head mp4s of 17 frames (0.68 s), as a user would upload them."""
+    from training.synth import make_synth_dataset
+
+    src = make_synth_dataset(tmp_path_factory.mktemp("synth"), num_clips=2, frames=17, size=(64, 64))
+    return sorted(str(p) for p in src.glob("*.mp4"))
+
+
+def test_too_short_videos_name_the_frames_that_fit(ctx, short_videos):
+    with pytest.raises(InputError) as err:
+        tab_train.build_dataset(ctx, "short", short_videos, "tiny", 33, 64)
+    assert err.value.field == "videos"
+    assert "17 frames" in str(err.value) and "set Frames per clip to 17 or lower" in str(err.value)
+
+
+def test_build_fills_the_dataset_box_and_a_rebuild_points_to_the_output_folder(ctx, short_videos, tmp_path):
+    message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 17, 64, "")
+    assert message.startswith("✅") and (tmp_path / "data/train/clips/cache/index.json").exists()
+    assert tab_train.resolve_cache(dataset) == tmp_path / "data/train/clips/cache"
+    # the same folder with another frame count: the message names the field that changes the folder
+    message, box = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 9, 64, "")
+    assert message.startswith("⚠️") and "Output folder" in message and not isinstance(box, str)
+    other = tmp_path / "elsewhere"
+    message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 9, 64, str(other))
+    assert message.startswith("✅") and dataset == str(other / "cache")
+    assert (
+        json.loads((other / "clips/prepare.json").read_text())["geometry"]
+        != json.loads((tmp_path / "data/train/clips/clips/prepare.json").read_text())["geometry"]
+    )
+    # the chosen base's encoders make the cache (they used to be tiny's whatever the base)
+    nano_out = tmp_path / "for-nano"
+    message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 17, 64,
+                                                       str(nano_out), "humo-nano")  # fmt: skip
+    assert message.startswith("✅"), message
+    assert json.loads((Path(dataset) / "index.json").read_text())["model_id"] == "humo-nano"
+
+
+def test_finished_runs_reach_the_model_picker_once(ctx):
+    update, known = tab_train.picker_update(ctx, LOCAL_OWNER, None)
+    assert update["choices"] == known and not any(c.startswith("checkpoint:") for c in known)
+    unchanged, same = tab_train.picker_update(ctx, LOCAL_OWNER, known)
+    assert "choices" not in unchanged and same == known
+    final = tab_train.runs_dir(ctx.store.data_dir) / "done-run" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    update, known = tab_train.picker_update(ctx, LOCAL_OWNER, known)
+    assert f"checkpoint:{final}" in update["choices"]
