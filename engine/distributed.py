@@ -27,7 +27,7 @@ from engine import guidance as guidance_lib
 from engine.errors import InputError
 from engine.parallel import enable_context_parallel, init_distributed, is_main_process, world_size
 
-MODES = ("ulysses", "ring", "unified", "cfg", "auto")
+PARALLEL_MODES = ("ulysses", "ring", "unified", "cfg", "auto")
 
 
 def parallel_degrees(mode: str, world: int, heads: int) -> tuple[int | None, int | None]:
@@ -68,8 +68,8 @@ def cfg_parallel_evaluator(out_channels: int):
 
 def setup_parallel(pipe, mode: str = "auto") -> str:
     """Initialise the process group (if torchrun started us) and make `pipe` parallel. Returns the mode used."""
-    if mode not in MODES:
-        raise ValueError(f"parallel mode must be one of {MODES}, got {mode!r}")
+    if mode not in PARALLEL_MODES:
+        raise ValueError(f"parallel mode must be one of {PARALLEL_MODES}, got {mode!r}")
     _, world = init_distributed()
     if world == 1:
         return "none"

@@ -18,12 +18,12 @@ from studio.tab_generate import SHORTCUT_JS, build_generate_tab, wire_page_load
 from studio.tab_models import build_models_tab
 
 DEMO_BANNER = (
-    "⚠️ **Running the embedded `tiny` demo model: it is untrained and its videos are noise.** "
+    "⚠ **Running the embedded `tiny` demo model: it is untrained and its videos are noise.** "
     "Get the real models with `python -m engine download humo-1.7b` (7 GB + 26 GB of shared encoders) "
     "or `humo-17b`, then restart the studio; it picks the largest model present."
 )
 NANO_BANNER = (
-    "ℹ️ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, 2-second "
+    "ℹ **Running HuMo-nano**, the bundled CPU-sized model trained on a synthetic cartoon world (64×64, 2-second "
     "clips). It is small and lightly trained: backgrounds follow the prompt, skin/shirt colours loosely follow the "
     "reference and the mouth opens and closes with the voice, but faces are smeared and the sync is loose. "
     "For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."

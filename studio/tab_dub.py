@@ -1,8 +1,9 @@
 """Dub tab: re-voice an existing video (engine/dub.py). Source video, new voice, a mask preview on the first frame
 (click a face to choose it), face index, strength, progress with previews, Stop; results go to the gallery.
 
-The dub action is also the `/dub` API: (video, audio, prompt, face, strength, steps, seed, consent) -> (video,
-gallery id, status). A public studio needs `consent` ticked, as for /generate. Like /generate it reads raw values (preprocess=False, studio/inputs.py), belongs to the request's owner
+The dub action is also the `/dub` API: (video, audio, prompt, face, strength, steps, seed, consent, mask) -> (video,
+gallery id, status). A public studio needs `consent` ticked, as for /generate; `mask` (optional) is an image of the
+video's size, white where the face is re-animated, in place of the face detector's. Like /generate it reads raw values (preprocess=False, studio/inputs.py), belongs to the request's owner
 (studio/owners.py) and is admitted per visitor (studio/admission.py) before it waits in the queue.
 """
 
@@ -23,7 +24,7 @@ from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.tab_generate import default_steps, format_progress, format_result
 
-API_INPUTS = ("video", "audio", "prompt", "face", "strength", "steps", "seed", "consent")
+API_INPUTS = ("video", "audio", "prompt", "face", "strength", "steps", "seed", "consent", "mask")
 PRIVATE = {"queue": False, "api_visibility": "private"}
 
 
@@ -40,7 +41,7 @@ def parse_point(value) -> tuple[float, float] | None:
 
 
 def make_dub_request(ctx: StudioContext, video, audio, prompt=None, face=None, strength=None, steps=None, seed=-1,
-                     point=None, model=None, consent=None) -> tuple[dub.DubRequest, dict[str, str]]:  # fmt: skip
+                     point=None, model=None, consent=None, mask=None) -> tuple[dub.DubRequest, dict[str, str]]:  # fmt: skip
     """A DubRequest from raw form/API values (uploads must lie in Gradio's folder), and path -> uploaded name."""
     if ctx.options.public and not inputs.flag(consent):
         raise InputError(
@@ -52,19 +53,21 @@ def make_dub_request(ctx: StudioContext, video, audio, prompt=None, face=None, s
         raise InputError("Upload the video to dub (an mp4 with the speaker's face).", field="video")
     if voice is None:
         raise InputError("Upload the new voice (an audio file, or a video with a sound track).", field="audio")
+    drawn = inputs.upload(mask, "mask")  # a user mask image, in place of the face detector's
     text = inputs.text(prompt, "prompt", "prompt").strip() or "A person talking."
     face_index = inputs.number(face, "face", "Face", minimum=-1, maximum=99, integer=True, default=-1)
     model_id = model or ctx.default_model
     request = dub.DubRequest(
         video=source[0], audio=voice[0], prompt=text, face=None if face_index < 0 else face_index,
-        point=parse_point(point),
+        point=parse_point(point), mask=drawn[0] if drawn else None,
         strength=inputs.number(strength, "strength", "Strength", minimum=0.05, maximum=1.0,
                                default=dub.DEFAULT_STRENGTH),
         num_inference_steps=inputs.number(steps, "steps", "Steps", minimum=1, maximum=1000, integer=True,
                                           default=default_steps(model_id)),
         seed=inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED, integer=True, default=-1),
     )  # fmt: skip
-    return request, {source[0]: source[1], voice[0]: voice[1]}
+    names = {source[0]: source[1], voice[0]: voice[1], **({drawn[0]: drawn[1]} if drawn else {})}
+    return request, names
 
 
 def mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None) -> tuple[np.ndarray | None, str]:
@@ -84,7 +87,7 @@ def mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None
         info = f"Frame {start}: {count} face(s) found; the tinted region changes."
         return dub.mask_preview(frames[start], mask), info
     except InputError as exc:
-        return None, f"⚠️ {exc}"
+        return None, f"⚠ {exc}"
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -98,6 +101,7 @@ class DubTab:
     steps: gr.Number
     seed: gr.Number
     consent: gr.Checkbox
+    mask: gr.Image
     point: gr.Textbox
     preview_frame: gr.Image
     preview_info: gr.Markdown
@@ -127,6 +131,8 @@ def layout(ctx: StudioContext) -> DubTab:
                                   elem_id="dub-steps")  # fmt: skip
                 seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id="dub-seed")
             point = gr.Textbox(label="Clicked face (x,y)", value="", elem_id="dub-point")
+            mask = gr.Image(label="Mask (optional): white where to re-animate, the video's size", type="filepath",
+                            sources=["upload"], height=120, elem_id="dub-mask-upload")  # fmt: skip
             consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
                                   "with the video)", value=False, visible=ctx.options.public, elem_id="dub-consent")  # fmt: skip
             with gr.Row():
@@ -140,7 +146,7 @@ def layout(ctx: StudioContext) -> DubTab:
             progress = gr.Image(label="Denoising preview", interactive=False, height=160, elem_id="dub-preview")
             result = gr.Video(label="Dubbed video", interactive=False, elem_id="dub-result", autoplay=True)
             gallery_id = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="dub-gallery-id")
-    return DubTab(video, audio, prompt, face, strength, steps, seed, consent, point, preview_frame, preview_info, run, stop,
+    return DubTab(video, audio, prompt, face, strength, steps, seed, consent, mask, point, preview_frame, preview_info, run, stop,
                   status, progress, result, gallery_id, [])  # fmt: skip
 
 
@@ -157,30 +163,30 @@ class DubRunner:
         self.gpu_job_stream = gpu_wrap(self.job_stream, lambda *a, **k: dub_gpu_seconds(ctx, *a, **k))
 
     def on_dub(self, request: gr.Request, video=None, audio=None, prompt=None, face=None, strength=None, steps=None,
-               seed=-1, consent=None, point=None, visitor=None):  # fmt: skip
+               seed=-1, consent=None, mask=None, point=None, visitor=None):  # fmt: skip
         """(video, gallery id, status, preview) updates of one dub; the ticket `admit` took is given back here, in
         the studio's own process."""
         ctx = self.ctx
         try:
             owner = request_owner(ctx.options.public, request, visitor)
         except InputError as exc:
-            yield None, None, f"❌ {exc}", gr.update()
+            yield None, None, f"✖ {exc}", gr.update()
             return
         tab = getattr(request, "session_hash", None) or "local"
         try:
-            yield from self.gpu_job_stream(tab, video, audio, prompt, face, strength, steps, seed, consent, point,
-                                           owner=owner)  # fmt: skip
+            yield from self.gpu_job_stream(tab, video, audio, prompt, face, strength, steps, seed, consent, mask,
+                                           point, owner=owner)  # fmt: skip
         finally:
             admission.release(ctx, owner)
 
     def job_stream(self, tab, video=None, audio=None, prompt=None, face=None, strength=None, steps=None, seed=-1,
-                   consent=None, point=None, owner=None):  # fmt: skip
+                   consent=None, mask=None, point=None, owner=None):  # fmt: skip
         """One dub of `owner` as (video, gallery id, status, preview) updates (on ZeroGPU: in the GPU worker)."""
         ctx = self.ctx
         self.stop_events[tab] = stop = threading.Event()
         try:
             job_request, names = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point,
-                                                  consent=consent)  # fmt: skip
+                                                  consent=consent, mask=mask)  # fmt: skip
             job = {"owner": owner, "names": names, "consent": True if ctx.options.public else None}
             for event in stream_job(ctx, job_request, ctx.default_model, stop, run=run_dub_job, **job):
                 if isinstance(event, JobProgress):
@@ -191,7 +197,7 @@ class DubRunner:
                     text = format_result(event, ctx.is_demo_model).replace("Generation", "Dub")
                     yield clip, event.generation_id, text, gr.update()
         except InputError as exc:
-            yield None, None, f"❌ {exc}", gr.update()
+            yield None, None, f"✖ {exc}", gr.update()
         finally:
             self.stop_events.pop(tab, None)
 
@@ -215,11 +221,11 @@ class DubRunner:
         if event is None:
             return "Nothing is dubbing in this tab."
         event.set()
-        return "⏹️ Stopping at the next step…"
+        return "■ Stopping at the next step…"
 
 
 def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None, face=None, strength=None,
-                    steps=None, seed=-1, consent=None, point=None, owner=None) -> int:  # fmt: skip
+                    steps=None, seed=-1, consent=None, mask=None, point=None, owner=None) -> int:  # fmt: skip
     """The ZeroGPU slot for one dub: the frames the new voice sets (from its header), the model's size, and the
     official TIA schedule's passes over the steps; InputError (shown to the visitor) when no slot is long enough."""
     from engine import registry
@@ -228,7 +234,8 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     from engine.schedulers import official_timesteps
     from studio.spaces import JobCost, gpu_seconds
 
-    request, _ = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent)
+    request, _ = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent,
+                                  mask=mask)
     spec = registry.get_spec(ctx.default_model)
     frames = snap_frames(max(1, int(probe_audio(request.audio).duration_s * dub.FPS)))
     timesteps = official_timesteps(request.num_inference_steps, spec.flow_shift)
@@ -250,11 +257,11 @@ def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     for trigger in (tab.video.change, tab.face.submit, tab.strength.release, tab.point.change):
         trigger(lambda *v: mask_preview(ctx, *v), preview_inputs, [tab.preview_frame, tab.preview_info], **raw)
     tab.preview_frame.select(on_frame_click, None, [tab.point], **PRIVATE)
-    form = [tab.video, tab.audio, tab.prompt, tab.face, tab.strength, tab.steps, tab.seed, tab.consent]
+    form = [tab.video, tab.audio, tab.prompt, tab.face, tab.strength, tab.steps, tab.seed, tab.consent, tab.mask]
     outputs = [tab.result, tab.gallery_id, tab.status, tab.progress]
     job = {"concurrency_id": "gpu", "concurrency_limit": 1, "preprocess": False, "validator": runner.admit}
     page = tab.run.click(runner.on_dub, form + [tab.point, visitor], outputs, api_visibility="private", **job)
-    # the public API: (video, audio, prompt, face, strength, steps, seed, consent) -> (video, gallery id, status, preview)
+    # the public API: (video, audio, prompt, face, strength, steps, seed, consent, mask) -> (video, id, status, preview)
     api = gr.Button(visible=False)
     api_event = api.click(runner.on_dub, form, outputs, api_name="dub", **job)
     tab.stop.click(runner.on_stop, None, [tab.status], **PRIVATE)

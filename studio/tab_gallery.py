@@ -14,7 +14,7 @@ from studio.serving import evict, served_copy
 from studio.store import LOCAL_OWNER, PLACEHOLDER_NAME, NotFoundError
 
 PAGE_SIZE = 12
-STATUS_ICONS = {"done": "✅", "failed": "❌", "stopped": "⏹️", "running": "⏳", "queued": "🕒"}
+STATUS_ICONS = {"done": "✔", "failed": "✖", "stopped": "■", "running": "◔", "queued": "◷"}
 
 
 def gallery_page(
@@ -89,7 +89,7 @@ def delete_generation(ctx: StudioContext, generation_id: int | None, owner: str 
     except NotFoundError:
         return f"No generation #{generation_id} in your gallery."
     except ValueError as exc:
-        return f"⚠️ {exc}"
+        return f"⚠ {exc}"
     return f"Deleted #{generation_id}."
 
 

@@ -38,7 +38,6 @@ RESOLUTIONS = {
     "128×128 (tiny)": (128, 128),
     "custom": None,
 }
-PRESETS = list(guidance_lib.GUIDANCE_PRESETS)
 LAST_SETTINGS_KEY = "generate.last"
 FIELDS = ["prompt", "image", "audio", "height", "width", "num_frames", "steps", "guidance", "seed", "consent"]
 # The generate action's inputs, in the order of the `/generate` API (prompt, image, audio, then settings).
@@ -61,15 +60,15 @@ def audio_summary(audio, max_seconds: float | None = None) -> tuple[str, int | N
 
         info = probe_audio(voice[0], display_name=voice[1])
     except InputError as exc:
-        return f"⚠️ {exc}", None
+        return f"⚠ {exc}", None
     seconds = info.duration_s
     n25 = int(seconds * 25)
     if n25 < 1:
-        return "⚠️ The audio is shorter than one frame (40 ms).", None
+        return "⚠ The audio is shorter than one frame (40 ms).", None
     frames = snap_frames(n25)
     text = f"{seconds:.2f} s of audio → {frames} frames at 25 fps ({latent_frame_count(frames)} latent frames)"
     if max_seconds is not None and seconds > max_seconds:
-        text = f"⚠️ {voice[1]} is {seconds:.1f} s long; this studio takes voices up to {max_seconds:.0f} s: trim it."
+        text = f"⚠ {voice[1]} is {seconds:.1f} s long; this studio takes voices up to {max_seconds:.0f} s: trim it."
     return text, frames
 
 
@@ -237,21 +236,21 @@ def error_updates(field: str | None, message: str) -> dict[str, str]:
     target = field if field in FIELDS else "prompt"
     if target in ("height", "width"):
         target = "height"
-    return {name: (f"⚠️ {message}" if name == target else "") for name in ERROR_FIELDS}
+    return {name: (f"⚠ {message}" if name == target else "") for name in ERROR_FIELDS}
 
 
 def format_progress(event: JobProgress) -> str:
     remaining = f", about {event.remaining_s:.0f} s left" if event.remaining_s is not None else ""
-    return f"⏳ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
+    return f"◔ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
 
 
 def format_result(result: JobResult, demo: bool) -> str:
     if result.status == "done":
         note = " — untrained demo model: the video is noise" if demo else ""
-        return f"✅ Generation #{result.generation_id} done (seed {result.settings.get('seed')}){note}"
+        return f"✔ Generation #{result.generation_id} done (seed {result.settings.get('seed')}){note}"
     if result.status == "stopped":
-        return f"⏹️ Generation #{result.generation_id} stopped: {result.error}"
-    return f"❌ Generation #{result.generation_id} failed: {result.error}"
+        return f"■ Generation #{result.generation_id} stopped: {result.error}"
+    return f"✖ Generation #{result.generation_id} failed: {result.error}"
 
 
 # ---------------------------------------------------------------------------------------------- settings <-> form
@@ -333,7 +332,7 @@ def guidance_form_values(data) -> dict:
     if switch is None and "switch_timestep" not in source:
         switch = next((p.above for p in schedule.phases if p.above is not None), None)
     preset = source.get("preset") or schedule.preset
-    if preset not in PRESETS:
+    if preset not in guidance_lib.GUIDANCE_PRESETS:
         raise InputError("the schedule was made outside the editor (custom phases): the preset is kept")
     editor = guidance_editor.read_state(preset, scales.get("scale_t"), scales.get("scale_i"), scales.get("scale_a"),
                                         switch, source.get("keyframes", []) and
@@ -398,7 +397,7 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
         height = inputs.number(height, "height", "Height", minimum=16, maximum=8192, integer=True, default=64)
         width = inputs.number(width, "width", "Width", minimum=16, maximum=8192, integer=True, default=64)
     except InputError as exc:
-        return gr.update(), f"⚠️ {exc}", gr.update()
+        return gr.update(), f"⚠ {exc}", gr.update()
     grid = _grid(ctx, model_id, steps)
     plot = guidance_editor.plot_svg(schedule, grid)
     text = estimate_text(ctx, model_id, schedule, len(grid), frames or DEFAULT_FRAMES, height, width)
@@ -412,7 +411,7 @@ def guidance_controls(ctx, preset, model_id, image, extra_images, audio) -> tupl
     try:
         reasons = guidance_editor.applicable(preset or "official", _variant(ctx, model_id), mode)
     except InputError as exc:
-        return *(gr.update() for _ in range(4)), f"⚠️ {exc}"
+        return *(gr.update() for _ in range(4)), f"⚠ {exc}"
     sliders = [gr.update(interactive=reasons[k] is None) for k in ("scale_t", "scale_i", "scale_a", "switch")]
     return *sliders, guidance_editor.disabled_note(reasons)
 
@@ -599,7 +598,7 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
 
 def _guidance_editor(ctx: StudioContext) -> dict:
     scales = starting_scales(ctx)
-    c = {"preset": gr.Radio(PRESETS, value="official", label="Formula (preset)", elem_id="preset")}
+    c = {"preset": gr.Radio(list(guidance_lib.GUIDANCE_PRESETS), value="official", label="Formula (preset)", elem_id="preset")}
     c["label"] = gr.Markdown("**Schedule: official**", elem_id="schedule-label")
     with gr.Row():
         for name, label, elem in (("scale_t", "Text scale", "scale-t"), ("scale_i", "Image scale", "scale-i"),
@@ -826,7 +825,7 @@ class JobRunner:
         if event is None:
             return "Nothing is running in this tab (a waiting job is cancelled from the queue list)."
         event.set()
-        return "⏹️ Stopping at the next step…"
+        return "■ Stopping at the next step…"
 
     # -------------------------------------------------------------- queue list
     def owner(self, request, visitor) -> str:
@@ -881,7 +880,7 @@ def _blank_errors() -> list:
 
 def refusal(exc: InputError) -> tuple:
     errors = error_updates(exc.field, str(exc))
-    return None, None, f"❌ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
+    return None, None, f"✖ {exc}", gr.update(), *[errors[k] for k in ERROR_FIELDS]
 
 
 def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:

@@ -95,15 +95,15 @@ def download_question(model_id: str) -> tuple[str, bool]:
 
     missing = [c for c in get_spec(model_id).all_components if component_root(c) is None]
     if not missing:
-        return f"✅ {model_id} is already here: nothing to download.", False
+        return f"✔ {model_id} is already here: nothing to download.", False
     need, free = sum(c.size_bytes for c in missing), free_disk_bytes(hub_cache_dir())
     parts = ", ".join(f"{c.name} {c.size_bytes / 1e9:.1f} GB" for c in missing)
     text = (f"**Download {need / 1e9:.1f} GB for {model_id}?** ({parts}) into `{hub_cache_dir()}`, which has "
             f"{free / 1e9:.0f} GB free. A stopped download resumes where it stopped.")  # fmt: skip
     if need > free:
-        return text + f"\n\n⚠️ Not enough disk space: free {(need - free) / 1e9:.1f} GB more, or set HF_HOME.", False
+        return text + f"\n\n⚠ Not enough disk space: free {(need - free) / 1e9:.1f} GB more, or set HF_HOME.", False
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return text + "\n\n⚠️ This studio runs offline (HF_HUB_OFFLINE=1): " + OFFLINE_ADVICE.format(
+        return text + "\n\n⚠ This studio runs offline (HF_HUB_OFFLINE=1): " + OFFLINE_ADVICE.format(
             model=model_id
         ), False
     return text, True
@@ -119,9 +119,9 @@ OFFLINE_ADVICE = (
 def download_failure(model_id: str, output: str) -> str:
     """One readable sentence for a failed download: offline said plainly, otherwise the last line of the error."""
     if OFFLINE_PATTERNS.search(output):
-        return "⚠️ Download failed: " + OFFLINE_ADVICE.format(model=model_id)
+        return "⚠ Download failed: " + OFFLINE_ADVICE.format(model=model_id)
     last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
-    return f"⚠️ Download of {model_id} failed: {last[-300:]}"
+    return f"⚠ Download of {model_id} failed: {last[-300:]}"
 
 
 def download_model(model_id: str):
@@ -133,16 +133,16 @@ def download_model(model_id: str):
                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)  # fmt: skip
     started = time.monotonic()
     try:
-        yield f"⏳ Downloading {model_id}… (Cancel stops it; it resumes next time)"
+        yield f"◔ Downloading {model_id}… (Cancel stops it; it resumes next time)"
         for line in process.stdout:
             log = (log + [line])[-40:]
             progress = line.strip().rsplit("\r", 1)[-1][:160]
             if progress:
-                yield f"⏳ Downloading {model_id} ({time.monotonic() - started:.0f} s): `{progress}`"
+                yield f"◔ Downloading {model_id} ({time.monotonic() - started:.0f} s): `{progress}`"
         if process.wait() != 0:
             yield download_failure(model_id, "".join(log))
             return
-        yield f"✅ {model_id} is ready: press Refresh, then pick it in the Generate tab."
+        yield f"✔ {model_id} is ready: press Refresh, then pick it in the Generate tab."
     finally:
         if process.poll() is None:  # cancelled (or the page went away): end the download, keep what it fetched
             os.killpg(process.pid, signal.SIGTERM)

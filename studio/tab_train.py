@@ -179,7 +179,7 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
     PROCESSES[name] = subprocess.Popen(
         command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    return f"🚀 Training {name} (stage {stage}) started: pid {PROCESSES[name].pid}"
+    return f"▶ Training {name} (stage {stage}) started: pid {PROCESSES[name].pid}"
 
 
 def stop(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> str:
@@ -192,7 +192,7 @@ def stop(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> str:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
-    return f"⏹️ {name} stopped; resume continues from its last checkpoint."
+    return f"■ {name} stopped; resume continues from its last checkpoint."
 
 
 def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple[str, str, pd.DataFrame | None]:
@@ -274,8 +274,8 @@ def build_dataset_message(ctx: StudioContext, owner: str, name, videos, frames, 
             model = read_base(model)["base_model"]
         cache = build_dataset(ctx, name, videos, model, frames, size, out_dir)
     except InputError as exc:
-        return f"⚠️ {exc}", gr.update()
-    return f"✅ Dataset ready: `{cache}` (filled in as the Dataset above)", cache
+        return f"⚠ {exc}", gr.update()
+    return f"✔ Dataset ready: `{cache}` (filled in as the Dataset above)", cache
 
 
 def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None) -> dict:
@@ -337,7 +337,7 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
             try:
                 return fn(request_owner(False, request), *args)
             except InputError as exc:
-                return f"⚠️ {exc}"
+                return f"⚠ {exc}"
 
         return wrapper
 

@@ -387,6 +387,13 @@ def test_dub_api_returns_the_video_and_its_gallery_row(tmp_path):
         status = client.predict(handle_file(str(clip)), handle_file(str(voice_b)), "x", 5, 0.5, 2, 1,
                                 api_name="/dub")[2]  # fmt: skip
         assert "Face 5 does not exist" in status
+        # a drawn mask replaces the detector's; one of the wrong size is refused by name, before any row
+        from tests.media_files import write_image
+
+        wrong = write_image(tmp_path / "my-mask.png", color=(255, 255, 255), size=(32, 48))
+        status = client.predict(handle_file(str(clip)), handle_file(str(voice_b)), "x", -1, 0.5, 2, 1, False,
+                                handle_file(wrong), api_name="/dub")[2]  # fmt: skip
+        assert "my-mask.png is 32x48 pixels but the video frames are 64x64" in status, status
         assert ctx.store.list_generations(page=1, page_size=50)[1] == before
 
 

@@ -44,10 +44,14 @@ def test_audio_summary_and_mode(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("nope")
     text, frames = tab_generate.audio_summary(str(bad))
-    assert frames is None and text.startswith("⚠️")
-    assert "TIA" in tab_generate.mode_label("x.png", None, "a.wav")
-    assert "TA" in tab_generate.mode_label(None, [], "a.wav")
-    assert "TI" in tab_generate.mode_label(None, ["y.png"], None)
+    assert frames is None and text.startswith("⚠")
+    def mode(*inputs):  # the mode the line states, exactly ("TI" must not pass for "TIA")
+        return tab_generate.mode_label(*inputs).split("Mode: ")[1].split("*")[0]
+
+    assert mode("x.png", None, "a.wav") == "TIA"
+    assert mode(None, [], "a.wav") == "TA"
+    assert mode(None, ["y.png"], None) == "TI"
+    assert mode(None, None, None) == "T"
 
 
 def test_guidance_plot_and_estimate(ctx):

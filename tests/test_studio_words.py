@@ -44,8 +44,8 @@ def test_an_offline_download_says_so_in_one_sentence(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HUMO_MODELS_DIR", str(tmp_path / "models"))
     messages = list(tab_models.download_model("humo-1.7b"))
-    assert messages[0].startswith("⏳")
-    assert messages[-1].startswith("⚠️ Download failed: huggingface.co cannot be reached")
+    assert messages[0].startswith("◔")
+    assert messages[-1].startswith("⚠ Download failed: huggingface.co cannot be reached")
     assert "Traceback" not in messages[-1]
     assert tab_models.download_failure("x", "OSError: disk full\n").endswith("OSError: disk full")
 
@@ -69,3 +69,19 @@ def test_delete_asks_first_and_a_stop_is_not_an_error(ctx, tmp_path):
     ctx.store.mark_running(failed.id)
     ctx.store.mark_failed(failed.id, "RuntimeError: boom")
     assert "**Error:** RuntimeError: boom" in tab_gallery.detail(ctx, failed.id)[2]
+
+
+def test_the_page_uses_no_glyph_a_plain_font_cannot_draw():
+    """Emoji (the title's used to be an empty box where no emoji font is installed, as in the README's own
+    screenshots) are replaced by symbols DejaVu/Segoe/SF draw in text style: no astral-plane character, no emoji
+    presentation selector, none of the Misc-Technical emoji."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*(root / "studio").glob("*.py"), root / "app.py"]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            bad = [c for c in line if ord(c) >= 0x1F000 or c == "\ufe0f" or c in "⏳⏹⌛⏰⏱⏲"]
+            if bad:
+                offenders.append(f"{path}:{number}: {''.join(bad)}")
+    assert not offenders, offenders

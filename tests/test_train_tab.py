@@ -58,14 +58,14 @@ def test_too_short_videos_name_the_frames_that_fit(ctx, short_videos):
 
 def test_build_fills_the_dataset_box_and_a_rebuild_points_to_the_output_folder(ctx, short_videos, tmp_path):
     message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 17, 64, "")
-    assert message.startswith("✅") and (tmp_path / "data/train/clips/cache/index.json").exists()
+    assert message.startswith("✔") and (tmp_path / "data/train/clips/cache/index.json").exists()
     assert tab_train.resolve_cache(dataset) == tmp_path / "data/train/clips/cache"
     # the same folder with another frame count: the message names the field that changes the folder
     message, box = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 9, 64, "")
-    assert message.startswith("⚠️") and "Output folder" in message and not isinstance(box, str)
+    assert message.startswith("⚠") and "Output folder" in message and not isinstance(box, str)
     other = tmp_path / "elsewhere"
     message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 9, 64, str(other))
-    assert message.startswith("✅") and dataset == str(other / "cache")
+    assert message.startswith("✔") and dataset == str(other / "cache")
     assert (
         json.loads((other / "clips/prepare.json").read_text())["geometry"]
         != json.loads((tmp_path / "data/train/clips/clips/prepare.json").read_text())["geometry"]
@@ -74,7 +74,7 @@ def test_build_fills_the_dataset_box_and_a_rebuild_points_to_the_output_folder(c
     nano_out = tmp_path / "for-nano"
     message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "clips", short_videos, 17, 64,
                                                        str(nano_out), "humo-nano")  # fmt: skip
-    assert message.startswith("✅"), message
+    assert message.startswith("✔"), message
     assert json.loads((Path(dataset) / "index.json").read_text())["model_id"] == "humo-nano"
 
 

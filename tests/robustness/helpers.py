@@ -106,12 +106,12 @@ def classify(answer: Answer, private_paths: list[str] = ()) -> str:
         return LEAK
     if answer.kind == "output" and "done" in text and answer.video:
         return DONE
-    body = text[2:] if text.startswith("❌ ") else text
+    body = text[2:] if text.startswith("✖ ") else text
     if not body.strip() or any(p.search(body) for p in _OPAQUE) or len(re.findall(r"[A-Za-z]{2,}", body)) < 3:
         return OPAQUE
     if answer.kind == "validation":
         return OWN
-    if answer.kind == "output" and text.startswith("❌ "):
+    if answer.kind == "output" and text.startswith("✖ "):
         return OWN
     if answer.kind in ("error", "http", "queue_full", "timeout"):
         return OPAQUE  # not the studio's own answer: Gradio's error text or no answer at all

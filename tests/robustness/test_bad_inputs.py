@@ -384,7 +384,7 @@ def problems(results, ctx) -> dict[str, list]:
         if any(w in h.answer_text(answer) for w in h.BUSY_WORDS):
             out["busy refusal in a sequential run (an admission ticket leaked)"].append(shown)
         status = answer.status
-        if answer.kind == "output" and status.startswith("❌ "):
+        if answer.kind == "output" and status.startswith("✖ "):
             boxes = dict(zip(ERROR_BOXES, (answer.data or [])[4:]))
             want = BOX_OF.get(case.field or "")
             if not any(boxes.values()):

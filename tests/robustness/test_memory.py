@@ -99,7 +99,7 @@ def test_huge_inputs_are_cheap_and_the_cache_is_aged_out(tmp_path, good_media, g
                 answer = client.generate(values(image(), voice))
             figures["2-h wav answer s"] = round(answer.seconds, 3)
             figures["2-h wav peak RSS growth MB"] = round(rss.growth_mb, 1)
-            assert answer.status.startswith("❌ ") and "long" in answer.status, answer.status
+            assert answer.status.startswith("✖ ") and "long" in answer.status, answer.status
             assert h.classify(answer) == h.OWN, answer.status
             assert answer.seconds < 1.0, figures
             assert rss.growth_mb < 200, figures
@@ -110,7 +110,7 @@ def test_huge_inputs_are_cheap_and_the_cache_is_aged_out(tmp_path, good_media, g
                 answer = client.generate(values(big, audio()))
             figures["144-MP PNG answer s"] = round(answer.seconds, 3)
             figures["144-MP PNG peak RSS growth MB"] = round(rss.growth_mb, 1)
-            assert answer.status.startswith("❌ ") and "megapixels" in answer.status, answer.status
+            assert answer.status.startswith("✖ ") and "megapixels" in answer.status, answer.status
             assert h.classify(answer) == h.OWN, answer.status
             assert answer.seconds < 1.0, figures
             assert rss.growth_mb < 200, figures
