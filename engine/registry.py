@@ -345,7 +345,13 @@ def load_finetune(folder: str | Path, device=None, memory_mode: str | None = "au
     from engine.models import HuMoTransformer3DModel
 
     base = read_base(folder)
-    pipe = load_pipeline(base["base_model"], device=device, memory_mode=memory_mode)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # the dtypes load_pipeline(base, device) would give (the fingerprints include them): official files at the
+    # device's default, a model with its own loader at the loader's
+    official = get_spec(base["base_model"]).loader is None
+    dtype = (torch.bfloat16 if device.type == "cuda" else torch.float32) if official else None
+    # loaded on the CPU and placed after the swap, so an offload mode hooks the fine-tuned transformer
+    pipe = load_pipeline(base["base_model"], device="cpu", torch_dtype=dtype, memory_mode=None)
     recorded = base.get("encoders") or {}
     current = encoder_fingerprints(pipe) if recorded else {}
     changed = [name for name, value in recorded.items() if current.get(name) != value]
@@ -357,7 +363,8 @@ def load_finetune(folder: str | Path, device=None, memory_mode: str | None = "au
             field="model",
         )
     transformer = HuMoTransformer3DModel.from_pretrained(folder, torch_dtype=pipe.transformer.dtype)
-    pipe.register_modules(transformer=transformer.to(pipe.device))
+    pipe.register_modules(transformer=transformer)
+    pipe = place(pipe, base["base_model"], device, memory_mode)
     pipe.model_id = f"checkpoint:{folder}"
     return pipe
 
@@ -386,6 +393,11 @@ def load_pipeline(
     pipe.model_id = model_id
     if spec.folder is None:  # a model with its own files reads its size from them (HuMo-nano: nano.json)
         pipe.default_size = spec.default_size
+    return place(pipe, model_id, device, memory_mode)
+
+
+def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "auto"):
+    """Put a loaded pipeline on `device` in a memory mode ("auto": chosen from the free VRAM for this model)."""
     if memory_mode == "auto":
         from engine.memory import choose_memory_mode
         from engine.system import free_ram_bytes
