@@ -75,7 +75,7 @@ def run_case(ctx, name: str, model_id: str, request) -> dict:
     from studio.jobs import run_job, validate_request
 
     frames = validate_request(ctx, request)
-    est = eta.estimate_request(ctx, request, frames, model_id)
+    est = eta.estimate_request(ctx, request, frames, model_id, probe=True)  # what the job measures at its start
     started = time.perf_counter()
     result = run_job(ctx, request, model_id)
     real = time.perf_counter() - started

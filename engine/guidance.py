@@ -183,9 +183,6 @@ class GuidanceSchedule:
         """Transformer passes (branches) at each step."""
         return [len(self.branches_for(t)) for t in timesteps]
 
-    def total_passes(self, timesteps: Iterable) -> int:
-        return sum(self.passes_per_step(timesteps))
-
     # ------------------------------------------------------------------ combination
     def combine(self, timestep: int | torch.Tensor, outputs: Mapping[Branch, torch.Tensor]) -> torch.Tensor:
         """Σ_k w_k · outputs[branch_k] for the phase of this timestep, in float32."""

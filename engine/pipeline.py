@@ -593,7 +593,7 @@ class HuMoPipeline(DiffusionPipeline):
             batch_branches = self._auto_batch(num_tokens, max(schedule.passes_per_step(timesteps)), device)
         run = _Denoising(
             schedule=schedule,
-            branches={b for t in timesteps for b in schedule.branches_for(int(t.item()))},
+            branches=set(schedule.all_branches(int(t.item()) for t in timesteps)),
             batched=batch_branches,
             windows=windows,
             num_ref=num_ref,

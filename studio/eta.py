@@ -190,11 +190,21 @@ class ModelCosts:
 
     def probed(self, plan: Plan) -> tuple[float, float] | None:
         """(denoise, decode) seconds the probes predict for a plan, before the runs' correction."""
-        curve = self.forward.get((_batch(plan), _slots(plan)))
-        if curve is None or not curve.points or not self.decode_curve.points:
+        curve = self._forward_curve(_batch(plan), _slots(plan))
+        if curve is None or not self.decode_curve.points:
             return None
         pixels = (plan.height // 8) * (plan.width // 8)
         return plan.forwards * curve(plan.tokens), self.decode_curve(pixels) * plan.frames / DECODE_PROBE_FRAMES
+
+
+    def _forward_curve(self, batch: int, slots: int):
+        """The ladder of this batch and frame count; else the measured one of this batch nearest in frames (its
+        curve is over tokens, and per-token work barely depends on how they split into frames), else None."""
+        curves = {key: curve for key, curve in self.forward.items() if curve.points}
+        if (batch, slots) in curves:
+            return curves[(batch, slots)]
+        same_batch = [key for key in curves if key[0] == batch]
+        return curves[min(same_batch, key=lambda key: abs(key[1] - slots))] if same_batch else None
 
 
 def _batch(plan: Plan) -> int:
@@ -346,8 +356,14 @@ def estimate(
     audio: bool = True,
     window_frames: int | None = None,
     window_overlap: int = 4,
+    probe: bool = False,
 ) -> Estimate:
-    """The time a job will take on this machine, part by part (parts None before the model's first run)."""
+    """The time a job will take on this machine, part by part (parts None before the model's first run).
+
+    `probe`: time the model's transformer and VAE at sizes not measured yet. Only a job does that, at its start and
+    in its own GPU slot (the pipeline is then its own); the page's estimate, called on every control change and by
+    any visitor, reads what is measured and runs no model work (a probe there would share the pipeline with a
+    running job, its step-cache hooks included)."""
     costs = costs_of(ctx, model_id)
     device = costs.device if costs else "cpu"
     max_passes = max(schedule.passes_per_step(_timesteps(steps, model_id)))
@@ -356,7 +372,7 @@ def estimate(
     if not batches_branches(device, plan.tokens, max_passes):
         plan = plan_job(schedule, steps, frames, height, width, _shift(model_id), references, audio, window_frames,
                         window_overlap, batched=False)  # fmt: skip
-    pipe = ctx._pipelines.get(model_id)
+    pipe = ctx._pipelines.get(model_id) if probe else None
     if pipe is not None:
         if costs is None:
             costs = ctx.seconds_per_pass[model_id] = ModelCosts(pipe.device.type)
@@ -376,7 +392,7 @@ def estimate(
     return Estimate(plan, parts, costs.runs)
 
 
-def estimate_request(ctx, request, frames: int, model_id: str | None = None) -> Estimate:
+def estimate_request(ctx, request, frames: int, model_id: str | None = None, probe: bool = False) -> Estimate:
     """The estimate of a GenerationRequest that will make `frames` frames (jobs.validate_request's count)."""
     from engine import guidance
     from engine.pipeline import mode_from_inputs
@@ -390,7 +406,7 @@ def estimate_request(ctx, request, frames: int, model_id: str | None = None) -> 
         schedule = guidance.default_schedule(_variant(ctx, model_id), mode)
     return estimate(ctx, model_id, schedule, request.num_inference_steps, frames, request.height, request.width,
                     len(request.images), bool(request.audio), request.window_frames,
-                    request.window_overlap)  # fmt: skip
+                    request.window_overlap, probe)  # fmt: skip
 
 
 def describe(est: Estimate) -> str:

@@ -389,7 +389,7 @@ def _progress_callback(ctx, gid, stop_event, on_progress, estimate: eta.Estimate
 def _estimate(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str) -> eta.Estimate | None:
     """The job's time from this machine's earlier runs, for the seconds-left line; a time estimate never fails a job."""
     try:
-        return eta.estimate_request(ctx, request, frames, model_id)
+        return eta.estimate_request(ctx, request, frames, model_id, probe=True)  # in the job's own slot
     except Exception:
         return None
 

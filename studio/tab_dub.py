@@ -252,7 +252,10 @@ def on_frame_click(evt: gr.SelectData) -> str:
 def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     tab = layout(ctx)
     runner = DubRunner(ctx)
-    raw = {**PRIVATE, "show_progress": "hidden", "preprocess": False}
+    # the preview decodes a second of video and runs the face detector: queued, two at a time, so visitors
+    # changing inputs cannot pile that work up in the web server (Gradio's bounded queue also applies)
+    raw = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False,
+           "concurrency_id": "dub-preview", "concurrency_limit": 2}  # fmt: skip
     preview_inputs = [tab.video, tab.face, tab.strength, tab.point]
     for trigger in (tab.video.change, tab.face.submit, tab.strength.release, tab.point.change):
         trigger(lambda *v: mask_preview(ctx, *v), preview_inputs, [tab.preview_frame, tab.preview_info], **raw)

@@ -584,7 +584,8 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
         c["random_seed"] = gr.Button("Random seed", scale=0, min_width=110, elem_id="random-seed")
         c["last_seed"] = gr.Button("Last seed", scale=0, min_width=100, elem_id="last-seed")
         c["variations"] = gr.Number(label=f"Variations (seeds s, s+1, …; at most {MAX_VARIATIONS})", value=1,
-                                    precision=0, minimum=1, maximum=MAX_VARIATIONS, elem_id="variations")  # fmt: skip
+                                    precision=0, minimum=1, maximum=MAX_VARIATIONS, elem_id="variations",
+                                    visible=not ctx.options.public)  # fmt: skip
     c["long_video"] = gr.Checkbox(label="Long video: as long as the audio, in 97-frame windows blended at every step",
                                   value=False, elem_id="long-video")  # fmt: skip
     c["negative_prompt"] = gr.Textbox(label="Negative prompt (empty: the official Wan negative prompt)", lines=2,
@@ -781,7 +782,7 @@ class JobRunner:
                 yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
                 return
             try:
-                seeds = variation_seeds(seed, variations)
+                seeds = variation_seeds(seed, variations, ctx.options.public)
             except InputError as exc:
                 yield refusal(exc)
                 return
@@ -862,10 +863,13 @@ def _page_values(page) -> tuple:
     return keyframes, count, options, visitor
 
 
-def variation_seeds(seed, variations) -> list:
-    """Seeds of N variations: s, s+1, …; a random s (-1) is drawn once here so the N videos differ only by it."""
+def variation_seeds(seed, variations, public: bool = False) -> list:
+    """Seeds of N variations: s, s+1, …; a random s (-1) is drawn once here so the N videos differ only by it.
+    A public studio admits one job per visitor, so one click makes one video there."""
     count = inputs.number(variations, "seed", "Variations", minimum=1, maximum=MAX_VARIATIONS, integer=True,
                           default=1)  # fmt: skip
+    if public and count > 1:
+        raise InputError("This public studio makes one video per job: set Variations to 1.", field="seed")
     if count == 1:
         return [seed]
     start = inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED - MAX_VARIATIONS, integer=True,

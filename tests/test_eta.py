@@ -127,3 +127,19 @@ def test_steps_follow_the_models_timestep_grid():
     expected = sum(schedule.passes_per_step(official_timesteps(steps, tab_generate.sampling_shift("humo-nano"))))
     assert eta.plan_job(schedule, steps, 97, 64, 64, tab_generate.sampling_shift("humo-nano")).passes == expected
     assert np.isfinite(expected)
+
+
+def test_the_pages_estimate_runs_no_model_work(ctx, tmp_path, monkeypatch):
+    """Only a job probes (in its own slot); the page's estimate, called on every control change by any visitor,
+    reads what is measured, also at a size no job has had (nearest measured ladder)."""
+    request = job(tmp_path)
+    assert run_job(ctx, request, "tiny").status == "done"
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the page's estimate ran the model")
+
+    monkeypatch.setattr(eta, "probe_forward", no_probe)
+    monkeypatch.setattr(eta, "probe_decode", no_probe)
+    schedule = guidance.default_schedule("1.7b", "TIA")
+    other_size = eta.estimate(ctx, "tiny", schedule, 3, 45, 32, 32)  # more frames than the job: another ladder
+    assert other_size.parts is not None and other_size.parts["denoise"] > 0

@@ -218,6 +218,10 @@ def test_variations_are_consecutive_seeds():
     assert drawn[1] == drawn[0] + 1 and drawn[0] >= 0
     with pytest.raises(InputError, match="Variations"):
         tab_generate.variation_seeds(1, 99)
+    # a public studio admits one job per visitor: one click, one video (N variations would be N jobs on one ticket)
+    with pytest.raises(InputError, match="one video per job"):
+        tab_generate.variation_seeds(1, 3, public=True)
+    assert tab_generate.variation_seeds(1, 1, public=True) == [1]
 
 
 def test_generate_event_runs_variations_and_skips_a_cancelled_job(ctx, tmp_path):

@@ -79,7 +79,7 @@ def test_17b_tia_matches_official_before_and_after_switch(outputs):
 def test_17b_tia_passes_and_switch_position():
     s = g.default_schedule("17b", "TIA")
     assert s.passes_per_step(TIMESTEPS_50) == [3] * 50
-    assert s.total_passes(TIMESTEPS_50) == 150
+    assert sum(s.passes_per_step(TIMESTEPS_50)) == 150
     assert [s.phase_for(t).name for t in TIMESTEPS_50].count("text-dominant") == 5  # 999, 995, 991, 987, 982
     assert len(s.all_branches(TIMESTEPS_50)) == 4
     # 40 and 30 steps: 4 and 3 timesteps above 980 (§4.7)
