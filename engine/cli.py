@@ -204,7 +204,7 @@ def _progress_printer():
     return callback
 
 
-def _run_one(pipe, request, out: Path) -> Path | None:
+def _run_one(pipe, request, out: Path, advanced: dict | None = None) -> Path | None:
     import random
 
     from engine.distributed import is_main_process
@@ -216,7 +216,7 @@ def _run_one(pipe, request, out: Path) -> Path | None:
         pipe(**request.pipeline_kwargs(), output_type="latent")
         return None
     out = Path(str(out).replace("{seed}", str(request.seed)))
-    path, record = generate_to_file(pipe, request, out, callback_on_step_end=_progress_printer())
+    path, record = generate_to_file(pipe, request, out, callback_on_step_end=_progress_printer(), advanced=advanced)
     banner = " (untrained demo model: output is noise)" if record.get("untrained_demo_model") else ""
     print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} mode={record['mode']}{banner}")
     return path
@@ -251,9 +251,10 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
         device = device_for_rank()
     model_id = args.model or best_available_model()
     pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler, memory_mode=args.memory_mode or "auto")
-    from engine.speed import apply_scale_options
+    from engine.speed import apply_scale_options, cli_options_record
 
     apply_scale_options(pipe, args, device)
+    advanced = cli_options_record(args)  # kept in the mp4, so the studio's "load settings" gets them back
     if distributed:
         from engine.distributed import setup_parallel
 
@@ -264,14 +265,14 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
             request = _request(
                 pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path")
             )
-            _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4")
+            _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4", advanced)
         _finish_distributed()
         return 0
     if not args.prompt:
         raise InputError("generate needs --prompt (or --cases FILE.json).", field="prompt")
     request = _request(pipe, args, args.prompt, args.image, args.audio)
     out = Path(args.out) if args.out else Path(args.out_dir) / "humo_seed{seed}.mp4"
-    _run_one(pipe, request, out)
+    _run_one(pipe, request, out, advanced)
     _finish_distributed()
     return 0
 

@@ -117,10 +117,12 @@ def generate_to_file(
     out_path: str | Path,
     callback_on_step_end=None,
     fps: int = 25,
+    advanced: dict | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run the pipeline and write an H.264 + AAC mp4 (audio trimmed to the video) with the settings embedded, an
     AI-generated label in its standard tags and an invisible watermark in its frames (engine/provenance.py); signed
-    with C2PA too when HUMO_C2PA_CERT and HUMO_C2PA_KEY are set.
+    with C2PA too when HUMO_C2PA_CERT and HUMO_C2PA_KEY are set. `advanced`: the run's speed and LoRA options
+    (`engine.speed.options_record`), kept in the settings so that loading the mp4 gives them back.
 
     Returns the path and the settings record. Nothing is written when generation fails or is stopped.
     """
@@ -132,6 +134,8 @@ def generate_to_file(
     # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
     output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
     record = settings_record(pipe, request, output, schedule)
+    if advanced:
+        record["advanced"] = advanced
     path = write_generated(media.to_uint8(output.frames[0]), record, out_path, request.audio, fps, signer)
     return path, record
 

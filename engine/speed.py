@@ -166,6 +166,30 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)")
 
 
+def options_record(loras=(), step_cache=0.0, compile=False, attention_backend="native", memory_mode="auto") -> dict:
+    """A run's speed and LoRA options as the gallery row and the mp4 keep them (`advanced` in its settings, so a
+    dropped mp4 fills them in again): LoRA file names (never a server path) with scales, and the rest."""
+    return {"loras": [{"file": Path(str(name)).name, "scale": float(scale)} for name, scale in loras],
+            "step_cache": float(step_cache or 0.0), "compile": bool(compile),
+            "attention_backend": attention_backend or "native", "memory_mode": memory_mode or "auto"}  # fmt: skip
+
+
+def lora_specs(specs) -> list[tuple[str, float]]:
+    """--lora PATH[:SCALE] values as (path, scale)."""
+    result = []
+    for spec in specs:
+        path, _, scale = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+        result.append((path, float(scale) if scale else 1.0))
+    return result
+
+
+def cli_options_record(args: argparse.Namespace) -> dict | None:
+    """`options_record` of the CLI's flags; None when every option is the default (nothing to keep)."""
+    record = options_record(lora_specs(args.lora), args.step_cache, args.compile, args.attention_backend,
+                            args.memory_mode)  # fmt: skip
+    return None if record == options_record() else record
+
+
 def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
     from engine.memory import apply_memory_mode
 
@@ -173,9 +197,8 @@ def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
         apply_memory_mode(pipe, args.memory_mode, device)
     if args.attention_backend:
         set_attention_backend(pipe, args.attention_backend)
-    for spec in args.lora:
-        path, _, scale = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-        load_lora(pipe, path, float(scale) if scale else 1.0)
+    for path, scale in lora_specs(args.lora):
+        load_lora(pipe, path, scale)
     if args.step_cache is not None:
         enable_step_cache(pipe, args.step_cache)
     if args.compile:

@@ -35,10 +35,11 @@ class AdvancedOptions:
 
     def record(self, names: dict[str, str] | None = None) -> dict:
         """What the row and the mp4 keep: LoRA file names (never a server path) and scales, and the rest."""
+        from engine.speed import options_record
+
         names = names or {}
-        loras = [{"file": names.get(p, Path(p).name), "scale": s} for p, s in self.loras]
-        return {"loras": loras, "step_cache": self.step_cache, "compile": self.compile,
-                "attention_backend": self.attention_backend, "memory_mode": self.memory_mode}  # fmt: skip
+        loras = [(names.get(p, Path(p).name), s) for p, s in self.loras]
+        return options_record(loras, self.step_cache, self.compile, self.attention_backend, self.memory_mode)
 
 
 def read_options(public: bool, lora_files=None, lora_scales=None, step_cache=None, compile=None,

@@ -419,8 +419,8 @@ def describe(est: Estimate) -> str:
     parts = est.parts
     encode = parts["text"] + parts["audio"] + parts["image"]
     return text + (
-        f" · **about {_seconds(est.total_s)}**: denoise {_seconds(parts['denoise'])}, decode "
-        f"{_seconds(parts['decode'])}, encoders {_seconds(encode)}, writing {_seconds(parts['write'])} "
+        f" · **about {seconds_text(est.total_s)}**: denoise {seconds_text(parts['denoise'])}, decode "
+        f"{seconds_text(parts['decode'])}, encoders {seconds_text(encode)}, writing {seconds_text(parts['write'])} "
         + (
             f"(measured on this machine, {est.runs} run{'s' if est.runs != 1 else ''})"
             if est.runs
@@ -440,7 +440,8 @@ def remaining_s(est: Estimate, elapsed_s: float, fraction: float) -> float | Non
     return loop_elapsed / min(fraction, 1.0) * max(0.0, 1.0 - fraction) + est.after_denoise_s
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
+    """'8.5 s', '42 s', '3.1 min': how the page says a time."""
     if value < 10:
         return f"{value:.1f} s"
     if value < 120:

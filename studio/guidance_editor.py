@@ -4,13 +4,18 @@ The editor is a preset (the formula: which branches are mixed), start scales, th
 of keyframes that change the scales later in the run (`engine.guidance.Keyframe`: hold or linear ramp). Everything
 is compiled by `engine.guidance.curve_schedule`, the same object the CLI's `--guidance-json` runs; nothing here
 keeps a parallel representation. The plot is drawn as SVG from that schedule on the model's own timestep grid.
+
+Schedules the keyframes cannot describe (other branch mixes, more phases: anything `--guidance-json` runs) are
+typed as *custom phases*: the same JSON (`GuidanceSchedule.to_dict`), which then replaces the editor's schedule.
+"Edit as phases" writes the editor's current schedule there as a starting point.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine import guidance as guidance_lib
 from engine.errors import InputError
@@ -21,6 +26,10 @@ KEYFRAME_HEADERS = ["at (step, or t950)", "text", "image", "audio", "segment (ho
 SCALE_LABELS = {"scale_t": "Text scale", "scale_i": "Image scale", "scale_a": "Audio scale"}
 COLOURS = {"text": "#1f77b4", "image": "#2ca02c", "audio": "#d62728"}  # distinct also for red-green weak eyes
 MAX_KEYFRAMES = 64
+MAX_PHASES = 32  # a phase per step of a 32-step run; more only slows the page's plot
+MAX_PHASES_CHARS = 20_000
+PHASES_SOURCE = {"kind": "phases"}  # the `source` of a schedule typed as custom phases (reuse puts the JSON back)
+NEEDS = {"image": ("I", "a reference image"), "audio": ("A", "a voice")}
 
 
 @dataclass
@@ -108,8 +117,44 @@ def schedule_of(state: EditorState, variant: str, mode: str, timesteps: Sequence
     ).validate()
 
 
+def parse_phases(text, variant: str, mode: str) -> GuidanceSchedule | None:
+    """The schedule typed as custom phases (JSON as `--guidance-json` reads it), checked against this job's inputs;
+    None when the box is blank (the editor's schedule runs). InputError(field="guidance") says what to change."""
+    if _blank(text):
+        return None
+    text = str(text)
+    if len(text) > MAX_PHASES_CHARS:
+        raise InputError(f"Custom phases: at most {MAX_PHASES_CHARS:,} characters of JSON.", field="guidance")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"Custom phases are not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
+                         "Press 'Edit as phases' for a valid starting point.", field="guidance") from None  # fmt: skip
+    schedule = GuidanceSchedule.from_dict(data)
+    if len(schedule.phases) > MAX_PHASES:
+        raise InputError(f"Custom phases: at most {MAX_PHASES} phases (got {len(schedule.phases)}).", field="guidance")
+    for number, phase in enumerate(schedule.phases, start=1):
+        for modality, (letter, what) in NEEDS.items():
+            if letter not in mode and any(b.has(modality) for b in phase.branches()):
+                raise InputError(f"Custom phase {number} uses {what} ({letter}) but this job has none: add it, or "
+                                 f"write {'∅' if letter == 'I' else '0'} in that branch.", field="guidance")  # fmt: skip
+    return replace(schedule, preset="custom", variant=variant, mode=mode, source=dict(PHASES_SOURCE)).validate()
+
+
+def phases_text(schedule: GuidanceSchedule) -> str:
+    """A schedule as the custom-phases box shows it: its phases and scales, without the editor's `source`."""
+    data = {k: v for k, v in schedule.to_dict().items() if k not in ("source", "variant", "mode")}
+    return json.dumps({**data, "preset": "custom"}, indent=1, ensure_ascii=False)
+
+
+def is_phases(schedule: GuidanceSchedule) -> bool:
+    return (schedule.source or {}).get("kind") == PHASES_SOURCE["kind"]
+
+
 def preset_label(schedule: GuidanceSchedule) -> str:
     """'official' while the controls hold a preset exactly; any edit makes it 'custom (from <preset>)'."""
+    if is_phases(schedule):
+        return "**Schedule: custom phases** (the JSON below; clear it to use the controls above)"
     base = (schedule.source or {}).get("preset", schedule.preset)
     if schedule.preset == "custom":
         return f"**Schedule: custom** (from *{base}*)"

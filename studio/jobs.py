@@ -223,9 +223,9 @@ def run_job(
             from studio.advanced import applied
 
             with applied(pipe, advanced, ctx.options.device):
-                path, settings = generate_to_file(
-                    pipe, request, ctx.store.abs_path(video_rel), callback_on_step_end=callback
-                )
+                path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
+                                                  callback_on_step_end=callback,
+                                                  advanced=advanced.record(names) if advanced else None)  # fmt: skip
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         return _finish(ctx, gid, video_rel, path, settings)
     except BaseException as exc:

@@ -153,4 +153,6 @@ def _eta(until_end: float | None, state: str) -> str:
         return ""
     if until_end is None:
         return "after the jobs ahead" if state == "queued" else "estimating…"
-    return f"ends in about {until_end:.0f} s"
+    from studio.eta import seconds_text
+
+    return f"ends in about {seconds_text(until_end)}"

@@ -23,7 +23,7 @@ from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
 from studio import admission, advanced, guidance_editor, inputs
 from studio.context import StudioContext
-from studio.jobs import JobProgress, JobResult, stream_job
+from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
 from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.spaces import on_zero_gpu
@@ -157,10 +157,10 @@ def _variant(ctx: StudioContext, model_id: str | None) -> str:
 
 def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
                  width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None, scale_i=None, scale_a=None,
-                 switch=None, extra_images=None, long_video=False, consent=None,
-                 keyframes=None) -> tuple[GenerationRequest, dict[str, str]]:  # fmt: skip
-    """A GenerationRequest from the Generate tab's raw values (API_INPUTS, and the page's keyframe table), and the
-    user's file names by path. The guidance is the editor's schedule (`editor_schedule`) on the model's grid.
+                 switch=None, extra_images=None, long_video=False, consent=None, keyframes=None,
+                 phases=None) -> tuple[GenerationRequest, dict[str, str]]:  # fmt: skip
+    """A GenerationRequest from the Generate tab's raw values (API_INPUTS, and the page's keyframe table and custom
+    phases), and the user's file names by path. The guidance is the editor's schedule (`editor_schedule`).
 
     Raw: numbers may be text, NaN or out of range, files are Gradio file dicts; every value is read by
     `studio.inputs`, so each bad one gets a message that says what to change."""
@@ -187,7 +187,7 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
             "Tick the box that you have the right to use this face and this voice before generating.", field="consent"
         )
     mode = mode_from_inputs(bool(files), bool(voice))
-    schedule = editor_schedule(ctx, model, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
+    schedule = editor_schedule(ctx, model, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes, phases)
     request = GenerationRequest(
         prompt=inputs.text(prompt, "prompt", "prompt"),
         images=[path for path, _ in files],
@@ -256,11 +256,11 @@ def format_result(result: JobResult, demo: bool) -> str:
 # ---------------------------------------------------------------------------------------------- settings <-> form
 # Every value "Use these settings", "Load settings from a video" and a reload put back into the form, by form name.
 SETTINGS_FIELDS = ("prompt", "negative_prompt", "model", "resolution", "height", "width", "frames", "steps", "seed",
-                   "long_video", "preset", "scale_t", "scale_i", "scale_a", "switch", "keyframes", "lora_scales",
+                   "long_video", "preset", "scale_t", "scale_i", "scale_a", "switch", "keyframes", "phases", "lora_scales",
                    "step_cache", "compile", "attention_backend", "memory_mode")  # fmt: skip
 MEDIA_FIELDS = ("image", "extra_images", "audio")
 # Page-only inputs of the generate event, after API_INPUTS (the /generate API keeps its 19 inputs).
-PAGE_INPUTS = ("keyframes", "variations", *advanced.FIELDS)
+PAGE_INPUTS = ("keyframes", "phases", "variations", *advanced.FIELDS)
 MAX_VARIATIONS = 8
 
 
@@ -322,7 +322,8 @@ def form_values(ctx: StudioContext, settings: dict, prompt: str | None = None, n
 
 def guidance_form_values(data) -> dict:
     """The editor's values (preset, scales, switch, keyframes) of a stored schedule: from its `source` when the
-    editor made it; an older or CLI preset schedule gives its preset, scales and switch."""
+    editor made it; a CLI preset schedule gives its preset, scales and switch; any other schedule (custom phases,
+    a `--guidance-json` file) goes into the custom-phases box as it ran."""
     if not data:
         return {}
     schedule = guidance_lib.GuidanceSchedule.from_dict(data)  # raises InputError for a malformed one
@@ -332,16 +333,36 @@ def guidance_form_values(data) -> dict:
     if switch is None and "switch_timestep" not in source:
         switch = next((p.above for p in schedule.phases if p.above is not None), None)
     preset = source.get("preset") or schedule.preset
-    if preset not in guidance_lib.GUIDANCE_PRESETS:
-        raise InputError("the schedule was made outside the editor (custom phases): the preset is kept")
+    if not _editor_can_make(schedule, preset, scales, switch):
+        return {"phases": guidance_editor.phases_text(schedule)}
     editor = guidance_editor.read_state(preset, scales.get("scale_t"), scales.get("scale_i"), scales.get("scale_a"),
                                         switch, source.get("keyframes", []) and
                                         guidance_editor.keyframe_rows(source["keyframes"]))  # fmt: skip
-    values = {"preset": editor.preset, "keyframes": keyframe_table(editor.keyframes)}
+    values = {"preset": editor.preset, "keyframes": keyframe_table(editor.keyframes), "phases": ""}
     values.update({k: v for k, v in editor.scales.items() if v is not None})
     if editor.switch is not None:
         values["switch"] = editor.switch
     return values
+
+
+def _editor_can_make(schedule, preset, scales, switch) -> bool:
+    """Whether the editor's controls give this stored schedule again: one it made (its `source` names a preset),
+    or a preset schedule whose phases are exactly that preset's with these scales (what the CLI writes)."""
+    if preset not in guidance_lib.GUIDANCE_PRESETS or guidance_editor.is_phases(schedule):
+        return False
+    if schedule.source:
+        return True
+    if schedule.variant not in guidance_lib.VARIANTS or schedule.mode not in guidance_lib.MODES:
+        return False
+    try:
+        again = guidance_lib.preset_schedule(preset, schedule.variant, schedule.mode, switch_timestep=switch,
+                                             **{k: v for k, v in scales.items() if k in SCALE_NAMES})  # fmt: skip
+    except (InputError, TypeError):
+        return False
+    return [(p.above, p.weights) for p in again.phases] == [(p.above, p.weights) for p in schedule.phases]
+
+
+SCALE_NAMES = ("scale_t", "scale_i", "scale_a")
 
 
 def keyframe_table(keyframes) -> list[list]:
@@ -379,20 +400,25 @@ def _grid(ctx: StudioContext, model_id, steps) -> list[int]:
     return [int(t) for t in official_timesteps(max(1, int(steps)), sampling_shift(model_id or ctx.default_model))]
 
 
-def editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes):
-    """The schedule the editor's raw values describe, on the model's timestep grid (InputError if bad)."""
+def editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes, phases=None):
+    """The schedule the editor's raw values describe, on the model's timestep grid (InputError if bad); typed
+    custom phases, when there are any, instead."""
     steps = inputs.number(steps, "steps", "Steps", minimum=1, maximum=1000, integer=True)
+    custom = guidance_editor.parse_phases(phases, _variant(ctx, model_id), mode)
+    if custom is not None:
+        return custom
     state = guidance_editor.read_state(preset, scale_t, scale_i, scale_a, switch, keyframes)
     return guidance_editor.schedule_of(state, _variant(ctx, model_id), mode, _grid(ctx, model_id, steps))
 
 
 def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
-                  steps, frames, height, width) -> tuple:  # fmt: skip
+                  steps, frames, height, width, phases=None) -> tuple:  # fmt: skip
     """(plot SVG, estimate + formulas, preset label) for the editor's raw values; a bad value leaves the plot and
     says what to change."""
     mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
     try:
-        schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
+        schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes,
+                                   phases)  # fmt: skip
         frames = inputs.number(frames, "num_frames", "Frames", minimum=0, maximum=100_000, integer=True, default=0)
         height = inputs.number(height, "height", "Height", minimum=16, maximum=8192, integer=True, default=64)
         width = inputs.number(width, "width", "Width", minimum=16, maximum=8192, integer=True, default=64)
@@ -403,6 +429,17 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
     text = estimate_text(ctx, model_id, schedule, len(grid), frames or DEFAULT_FRAMES, height, width)
     formulas = guidance_editor.describe(schedule, grid).replace("\n", "  \n")
     return plot, f"{text}\n\n{formulas}", guidance_editor.preset_label(schedule)
+
+
+def phases_from_editor(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
+                       steps) -> str:  # fmt: skip
+    """The editor's current schedule as custom-phases JSON (the starting point of an edit the controls cannot make)."""
+    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    try:
+        schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
+    except InputError:
+        schedule = guidance_lib.preset_schedule("official", _variant(ctx, model_id), mode)
+    return guidance_editor.phases_text(schedule)
 
 
 def guidance_controls(ctx, preset, model_id, image, extra_images, audio) -> tuple:
@@ -457,6 +494,7 @@ class JobInputs:
     scale_a: gr.Slider
     switch: gr.Slider
     keyframes: gr.Dataframe
+    phases: gr.Code
     variations: gr.Number
     lora_files: gr.File
     lora_scales: gr.Textbox
@@ -475,6 +513,7 @@ class GuidanceView:
     notes: gr.Markdown
     plot: gr.HTML
     estimate: gr.Markdown
+    to_phases: gr.Button
 
 
 @dataclass
@@ -614,6 +653,11 @@ def _guidance_editor(ctx: StudioContext) -> dict:
         label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; "
               "'linear' ramps from the previous keyframe",
     )  # fmt: skip
+    with gr.Accordion("Custom phases (JSON: any schedule the engine runs, as --guidance-json)", open=False):
+        c["to_phases"] = gr.Button("Edit as phases (copy the schedule above here)", size="sm", elem_id="to-phases")
+        c["phases"] = gr.Code(language="json", value="", interactive=True, elem_id="phases",
+                              label="Phases, first match wins: {\"phases\": [{\"above\": t or null, \"weights\": "
+                                    "{\"T·I·A\": w, ...}}]}; weights sum to 1; empty = the controls above")  # fmt: skip
     c["plot"] = gr.HTML(elem_id="guidance-plot")
     c["estimate"] = gr.Markdown(elem_id="estimate")
     c["guidance_err"] = gr.Markdown(elem_id="guidance-error")
@@ -677,7 +721,8 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
     form = JobInputs(**{f.name: all_c[f.name] for f in fields(JobInputs)})
     tab = GenerateTab(
         form=form,
-        guidance=GuidanceView(guidance["label"], guidance["notes"], guidance["plot"], guidance["estimate"]),
+        guidance=GuidanceView(guidance["label"], guidance["notes"], guidance["plot"], guidance["estimate"],
+                              guidance["to_phases"]),
         result=ResultView(
             bar["run"],
             bar["stop"],
@@ -724,7 +769,7 @@ class JobRunner:
     def job_stream(self, tab_id, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None,
                    height=None, width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None,
                    scale_i=None, scale_a=None, switch=None, extra_images=None, long_video=False, consent=False,
-                   owner=LOCAL_OWNER, keyframes=None, options=None):  # fmt: skip
+                   owner=LOCAL_OWNER, keyframes=None, phases=None, options=None):  # fmt: skip
         """One job of `owner`, as (video, id, status, preview, *errors) updates. On a ZeroGPU Space this runs in a
         forked GPU worker (`_with_gpu_duration`): only picklable values cross, and its Stop is the event's cancel."""
         ctx = self.ctx
@@ -736,10 +781,11 @@ class JobRunner:
             ctx.store.engine.dispose(close=False)
         self.stop_events[tab_id] = stop = threading.Event()  # Stop in this tab ends this job
         try:
-            job_request, names = make_request(ctx, **values, keyframes=keyframes)
+            job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
             extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
             remembered = {k: values[k] for k in REMEMBERED if k in values}
             remembered["keyframes"] = keyframe_table(guidance_editor.parse_keyframes(keyframes))
+            remembered["phases"] = phases if isinstance(phases, str) else ""
             ctx.store.set_setting(LAST_SETTINGS_KEY, remembered, owner=owner)  # values make_request accepted
             model_id = values["model"] or ctx.default_model
             job = {"owner": owner, "names": {**names, **lora_names}, "consent": True if ctx.options.public else None,
@@ -770,7 +816,7 @@ class JobRunner:
         page-only inputs, then the visitor). The visitor's admission ticket (taken by `admit_job`) is given back
         here, in the studio's own process. N variations run as N jobs, seeds s, s+1, …"""
         ctx = self.ctx
-        keyframes, variations, options, visitor = _page_values(page)
+        keyframes, phases, variations, options, visitor = _page_values(page)
         try:
             owner = request_owner(ctx.options.public, request, visitor)
         except InputError as exc:
@@ -794,7 +840,8 @@ class JobRunner:
                 yield from self.gpu_job_stream(_tab(request), prompt, image, audio, negative_prompt, model,
                                                resolution, height, width, frames, steps, job_seed, preset, scale_t,
                                                scale_i, scale_a, switch, extra_images, long_video, consent,
-                                               owner=owner, keyframes=keyframes, options=options)  # fmt: skip
+                                               owner=owner, keyframes=keyframes, phases=phases,
+                                               options=options)  # fmt: skip
         finally:
             ctx.board.finish(entry)
             admission.release(ctx, owner)
@@ -803,7 +850,7 @@ class JobRunner:
         """Runs when the request arrives, before it waits in the queue (public mode: one job per visitor); notes
         the job on the board so the page lists it while it waits."""
         ctx = self.ctx
-        _, variations, _, visitor = _page_values(args[len(API_INPUTS) :])
+        keyframes, phases, variations, _, visitor = _page_values(args[len(API_INPUTS) :])
         session = getattr(request, "session_hash", None)
         try:
             owner = request_owner(ctx.options.public, request, visitor)
@@ -817,7 +864,8 @@ class JobRunner:
         elif checks:
             prompt = args[0] if isinstance(args[0], str) else ""
             count = variations if isinstance(variations, int) and 1 <= variations <= MAX_VARIATIONS else 1
-            ctx.board.arrive(owner, session, prompt, count)
+            values = dict(zip(API_INPUTS, args, strict=False))
+            ctx.board.arrive(owner, session, prompt, count, seconds=waiting_estimate(ctx, values, keyframes, phases))
         return checks
 
     def on_stop(self, request: gr.Request):
@@ -849,18 +897,34 @@ class JobRunner:
 
 
 def _page_values(page) -> tuple:
-    """(keyframes, variations, advanced options by name, visitor) from the values after API_INPUTS: the page
-    sends PAGE_INPUTS and the visitor, the API none of them."""
+    """(keyframes, phases, variations, advanced options by name, visitor) from the values after API_INPUTS: the
+    page sends PAGE_INPUTS and the visitor, the API none of them."""
     page = list(page) + [None] * (len(PAGE_INPUTS) + 1 - len(page))
     values = dict(zip(PAGE_INPUTS, page, strict=False))
-    keyframes, variations, visitor = values["keyframes"], values["variations"], page[len(PAGE_INPUTS)]
+    keyframes, phases, variations, visitor = (values["keyframes"], values["phases"], values["variations"],
+                                              page[len(PAGE_INPUTS)])  # fmt: skip
     options = {k: values[k] for k in advanced.FIELDS}
     try:
         count = inputs.number(variations, "seed", "Variations", minimum=1, maximum=MAX_VARIATIONS, integer=True,
                               default=1)  # fmt: skip
     except InputError:
         count = variations  # variation_seeds says what is wrong, next to the seed
-    return keyframes, count, options, visitor
+    return keyframes, phases, count, options, visitor
+
+
+def waiting_estimate(ctx: StudioContext, values: dict, keyframes, phases) -> float | None:
+    """Seconds one job of these raw values will take, for the queue list while it waits: measured costs only (no
+    model work in a validator), None when this model has not run here yet or a value is bad (the job says so)."""
+    from studio import eta
+
+    model_id = values.get("model") or ctx.default_model
+    if not isinstance(model_id, str) or eta.costs_of(ctx, model_id) is None:
+        return None
+    try:
+        request, _ = make_request(ctx, **values, keyframes=keyframes, phases=phases)
+        return eta.estimate_request(ctx, request, planned_frames(request), model_id).total_s
+    except Exception:  # an estimate never refuses a job: validate_request does, with its message
+        return None
 
 
 def variation_seeds(seed, variations, public: bool = False) -> list:
@@ -941,7 +1005,7 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     picked by the user puts its scales on the sliders. Returns (fn, inputs, outputs) for the page load."""
     f, g = tab.form, tab.guidance
     view_inputs = [f.model, f.image, f.extra_images, f.audio, f.preset, f.scale_t, f.scale_i, f.scale_a, f.switch,
-                   f.keyframes, f.steps, f.frames, f.height, f.width]  # fmt: skip
+                   f.keyframes, f.steps, f.frames, f.height, f.width, f.phases]  # fmt: skip
     view_outputs = [g.plot, g.estimate, g.label]
 
     def view(*a):
@@ -949,6 +1013,7 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
 
     for comp in view_inputs:
         comp.change(view, view_inputs, view_outputs, **RAW)
+    g.to_phases.click(lambda *a: phases_from_editor(ctx, *a), view_inputs[:11], f.phases, **RAW)
     control_inputs = [f.preset, f.model, f.image, f.extra_images, f.audio]
     control_outputs = [f.scale_t, f.scale_i, f.scale_a, f.switch, g.notes]
     for comp in control_inputs:
@@ -1006,7 +1071,7 @@ def _int(value):
 
 
 REMEMBERED = [k for k in API_INPUTS if k not in ("image", "audio", "model", "extra_images", "long_video", "consent")]
-REMEMBERED += ["keyframes"]
+REMEMBERED += ["keyframes", "phases"]
 
 
 def restore_last_settings(ctx: StudioContext, owner: str) -> list:
@@ -1050,11 +1115,11 @@ def preset_scales(ctx, preset, model_id, image, extra_images, audio):
 def job_gpu_seconds(ctx: StudioContext, *args, **kwargs) -> int:
     """The ZeroGPU slot for one call of the generate action (same arguments): sized from the job's real frames
     (the audio's, from its header), guidance passes, windows and size; InputError when no slot is long enough."""
-    from studio.jobs import job_cost, planned_frames
+    from studio.jobs import job_cost
     from studio.spaces import gpu_seconds
 
     values = {**dict(zip(("tab", *API_INPUTS), args)), **kwargs}
-    job, _ = make_request(ctx, **{k: values[k] for k in (*API_INPUTS, "keyframes") if k in values})
+    job, _ = make_request(ctx, **{k: values[k] for k in (*API_INPUTS, "keyframes", "phases") if k in values})
     model_id = values.get("model") or ctx.default_model
     return gpu_seconds(job_cost(ctx, job, planned_frames(job), model_id))
 

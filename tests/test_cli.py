@@ -37,7 +37,28 @@ def test_generate_writes_mp4_with_audio_and_settings(tmp_path, capsys):
     assert settings["model_id"] == "tiny" and settings["untrained_demo_model"] is True
     assert "guidance" in settings and settings["versions"]["torch"]
     assert settings["input_hashes"]["audio"] and settings["input_hashes"]["image0"]
+    assert "advanced" not in settings  # default speed options: nothing to keep
     assert "untrained demo model" in capsys.readouterr().out
+
+
+def test_generate_keeps_its_speed_options_in_the_mp4_for_the_studio(tmp_path):
+    """--step-cache and --memory-mode go into the settings, so the studio's "load settings" fills them in."""
+    from studio.context import StudioContext, StudioOptions
+    from studio.tab_generate import settings_from_video
+
+    out = tmp_path / "fast.mp4"
+    code = main(["generate", "--model", "tiny", "--image", str(FACE), "--prompt", "a man talks", "--height", "32",
+                 "--width", "32", "--frames", "9", "--steps", "2", "--step-cache", "0.05", "--memory-mode", "cpu",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    assert media.read_settings(out)["advanced"] == {"loras": [], "step_cache": 0.05, "compile": False,
+                                                    "attention_backend": "native", "memory_mode": "cpu"}  # fmt: skip
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
+    try:
+        values, _ = settings_from_video(ctx, str(out))
+    finally:
+        ctx.store.close()
+    assert (values["step_cache"], values["memory_mode"], values["steps"]) == (0.05, "cpu", 2)
 
 
 def test_cases_file_writes_one_file_per_case_with_real_seed(tmp_path, monkeypatch):

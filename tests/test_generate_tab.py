@@ -242,11 +242,17 @@ def test_generate_event_runs_variations_and_skips_a_cancelled_job(ctx, tmp_path)
         return [*args, *{**page, "variations": variations}.values(), None]
 
     assert runner.admit_job(request, *page_values(2))[0]["is_valid"]
+    assert ctx.board.rows("local")[0][4] == "after the jobs ahead"  # nothing measured for this model yet
     list(runner.on_generate(request, *page_values(2)))
     rows, total = ctx.store.list_generations(page=1, page_size=10)
     assert total == 2 and sorted(r.seed for r in rows) == [11, 12] and all(r.status == "done" for r in rows)
     runner.admit_job(request, *page_values(1))
-    waiting = ctx.board.rows("local")[0][0]
+    (waiting_row,) = ctx.board.rows("local")
+    # this model has run here now: a waiting job shows its own measured time (before any run: "after the jobs ahead")
+    seconds = float(re.fullmatch(r"ends in about ([\d.]+) s", waiting_row[4]).group(1))
+    real = sum(r.timings["total_s"] for r in rows) / 2
+    assert 0.3 * real <= seconds <= 3 * real + 1, (seconds, real)
+    waiting = waiting_row[0]
     assert "will not run" in runner.cancel(request, waiting)[0]
     out = list(runner.on_generate(request, *page_values(1)))
     assert "cancelled before it started" in out[-1][2]
@@ -265,6 +271,8 @@ def test_advanced_options_run_are_stored_and_come_back(ctx, tmp_path):
     assert not pipe.transformer.is_cache_enabled  # taken off again after the job: the next job is plain
     reused = tab_gallery.settings_for_reuse(ctx, result.generation_id)
     assert (reused["step_cache"], reused["compile"], reused["memory_mode"]) == (0.05, False, "auto")
+    loaded, _ = tab_generate.settings_from_video(ctx, str(result.video_path))  # the mp4 keeps them too
+    assert {k: loaded[k] for k in advanced.FIELDS if k in loaded} == {k: reused[k] for k in advanced.FIELDS if k in reused}
     with pytest.raises(InputError, match="safetensors"):
         advanced.read_options(False, lora_files=[str(write_wav(tmp_path / "evil.pt", 0.1))])
     with pytest.raises(InputError, match="2 LoRA scales for 1"):
@@ -281,3 +289,75 @@ def test_queue_times_add_up_the_jobs_ahead():
     board.arrive("alice", "s1", "two variations", count=2, seconds=30.0)
     (row,) = board.rows("alice")
     assert row[3] == "1 ahead" and row[4] == "ends in about 120 s"  # 60 s left ahead + 2 × 30 s
+
+
+# ---------------------------------------------------------------------------------------------- custom phases
+# A schedule no preset makes: an image-and-audio-guided early phase against N·I·A, then a 3-branch late phase.
+CUSTOM_PHASES = {"phases": [{"above": 900, "weights": {"T·I·A": 4.0, "N·I·A": -3.0}},
+                            {"above": None, "weights": {"T·I·A": 3.0, "T·∅·A": -1.0, "N·∅·0": -1.0}}]}  # fmt: skip
+
+
+def test_custom_phases_run_as_typed_and_come_back(ctx, tmp_path, monkeypatch):
+    import json
+
+    from engine.models import HuMoTransformer3DModel
+
+    calls: list[tuple] = []
+    original = HuMoTransformer3DModel.forward
+
+    def counted(self, hidden_states, *args, **kwargs):
+        calls.append(tuple(hidden_states.shape))  # a step's branches are one batched call
+        return original(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(HuMoTransformer3DModel, "forward", counted)
+    typed = json.dumps(CUSTOM_PHASES)
+    values = _job_values(tmp_path, long_video=False, frames=9, steps=4, keyframes=None, phases=typed)
+    request, names = tab_generate.make_request(ctx, **values)
+    schedule = g.GuidanceSchedule.from_dict(request.guidance)
+    assert [(p.above, {str(b): w for b, w in p.weights.items()}) for p in schedule.phases] == [
+        (p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]]  # fmt: skip
+    grid = [int(t) for t in official_timesteps(4, tab_generate.sampling_shift("tiny"))]
+    result = run_job(ctx, request, "tiny", names=names)
+    assert result.status == "done"
+    # the job's own calls (9 frames -> 3 latent frames + the reference, 32×48 -> 4×6); the time estimate's probes
+    # run the transformer at other sizes
+    passes = [shape[0] for shape in calls if shape[2:] == (4, 4, 6)]
+    assert passes == schedule.passes_per_step(grid) and 2 in passes and 3 in passes  # what ran is what was typed
+    plot, _, label = tab_generate.guidance_view(ctx, "tiny", "x.png", None, "a.wav", *[values[k] for k in (
+        "preset", "scale_t", "scale_i", "scale_a", "switch")], None, 4, 9, 32, 48, typed)  # fmt: skip
+    assert "custom phases" in label and 'data-passes="3"' in plot
+    reused = tab_gallery.settings_for_reuse(ctx, result.generation_id)
+    loaded, _ = tab_generate.settings_from_video(ctx, str(result.video_path))
+    assert loaded["phases"] == reused["phases"]
+    again, _ = tab_generate.make_request(ctx, **{**values, "phases": reused["phases"], "preset": "faster"})
+    assert again.guidance["phases"] == request.guidance["phases"]  # the typed phases win over the controls
+
+
+def test_editor_schedules_come_back_as_controls_and_others_as_phases(ctx):
+    official = g.preset_schedule("official", "1.7b", "TIA", scale_a=9.0)  # what the CLI writes: no editor source
+    values = tab_generate.guidance_form_values(official.to_dict())
+    assert (values["preset"], values["scale_a"], values["phases"]) == ("official", 9.0, "")
+    edited = official.to_dict()
+    edited["phases"][0]["weights"] = {"T·I·A": 2.0, "N·∅·0": -1.0}  # a --guidance-json file that kept the name
+    values = tab_generate.guidance_form_values(edited)
+    assert set(values) == {"phases"} and '"T·I·A": 2.0' in values["phases"]
+
+
+def test_bad_custom_phases_say_what_to_change(ctx, tmp_path):
+    import json
+
+    cases = [
+        ('{"phases": [', "not valid JSON (line 1"),
+        (json.dumps({"phases": [{"weights": {"T·I·A": 2.0, "N·∅·0": -0.5}}]}), "sum to 1.5"),
+        (json.dumps({"phases": [{"above": 900 - i, "weights": {"T·I·A": 1.0}} for i in range(40)]}), "at most 32"),
+        (json.dumps({"phases": [{"weights": {"T·I·X": 1.0}}]}), "Cannot read guidance branch"),
+        ("x" * 30_000, "at most 20,000 characters"),
+    ]
+    for text, message in cases:
+        with pytest.raises(InputError, match=re.escape(message)) as info:
+            tab_generate.make_request(ctx, **_job_values(tmp_path, long_video=False, keyframes=None, phases=text))
+        assert info.value.field == "guidance"
+    voiceless = _job_values(tmp_path, audio=None, long_video=False, frames=9, keyframes=None,
+                            phases=json.dumps(CUSTOM_PHASES))  # fmt: skip
+    with pytest.raises(InputError, match=r"uses a voice \(A\) but this job has none"):
+        tab_generate.make_request(ctx, **voiceless)

@@ -47,7 +47,7 @@ def add_distill_parsers(subparsers) -> None:
     student = subparsers.add_parser("distill-nano", help="distil the bundled HuMo-nano into assets/humo-nano-4step")
     student.add_argument("--out", default="assets/humo-nano-4step")
     student.add_argument("--work", default="data/distill-nano", help="targets and run, reused when present")
-    student.add_argument("--trajectories", type=int, default=240)
+    student.add_argument("--trajectories", type=int, default=480)
     student.add_argument("--steps", type=int, default=None, help="training steps (default: distill_nano.yaml's)")
     student.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     student.set_defaults(func=run_distill_nano)

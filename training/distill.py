@@ -363,7 +363,7 @@ def save_student(out_dir: Path, transformer_dir: Path, info: dict) -> Path:
 def build_nano_student(
     out_dir: str | Path = "assets/humo-nano-4step",
     work: str | Path = "data/distill-nano",
-    clips: int = 240,
+    clips: int = 480,
     steps: int | None = None,
     heldout: int = 8,
     seeds=(0, 1, 2),

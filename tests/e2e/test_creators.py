@@ -99,6 +99,46 @@ def test_an_edited_schedule_reproduces_through_the_gallery(browser, tmp_path):  
         assert a.shape == b.shape and np.abs(np.asarray(a, float) - np.asarray(b, float)).max() < 1e-6
 
 
+def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  # noqa: F811
+    """A schedule the controls cannot make (a branch mix of no preset), typed as JSON in the page, is what runs,
+    and the gallery's reuse puts the same JSON back."""
+    import json
+
+    from tests.test_generate_tab import CUSTOM_PHASES
+
+    image = write_image(tmp_path / "face.png", size=(64, 64))
+    audio = write_wav(tmp_path / "voice.wav", 0.5)
+    with running_studio(tmp_path / "data") as (url, ctx):
+        page = open_page(browser, url)
+        fill_job(page, image, audio)
+        set_number(page, "steps", 3)
+        page.get_by_text("Custom phases (JSON").click()
+        page.locator("#to-phases").click()  # the editor's schedule as a starting point
+        page.wait_for_function("document.querySelector('#phases .cm-content').innerText.includes('T·I·A')")
+        page.locator("#phases .cm-content").click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(json.dumps(CUSTOM_PHASES))
+        wait_text(page, "schedule-label", "custom phases")
+        wait_text(page, "estimate", "N·I·A")  # the formulas under the plot are the typed ones
+        page.locator("#generate").click()
+        generated_video_seconds(page, timeout=300_000)
+        rows, total = ctx.store.list_generations()
+        assert total == 1
+        ran = rows[0].settings["guidance"]["phases"]
+        assert [(p["above"], p["weights"]) for p in ran] == [(p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]]
+        page.locator("#phases .cm-content").click()
+        page.keyboard.press("Control+A")
+        page.keyboard.press("Delete")  # cleared: the controls' schedule again
+        wait_text(page, "schedule-label", "Schedule: official")
+        page.get_by_role("tab", name="Gallery").click()
+        page.wait_for_selector("#gallery-grid img", timeout=30_000)
+        page.locator("#gallery-grid img").first.click()
+        page.locator("#gallery-reuse").click()
+        wait_text(page, "schedule-label", "custom phases")
+        box = json.loads(page.locator("#phases .cm-content").inner_text())
+        assert [(p["above"], p["weights"]) for p in box["phases"]] == [(p["above"], p["weights"]) for p in ran]
+
+
 def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
     image = write_image(tmp_path / "face.png", size=(64, 64))
     audio = write_wav(tmp_path / "voice.wav", 0.5)
