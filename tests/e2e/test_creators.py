@@ -3,6 +3,8 @@ through the gallery, a waiting job is cancelled from the queue list, and an mp4 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,18 @@ def fill_job(page, image, audio, prompt="a woman talks in a green room") -> None
     wait_text(page, "mode", "TIA")
 
 
+@contextlib.contextmanager
+def job_page(browser, tmp_path, steps: int):  # noqa: F811 (the fixture's name)
+    """A running studio and a page with a job's prompt, face and voice filled in, and its steps: (page, ctx)."""
+    image = write_image(tmp_path / "face.png", size=(64, 64))
+    audio = write_wav(tmp_path / "voice.wav", 0.5)
+    with running_studio(tmp_path / "data") as (url, ctx):
+        page = open_page(browser, url)
+        fill_job(page, image, audio)
+        set_number(page, "steps", steps)
+        yield page, ctx
+
+
 def type_keyframe(page, cells: list[str], row: int = 0) -> None:
     """Type one row of the keyframe table (the page shows an empty one), cell by cell as a user does."""
     table = page.locator("#keyframes")
@@ -54,12 +68,7 @@ def type_keyframe(page, cells: list[str], row: int = 0) -> None:
 
 
 def test_an_edited_schedule_reproduces_through_the_gallery(browser, tmp_path):  # noqa: F811
-    image = write_image(tmp_path / "face.png", size=(64, 64))
-    audio = write_wav(tmp_path / "voice.wav", 0.5)
-    with running_studio(tmp_path / "data") as (url, ctx):
-        page = open_page(browser, url)
-        fill_job(page, image, audio)
-        set_number(page, "steps", 4)
+    with job_page(browser, tmp_path, steps=4) as (page, ctx):
         set_number(page, "seed", 123)
         wait_text(page, "schedule-label", "official")
         type_keyframe(page, ["3", "", "", "11", "linear"])  # audio ramps to 11 by step 3
@@ -106,12 +115,7 @@ def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  
 
     from tests.test_generate_tab import CUSTOM_PHASES
 
-    image = write_image(tmp_path / "face.png", size=(64, 64))
-    audio = write_wav(tmp_path / "voice.wav", 0.5)
-    with running_studio(tmp_path / "data") as (url, ctx):
-        page = open_page(browser, url)
-        fill_job(page, image, audio)
-        set_number(page, "steps", 3)
+    with job_page(browser, tmp_path, steps=3) as (page, ctx):
         page.get_by_text("Custom phases (JSON").click()
         page.locator("#to-phases").click()  # the editor's schedule as a starting point
         page.wait_for_function("document.querySelector('#phases .cm-content').innerText.includes('T·I·A')")
@@ -140,12 +144,7 @@ def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  
 
 
 def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
-    image = write_image(tmp_path / "face.png", size=(64, 64))
-    audio = write_wav(tmp_path / "voice.wav", 0.5)
-    with running_studio(tmp_path / "data") as (url, ctx):
-        page = open_page(browser, url)
-        fill_job(page, image, audio)
-        set_number(page, "steps", 100)  # long enough to queue a second job behind it (Stop ends it)
+    with job_page(browser, tmp_path, steps=100) as (page, ctx):  # long enough to queue a second job behind it (Stop ends it)
         page.locator("#generate").click()
         wait_text(page, "status", "step", timeout=300_000)
         page.locator("#prompt textarea").focus()
