@@ -80,10 +80,13 @@ class StudioContext:
             f"{failed} interrupted job(s) marked failed, {removed['partial']} half-written file(s) and "
             f"{removed['unreferenced']} unreferenced file(s) removed"
         )
+        from studio.eta import load_costs
+
         return cls(
             options=options,
             store=store,
             default_model=options.model or best_available_model(),
+            seconds_per_pass=load_costs(store),  # what this machine measured before the restart
             startup_report=report,
         )
 

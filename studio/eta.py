@@ -18,16 +18,22 @@ Probes need the loaded pipeline and cost about one step, once per size; before a
 measured and the estimate says so rather than guessing; before its first run the estimate is the probes' alone (no
 encoders, no writing). The studio keeps one `ModelCosts` per model id in `ctx.seconds_per_pass` (the context's
 slot for measured speeds); `record` adds a finished job's timings to it, and the job's remaining time
-(`remaining_s`) follows the loop's own pace.
+(`remaining_s`) follows the loop's own pace. The costs are kept in the store too (`save_costs` / `load_costs`, under
+this machine's name), so a restart starts from what was measured instead of from nothing.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import platform
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 TEXT_TOKENS = 512  # the prompt embeddings are zero-padded to 512 tokens (engine/pipeline.py `_pad_text`)
 KEEP = 24  # runs remembered per part: recent runs win when the machine's speed changes
@@ -155,6 +161,16 @@ class Part:
         fixed, per_unit = self.coefficients()
         return fixed * a + per_unit * b
 
+    def to_dict(self) -> dict:
+        return {"by": self.by, "rows": [list(r) for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Part:
+        part = cls(str(data["by"]))
+        for a, b, y in data["rows"]:
+            part.add(a, b, y)
+        return part
+
 
 PROBE_STOP_S = 3.0  # a ladder stops at its target size or at the first probe this slow: seconds per model, once
 FORWARD_SIDES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]  # tokens per side of each latent frame
@@ -197,6 +213,29 @@ class ModelCosts:
         return plan.forwards * curve(plan.tokens), self.decode_curve(pixels) * plan.frames / DECODE_PROBE_FRAMES
 
 
+    def to_dict(self) -> dict:
+        """JSON for the store: sizes and seconds as pairs (JSON keys are text)."""
+        return {
+            "device": self.device, "runs": self.runs,
+            "forward": [[b, f, sorted(c.points.items())] for (b, f), c in self.forward.items()],
+            "decode": sorted(self.decode_curve.points.items()),
+            "denoise_ratio": list(self.denoise_ratio), "decode_ratio": list(self.decode_ratio),
+            **{name: getattr(self, name).to_dict() for name in PARTS},
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCosts:
+        """The inverse of `to_dict`; anything malformed raises (the caller then starts from nothing)."""
+        costs = cls(str(data["device"]), int(data["runs"]))
+        for batch, slots, points in data["forward"]:
+            costs.forward[(int(batch), int(slots))] = Curve({float(x): _positive(y) for x, y in points})
+        costs.decode_curve.points = {float(x): _positive(y) for x, y in data["decode"]}
+        costs.denoise_ratio.extend(_positive(v) for v in data["denoise_ratio"])
+        costs.decode_ratio.extend(_positive(v) for v in data["decode_ratio"])
+        for name in PARTS:
+            setattr(costs, name, Part.from_dict(data[name]))
+        return costs
+
     def _forward_curve(self, batch: int, slots: int):
         """The ladder of this batch and frame count; else the measured one of this batch nearest in frames (its
         curve is over tokens, and per-token work barely depends on how they split into frames), else None."""
@@ -205,6 +244,16 @@ class ModelCosts:
             return curves[(batch, slots)]
         same_batch = [key for key in curves if key[0] == batch]
         return curves[min(same_batch, key=lambda key: abs(key[1] - slots))] if same_batch else None
+
+
+PARTS = ("text", "audio", "image", "write")
+
+
+def _positive(value) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"a stored cost must be a finite number >= 0, got {value!r}")
+    return value
 
 
 def _batch(plan: Plan) -> int:
@@ -250,6 +299,44 @@ def record(ctx, model_id: str, settings: dict, seconds: float, pipe=None) -> Mod
         costs.image.add(1, plan.references * plan.height * plan.width, timings.get("image_s", 0.0))
     costs.write.add(1, plan.frames * plan.height * plan.width, max(0.0, seconds - timings.get("total_s", seconds)))
     costs.runs += 1
+    save_costs(ctx)
+    return costs
+
+
+# ---------------------------------------------------------------------------------------------- kept in the store
+COSTS_KEY = "eta-costs"
+
+
+def machine_name() -> str:
+    """What the costs were measured on: they hold on this machine only (another CPU or GPU starts from nothing)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no gpu"
+    return f"{platform.machine()} · {os.cpu_count()} cpus · {gpu}"
+
+
+def save_costs(ctx) -> None:
+    """Every model's measured costs into the store (after each run); a failure only costs the next restart's head
+    start."""
+    models = {mid: c.to_dict() for mid, c in ctx.seconds_per_pass.items() if isinstance(c, ModelCosts)}
+    try:
+        ctx.store.set_setting(COSTS_KEY, {"machine": machine_name(), "models": models})
+    except Exception as exc:
+        log.warning("could not keep the measured costs: %s", exc)
+
+
+def load_costs(store) -> dict:
+    """The costs a studio measured earlier on this machine, by model id; {} when none, another machine's, or a
+    stored value that does not read (never trusted: every number is checked)."""
+    data = store.get_setting(COSTS_KEY, None)
+    if not isinstance(data, dict) or data.get("machine") != machine_name() or not isinstance(data.get("models"), dict):
+        return {}
+    costs = {}
+    for model_id, value in data["models"].items():
+        try:
+            costs[str(model_id)] = ModelCosts.from_dict(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("stored costs of %s ignored: %s", model_id, exc)
     return costs
 
 

@@ -14,6 +14,7 @@ from engine.schedulers import official_timesteps
 from studio import eta, tab_generate
 from studio.context import StudioContext, StudioOptions
 from studio.jobs import run_job
+from studio.store import Store
 from tests.test_pipeline import write_image, write_wav
 
 
@@ -111,6 +112,29 @@ def test_estimates_come_from_this_machines_runs(ctx, tmp_path):
     # the Generate tab's line reads the same estimate
     text = tab_generate.estimate_text(ctx, "tiny", schedule, 3, frames, 32, 32)
     assert "transformer passes per step" in text and "measured on this machine" in text
+
+
+def test_measured_costs_survive_a_restart_on_this_machine_only(ctx, tmp_path, monkeypatch):
+    request = job(tmp_path)
+    result = run_job(ctx, request, "tiny")
+    frames = result.settings["num_frames"]
+    measured = eta.estimate_request(ctx, request, frames, "tiny")
+    ctx.store.close()
+    restarted = StudioContext.create(ctx.options)  # the same data folder: the studio after a restart
+    try:
+        again = eta.estimate_request(restarted, request, frames, "tiny")
+        assert again.parts == pytest.approx(measured.parts) and again.runs == 1  # before any run of this process
+        stored = restarted.store.get_setting(eta.COSTS_KEY)
+        monkeypatch.setattr(eta, "machine_name", lambda: "another machine")
+        assert eta.load_costs(restarted.store) == {}  # measured elsewhere: not this machine's costs
+        monkeypatch.undo()
+        stored["models"]["tiny"]["decode"] = [[16, "fast"]]  # a stored value that does not read is ignored
+        stored["models"]["tiny"]["denoise_ratio"] = [float("nan")]
+        restarted.store.set_setting(eta.COSTS_KEY, stored)
+        assert eta.load_costs(restarted.store) == {}
+    finally:
+        restarted.store.close()
+    ctx.store = Store.open(ctx.options.data_dir)  # for the fixture's close
 
 
 def test_seconds_left_keep_the_decode_after_the_last_step(ctx):
