@@ -34,6 +34,7 @@ class StudioOptions:
 
     # Caps in public mode (a shared Space): keep one job well inside a ZeroGPU slot.
     max_steps_public: int = 30
+    max_passes_public: int = 4  # transformer passes per step: the most an official schedule runs (1.7B TIA)
     max_frames_public: int = 97
     max_pixels_public: int = 480 * 832
     max_audio_seconds_public: float = 60.0

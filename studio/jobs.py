@@ -90,6 +90,7 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
             raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
         if request.height * request.width > opts.max_pixels_public:
             raise InputError("This public studio allows at most 480×832 pixels per frame.", field="height")
+        _check_passes(opts.max_passes_public, request.guidance)
     for image in request.images:
         load_image(image, display_name=names.get(image))  # header first: the pixel cap holds before any decode
     frames = request.num_frames or DEFAULT_FRAMES
@@ -128,6 +129,16 @@ def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_
     windows = 1 if frames <= window else -(-(frames - window) // max(1, window - 4 * request.window_overlap)) + 1
     return JobCost(model_id, request.num_inference_steps, min(frames, window), request.height, request.width,
                    passes, windows=windows, window_frames=window, references=max(1, len(request.images)))  # fmt: skip
+
+
+def _check_passes(limit: int, guidance: dict | None) -> None:
+    """A public job's passes per step: custom phases may mix up to 8 branches, twice what the caps were sized for."""
+    from engine.guidance import GuidanceSchedule
+
+    for number, phase in enumerate(GuidanceSchedule.from_dict(guidance).phases if guidance else [], start=1):
+        if len(phase.branches()) > limit:
+            raise InputError(f"Guidance phase {number} runs {len(phase.branches())} transformer passes a step; this "
+                             f"public studio runs at most {limit}: mix fewer branches.", field="guidance")  # fmt: skip
 
 
 def _check_frames(opts, request: GenerationRequest, frames: int) -> None:

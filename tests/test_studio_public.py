@@ -88,6 +88,22 @@ def test_gpu_slot_follows_the_jobs_real_cost(public_ctx, tmp_path):
     assert err.value.field == "consent"
 
 
+def test_custom_phases_are_held_to_the_official_passes_per_step(public_ctx, tmp_path):
+    """Typed phases may mix all 8 branches; a public job runs at most 4 a step (the caps are sized for that)."""
+    from studio.jobs import validate_request
+    from studio.tab_generate import make_request
+
+    eight = {"phases": [{"weights": {"T·I·A": 4.0, "T·I·0": -0.5, "T·∅·A": -0.5, "T·∅·0": -0.5, "N·I·A": -0.5,
+                                     "N·I·0": -0.5, "N·∅·A": -0.5, "N·∅·0": 0.0}}]}  # fmt: skip
+    values = _job(tmp_path, 1.0, height=64, width=64)
+    request, names = make_request(public_ctx, **values, phases=json.dumps(eight))
+    with pytest.raises(InputError, match="runs 7 transformer passes a step; this public studio runs at most 4") as err:
+        validate_request(public_ctx, request, names)
+    assert err.value.field == "guidance"
+    official, names = make_request(public_ctx, **values)
+    assert validate_request(public_ctx, official, names) > 0  # the official 4 passes are within it
+
+
 def test_hugging_face_login_on_a_space_with_oauth(public_ctx, monkeypatch):
     assert "Sign in with Hugging Face" not in json.dumps(build_app(public_ctx).get_config_file(), default=str)
     import gradio.oauth
