@@ -1014,6 +1014,8 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     for comp in view_inputs:
         comp.change(view, view_inputs, view_outputs, **RAW)
     g.to_phases.click(lambda *a: phases_from_editor(ctx, *a), view_inputs[:11], f.phases, **RAW)
+    for event in tab.job_events:  # after a run the estimate is this run's measured costs (wire_generate came first)
+        event.then(view, view_inputs, view_outputs, **RAW)
     control_inputs = [f.preset, f.model, f.image, f.extra_images, f.audio]
     control_outputs = [f.scale_t, f.scale_i, f.scale_a, f.switch, g.notes]
     for comp in control_inputs:

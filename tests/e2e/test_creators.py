@@ -76,6 +76,7 @@ def test_an_edited_schedule_reproduces_through_the_gallery(browser, tmp_path):  
         wait_text(page, "estimate", "steps 3")  # the formulas list which steps each phase covers
         page.locator("#generate").click()
         generated_video_seconds(page, timeout=300_000)  # generous: CI runners share their cores
+        wait_text(page, "estimate", "measured on this machine, 1 run")  # the estimate after the run is its costs
         rows, total = ctx.store.list_generations()
         assert total == 1
         first = rows[0]
