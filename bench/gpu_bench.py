@@ -7,6 +7,10 @@ Per (model, size): seconds per transformer forward (bf16, the attention backend 
 step for the official guidance (17B: 3 passes, 1.7B TIA: 4 passes, sequential as the official code), peak VRAM,
 and model FLOPs utilisation against a bf16 matmul rate measured in the same run. Weights are random: only speed and
 memory mean anything here. Prints a table and writes JSON to bench/out/.
+
+Teacher vs distilled student (issue #16): a `distill` student has the teacher's architecture, so one of its passes
+costs one forward measured here; the table adds the denoising time of a whole video for the teacher (`--teacher-steps`
+× its passes) and for a student (`--student-steps` × 1 pass, the `single pass` preset).
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def forward_flops(model: HuMoTransformer3DModel, tokens: int, audio_tokens: int)
 
 
 def bench_one(
-    preset: str, height: int, width: int, frames: int, device, dtype, repeat: int, memory_mode: str = "gpu"
+    preset: str, height: int, width: int, frames: int, device, dtype, repeat: int, memory_mode: str = "gpu",
+    steps: tuple[int, int] = (50, 4),
 ) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -125,6 +130,8 @@ def bench_one(
         "s_per_forward": seconds,
         "passes_per_step": PASSES[preset],
         "s_per_step": seconds * PASSES[preset],
+        "teacher_denoise_s": seconds * PASSES[preset] * steps[0],  # teacher: its steps x its passes
+        "student_denoise_s": seconds * steps[1],  # distilled student: its steps x one pass
         "peak_gb": peak,
         "tflop_per_forward": forward_flops(model, tokens, f_total * cfg.audio_tokens) / 1e12,
     }
@@ -141,6 +148,8 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="gpu", help="comma list of transformer memory modes: gpu, fp8, group_offload"
     )
+    parser.add_argument("--teacher-steps", type=int, default=50, help="the teacher's steps (official: 50)")
+    parser.add_argument("--student-steps", type=int, default=4, help="a distilled student's steps, one pass each")
     parser.add_argument("--out", default="bench/out/gpu_bench.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -156,7 +165,8 @@ def main() -> None:
             for mode in args.modes.split(","):
                 height, width, frames = (int(v) for v in size.split("x"))
                 try:
-                    row = bench_one(preset, height, width, frames, device, dtype, args.repeat, mode)
+                    row = bench_one(preset, height, width, frames, device, dtype, args.repeat, mode,
+                                    (args.teacher_steps, args.student_steps))  # fmt: skip
                     row["mfu"] = row["tflop_per_forward"] / row["s_per_forward"] / peak
                 except torch.OutOfMemoryError as exc:
                     row = {"model": preset, "mode": mode, "size": size, "error": f"OOM: {str(exc)[:80]}"}
@@ -166,6 +176,7 @@ def main() -> None:
     print(f"\ndevice: {device_name}, torch {torch.__version__}, {dtype}, measured matmul peak {peak:.0f} TFLOP/s\n")
     print(
         f"{'model':<10} {'mode':<14} {'size':<14} {'tokens':>7} {'s/forward':>10} {'passes':>6} {'s/step':>8} {'peak GB':>8} {'MFU':>6}"
+        f" {'teacher ' + str(args.teacher_steps) + ' steps s':>18} {'student ' + str(args.student_steps) + 'x1 s':>15}"
     )
     for r in rows:
         if "error" in r:
@@ -174,6 +185,7 @@ def main() -> None:
         print(
             f"{r['model']:<10} {r['mode']:<14} {r['size']:<14} {r['tokens']:>7} {r['s_per_forward']:>10.3f} {r['passes_per_step']:>6} "
             f"{r['s_per_step']:>8.2f} {r['peak_gb']:>8.1f} {r['mfu']:>6.1%}"
+            f" {r['teacher_denoise_s']:>18.1f} {r['student_denoise_s']:>15.2f}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -212,7 +212,6 @@ class ModelCosts:
         pixels = (plan.height // 8) * (plan.width // 8)
         return plan.forwards * curve(plan.tokens), self.decode_curve(pixels) * plan.frames / DECODE_PROBE_FRAMES
 
-
     def to_dict(self) -> dict:
         """JSON for the store: sizes and seconds as pairs (JSON keys are text)."""
         return {
