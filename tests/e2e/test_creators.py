@@ -7,6 +7,7 @@ import contextlib
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from engine import media
 from studio import tab_generate
@@ -31,10 +32,14 @@ def text_of(page, elem_id: str) -> str:
 
 
 def wait_text(page, elem_id: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function(
-        f"(() => {{ const e = document.querySelector('#{elem_id}'); return e && e.innerText.includes({needle!r}) }})()",
-        timeout=timeout,
-    )
+    try:
+        page.wait_for_function(
+            f"(() => {{ const e = document.querySelector('#{elem_id}'); return e && e.innerText.includes({needle!r}) }})()",
+            timeout=timeout,
+        )
+    except Exception as exc:  # say what the page showed instead (a bare timeout told CI nothing)
+        shown = page.locator(f"#{elem_id}").inner_text() if page.locator(f"#{elem_id}").count() else "(no element)"
+        raise AssertionError(f"#{elem_id} never showed {needle!r}; it shows {shown!r}") from exc
 
 
 def fill_job(page, image, audio, prompt="a woman talks in a green room") -> None:
@@ -62,9 +67,15 @@ def type_keyframe(page, cells: list[str], row: int = 0) -> None:
     table = page.locator("#keyframes")
     for column, value in enumerate(cells):
         if value:
+            cell = f'#keyframes [data-testid="cell-{row}-{column}"]'
             table.locator(f'[data-testid="cell-{row}-{column}"]').dblclick()  # a double click edits the cell
+            page.wait_for_selector(f"{cell} input, {cell} textarea", timeout=10_000)  # in edit mode before typing
             page.keyboard.type(value)
             page.keyboard.press("Enter")
+            # the cell shows the value before the next edit (on a cold CI runner a keystroke sent while the table
+            # was still redrawing went nowhere)
+            shown = page.locator(f"{cell} span[data-editable]")  # the cell's value (the cell also holds its menu button)
+            expect(shown).to_have_text(value, timeout=10_000)
 
 
 def test_an_edited_schedule_reproduces_through_the_gallery(browser, tmp_path):  # noqa: F811
