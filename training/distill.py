@@ -403,21 +403,21 @@ def build_nano_student(
     teacher = load_nano_pipeline()
     teacher.model_id = "humo-nano"
     teacher.set_progress_bar_config(disable=True)
-    requests = nano_requests(clips)
-    targets = build_targets(teacher, requests, config.cache_dir, teacher_steps=28, student_steps=4, log=log)
-    targets_s = time.perf_counter() - started
-    t0 = time.perf_counter()
-    summary = fit(config, resume=True)
-    fit_s = time.perf_counter() - t0
+    # Each leg adds its trajectories (targets already recorded are kept) and resumes the fit to its last step.
+    plan = [(nano_requests(clips), config.steps, {})]
     if fresh and fresh_steps:
+        plan.append((nano_requests(fresh, fresh=True), config.steps + fresh_steps, {"new_people": fresh}))
+    requests, legs, targets_s, fit_s = [], [], 0.0, 0.0
+    for added, until_step, leg in plan:
+        requests += added
         t0 = time.perf_counter()
-        requests += nano_requests(fresh, fresh=True)
         targets = build_targets(teacher, requests, config.cache_dir, teacher_steps=28, student_steps=4, log=log)
         targets_s += time.perf_counter() - t0
         t0 = time.perf_counter()
-        config = replace(config, steps=config.steps + fresh_steps)
+        config = replace(config, steps=until_step)
         summary = fit(config, resume=True)
         fit_s += time.perf_counter() - t0
+        legs.append({**leg, "trajectories": len(requests), "until_step": until_step})
     info = {
         "model": "humo-nano-4step",
         "teacher": "humo-nano",
@@ -427,9 +427,7 @@ def build_nano_student(
         "guidance_preset": "single pass",
         "teacher_steps": targets["teacher_steps"],
         "trajectories": len(targets["clips"]),
-        "legs": [{"trajectories": clips, "until_step": config.steps - (fresh_steps if fresh else 0)},
-                 *([{"trajectories": clips + fresh, "new_people": fresh, "until_step": config.steps}] if fresh and
-                   fresh_steps else [])],
+        "legs": legs,
         "train": {k: v for k, v in vars(config).items() if k in ("steps", "batch_size", "learning_rate", "ema_decay")},
         "final_loss": summary["last"].get("loss"),
         "timings_s": {"targets_s": round(targets_s, 1), "fit_s": round(fit_s, 1)},

@@ -38,7 +38,8 @@ def wait_text(page, elem_id: str, needle: str, timeout: int = 60_000) -> None:
             timeout=timeout,
         )
     except Exception as exc:  # say what the page showed instead (a bare timeout told CI nothing)
-        shown = page.locator(f"#{elem_id}").inner_text() if page.locator(f"#{elem_id}").count() else "(no element)"
+        element = page.locator(f"#{elem_id}")
+        shown = element.inner_text() if element.count() else "(no element)"
         raise AssertionError(f"#{elem_id} never showed {needle!r}; it shows {shown!r}") from exc
 
 
@@ -64,11 +65,10 @@ def job_page(browser, tmp_path, steps: int):  # noqa: F811 (the fixture's name)
 
 def type_keyframe(page, cells: list[str], row: int = 0) -> None:
     """Type one row of the keyframe table (the page shows an empty one), cell by cell as a user does."""
-    table = page.locator("#keyframes")
     for column, value in enumerate(cells):
         if value:
             cell = f'#keyframes [data-testid="cell-{row}-{column}"]'
-            table.locator(f'[data-testid="cell-{row}-{column}"]').dblclick()  # a double click edits the cell
+            page.locator(cell).dblclick()  # a double click edits the cell
             page.wait_for_selector(f"{cell} input, {cell} textarea", timeout=10_000)  # in edit mode before typing
             page.keyboard.type(value)
             page.keyboard.press("Enter")
