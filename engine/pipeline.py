@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from engine import audio as audio_lib
 from engine import guidance as guidance_lib
-from engine import media
+from engine import media, speed
 from engine import schedulers as _schedulers  # noqa: F401  (registers the HuMo schedulers for from_pretrained)
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
@@ -111,6 +111,8 @@ class HuMoPipeline(DiffusionPipeline):
             audio_encoder=audio_encoder,
             feature_extractor=feature_extractor,
         )
+        if vae is not None:
+            speed.use_cpu_vae_kernels(vae)  # CPU decoding's kernels (engine/speed.py); GPU and training unchanged
         self.vae_scale_factor_temporal = 2 ** sum(vae.config.temperal_downsample) if vae is not None else 4
         self.vae_scale_factor_spatial = 2 ** len(vae.config.temperal_downsample) if vae is not None else 8
         self._zero_latents_cache: dict[tuple, torch.Tensor] = {}

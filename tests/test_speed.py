@@ -40,3 +40,40 @@ def test_attention_backend_switch():
     with pytest.raises(InputError) as err:
         set_attention_backend(pipe, "warp-drive")
     assert "native" in str(err.value)
+
+
+def _kernels(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+def test_cpu_vae_kernels_decode_the_same_on_onednn():
+    """The VAE's convolutions leave PyTorch's slow batch-1 conv3d for oneDNN and its RMS norms for the sum of
+    squares, with the stock module's outputs; training (grad enabled) and deep copies keep working."""
+    import copy
+
+    from engine.components import build_tiny_vae
+    from engine.speed import use_cpu_vae_kernels
+
+    stock, fast = build_tiny_vae(seed=3).eval(), build_tiny_vae(seed=3).eval()
+    assert use_cpu_vae_kernels(fast) > 0
+    latents = torch.randn(1, fast.config.z_dim, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = stock.decode(latents).sample
+        kernels = _kernels(lambda: fast.decode(latents))
+        torch.testing.assert_close(fast.decode(latents).sample, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(copy.deepcopy(fast).decode(latents).sample, expected, atol=1e-5, rtol=1e-5)
+    assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
+    assert "aten::linalg_vector_norm" not in kernels
+
+    copied = copy.deepcopy(fast)
+    conv = next(m for m in copied.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv._conv_forward.__self__ is conv  # rebound to the copy, not the original's module
+
+    out = fast.decode(latents).sample  # grad enabled: the modules' own code, so backward works as in training
+    out.mean().backward()
+    assert all(p.grad is not None for p in fast.decoder.parameters() if p.requires_grad)
+    torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
