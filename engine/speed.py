@@ -86,14 +86,15 @@ def use_cpu_vae_kernels(vae: torch.nn.Module) -> int:
       the same sums 3-7x faster on those shapes.
     - WanRMS_norm: F.normalize over the channel dimension of a [B, C, T, H, W] tensor runs a strided vector-norm
       reduction about 10x slower than summing the squares; same formula (x / max(||x||, 1e-12)).
-    Together they cut HuMo-nano's decode on two cores 3.5x (bench/RESULTS.md), most of a few-step render there. On
+    Together they cut HuMo-nano's decode on two cores 2.5-3.5x (bench/RESULTS.md), most of a few-step render there. On
     GPU, with grad enabled (training) and for other dtypes the modules' own code runs unchanged."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
     switched = 0
     for module in vae.modules():
-        # Bound methods on the instance: deepcopy rebinds them to the copy.
-        if isinstance(module, torch.nn.Conv3d):
+        # Bound methods on the instance: deepcopy rebinds them to the copy. What a module can take is fixed when
+        # it is built, so it is checked here; per call only the input decides.
+        if isinstance(module, torch.nn.Conv3d) and _onednn_can_run(module):
             module._conv_forward = types.MethodType(_onednn_conv_forward, module)
         elif isinstance(module, WanRMS_norm):
             module.forward = types.MethodType(_rms_norm_forward, module)
@@ -103,14 +104,17 @@ def use_cpu_vae_kernels(vae: torch.nn.Module) -> int:
     return switched
 
 
+def _onednn_can_run(conv: torch.nn.Conv3d) -> bool:
+    return torch.backends.mkldnn.is_available() and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
+
 def _cpu_float32_inference(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def _onednn_conv_forward(self: torch.nn.Conv3d, input: torch.Tensor, weight: torch.Tensor, bias):
-    if _cpu_float32_inference(input) and weight.dtype == torch.float32 and self.padding_mode == "zeros":
-        if not isinstance(self.padding, str) and torch.backends.mkldnn.is_available():
-            return torch.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+    if _cpu_float32_inference(input) and weight.dtype == torch.float32:
+        return torch.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation, self.groups)
     return type(self)._conv_forward(self, input, weight, bias)
 
 

@@ -60,18 +60,17 @@ def test_cpu_vae_kernels_decode_the_same_on_onednn():
 
     stock, fast = build_tiny_vae(seed=3).eval(), build_tiny_vae(seed=3).eval()
     assert use_cpu_vae_kernels(fast) > 0
+    copied = copy.deepcopy(fast)
+    conv = next(m for m in copied.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv._conv_forward.__self__ is conv  # rebound to the copy, not the original's module
     latents = torch.randn(1, fast.config.z_dim, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = stock.decode(latents).sample
         kernels = _kernels(lambda: fast.decode(latents))
         torch.testing.assert_close(fast.decode(latents).sample, expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(copy.deepcopy(fast).decode(latents).sample, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(copied.decode(latents).sample, expected, atol=1e-5, rtol=1e-5)
     assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
     assert "aten::linalg_vector_norm" not in kernels
-
-    copied = copy.deepcopy(fast)
-    conv = next(m for m in copied.modules() if isinstance(m, torch.nn.Conv3d))
-    assert conv._conv_forward.__self__ is conv  # rebound to the copy, not the original's module
 
     out = fast.decode(latents).sample  # grad enabled: the modules' own code, so backward works as in training
     out.mean().backward()
