@@ -123,8 +123,62 @@ def test_distill_batch_is_a_teacher_segment(tiny_targets):
         assert batch["audio_embeds"][b].abs().sum() > 0
 
 
+def _tiny_student():
+    from engine.registry import load_pipeline
+
+    return load_pipeline("tiny").transformer.eval()
+
+
+def test_roll_in_starts_segments_from_the_students_own_state(tiny_targets):
+    """Backward distillation: a segment-1 sample's input is the noise after one student Euler step, its target the
+    velocity from there to the teacher's next state; segment-0 samples (input = the noise) are left as they were."""
+    from training.cache import load_cached
+
+    clips, negative = load_cached(tiny_targets)
+    transformer = _tiny_student()
+    batch = distill.make_batch(clips, negative, [0, 1], 0, None, None, "1.7b", segments=[0, 1])
+    rolled = distill.roll_in(transformer, batch, 1.0, torch.Generator().manual_seed(0))
+    assert rolled["rolled_in"].tolist() == [False, True]
+    torch.testing.assert_close(rolled["hidden_states"][0], batch["hidden_states"][0])
+    torch.testing.assert_close(rolled["target"][0], batch["target"][0])
+    clip, sigmas = clips[1], clips[1]["sigmas"]
+    noise = clip["states"][0][None]
+    inputs = batch["hidden_states"][1:].clone()
+    inputs[:, :, :3] = noise[:, :, :3]  # 9 frames: 3 video latents, then the reference slot
+    with torch.no_grad():
+        velocity = transformer(hidden_states=inputs, timestep=clip["timesteps"][:1],
+                               encoder_hidden_states=batch["encoder_hidden_states"][1:],
+                               audio_embeds=batch["audio_embeds"][1:]).sample[:, :, :3]  # fmt: skip
+    own = noise[:, :, :3] + (sigmas[1] - sigmas[0]) * velocity
+    torch.testing.assert_close(rolled["hidden_states"][1:, :, :3], own)
+    torch.testing.assert_close(rolled["hidden_states"][1:, :, 3:], batch["hidden_states"][1:, :, 3:])  # reference
+    assert not torch.allclose(own, clip["states"][1][None, :, :3])  # the student's state is not the teacher's
+    torch.testing.assert_close(rolled["target"][1:], (clip["states"][2][None, :, :3] - own) / (sigmas[2] - sigmas[1]))
+    assert distill.roll_in(transformer, batch, 0.0, torch.Generator())["target"] is batch["target"]
+
+
+def test_trajectory_errors_separate_segments_from_the_rollout(tiny_targets):
+    """The last segment's error is the error of a run from the teacher's last state, and the rollout from the noise
+    is what the student's sampler renders (the pipeline with Euler and the single pass, same noise)."""
+    from engine.registry import load_pipeline
+    from training.cache import load_cached
+
+    clips, negative = load_cached(tiny_targets)
+    pipe = load_pipeline("tiny", scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    errors = distill.trajectory_errors(pipe.transformer.eval(), clips[1:2], negative, "1.7b")
+    assert len(errors["segment"]) == len(errors["from_state"]) == 2
+    assert errors["segment"][-1] == pytest.approx(errors["from_state"][-1])
+    noise = clips[1]["states"][0][None]
+    render = pipe(prompt="a person number 1 talks", image=str(FACE), audio=str(VOICE), height=32, width=32,
+                  num_frames=9, num_inference_steps=2, guidance=preset_schedule("single pass", "1.7b", "TIA"),
+                  latents=noise, output_type="latent").frames[0]  # fmt: skip
+    final = clips[1]["states"][-1][None, :, :3]
+    assert errors["from_state"][0] == pytest.approx(float(((render - final) ** 2).mean()), rel=1e-4)
+
+
 def test_distill_resume_gives_the_identical_next_loss(tiny_targets, tmp_path):
-    cfg = _config(tiny_targets, tmp_path / "a", steps=6, checkpoint_every=3, ema_decay=0.9)
+    cfg = _config(tiny_targets, tmp_path / "a", steps=6, checkpoint_every=3, ema_decay=0.9, roll_in=0.5)
     fit(cfg)
     full = _losses(tmp_path / "a")
     cfg_b = replace(cfg, run_dir=str(tmp_path / "b"))

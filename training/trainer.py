@@ -91,6 +91,9 @@ class TrainConfig:
     drop_text: float = 0.1
     drop_image: float = 0.1
     drop_audio: float = 0.1
+    # distill stage: the share of samples whose input is the student's own state after k of its steps from the
+    # trajectory's noise instead of the teacher's state x_k (training/distill.py `roll_in`)
+    roll_in: float = 0.0
     # bookkeeping
     seed: int = 0
     log_every: int = 1
@@ -478,6 +481,8 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
         batch = batch_fn(clips, negative, indices, state.step, config, state.generator, variant)
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with accelerator.autocast():
+            if config.stage == "distill" and config.roll_in > 0:
+                batch = distill.roll_in(transformer, batch, config.roll_in, state.generator)
             loss, logs = compute_loss(transformer, mask_head, batch, config)
         accelerator.backward(loss)
         if config.max_grad_norm:
