@@ -77,8 +77,14 @@ def test_fresh_people_are_new_to_the_teacher_and_to_the_held_out_world():
     """The second leg's inputs: every clip a different person, none of the training or held-out world's, other noises."""
     from training.nano import NanoBudget, heldout_world
 
-    training, fresh = distill.nano_requests(3), distill.nano_requests(3, fresh=True)
+    training, fresh = distill.nano_requests(3), distill.nano_requests(3, fresh=True, world=8)
     held_out = heldout_world(replace(NanoBudget(), heldout=3))
+    # a leg takes the first N people of a world of fixed size: the same clip under the same name for any N
+    fewer = distill.nano_requests(2, fresh=True, world=8)
+    assert [(r.name, r.seed, r.prompt) for r in fewer] == [(r.name, r.seed, r.prompt) for r in fresh[:2]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(fewer, fresh))
+    with pytest.raises(InputError, match="at most"):
+        distill.nano_requests(9, fresh=True, world=8)
     assert [r.name for r in fresh] == ["d0000", "d0001", "d0002"] and training[0].name == "w0000"
     references = [np.asarray(r.image) for r in (*training, *fresh)] + [ex.reference for ex in held_out]
     assert all(not np.array_equal(a, b) for i, a in enumerate(references) for b in references[i + 1 :])

@@ -49,8 +49,18 @@ def add_distill_parsers(subparsers) -> None:
     student.add_argument("--work", default="data/distill-nano", help="targets and run, reused when present")
     student.add_argument("--trajectories", type=int, default=480)
     student.add_argument("--steps", type=int, default=None, help="training steps (default: distill_nano.yaml's)")
-    student.add_argument("--fresh", type=int, default=0, help="trajectories of new people for a second leg (0: none)")
-    student.add_argument("--fresh-steps", type=int, default=2500, help="steps of the second leg (0: none)")
+    student.add_argument(
+        "--fresh", type=int, default=0, help="trajectories of new people for leg 2, backward distillation (0: none)"
+    )
+    student.add_argument(
+        "--fresh-steps", type=int, default=None, help="steps of leg 2 (default: distill_nano_roll_in.yaml's)"
+    )
+    student.add_argument(
+        "--from",
+        dest="start_from",
+        default=None,
+        help="a student folder whose transformer stands for leg 1 (which is then not run)",
+    )
     student.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     student.set_defaults(func=run_distill_nano)
 
@@ -79,8 +89,15 @@ def run_distill_nano(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = build_nano_student(args.out, args.work, clips=args.trajectories, steps=args.steps, fresh=args.fresh,
-                              fresh_steps=args.fresh_steps)
+    info = build_nano_student(
+        args.out,
+        args.work,
+        clips=args.trajectories,
+        steps=args.steps,
+        fresh=args.fresh,
+        fresh_steps=args.fresh_steps,
+        start_from=args.start_from,
+    )
     print(f"HuMo-nano-4step -> {args.out} (total {info['total_s'] / 60:.1f} min)")
     return 0
 

@@ -331,29 +331,37 @@ def manifest_requests(clips_dir: str | Path, limit: int | None = None, seed: int
 
 # ---------------------------------------------------------------------------------------------- HuMo-nano student
 NANO_STUDENT_CONFIG = Path(__file__).parent / "configs" / "distill_nano.yaml"
+NANO_ROLL_IN_CONFIG = Path(__file__).parent / "configs" / "distill_nano_roll_in.yaml"
 
 
 FRESH_WORLD_SEED = 2000  # offset of the fresh-people world (the held-out world is the budget's seed + 1000)
 FRESH_NOISE_SEED = 100_000  # their noises, never one of the training world's
+# The fresh world has a fixed size and a leg takes its first N people: `sample_world` draws every person before the
+# scenes, so a world of another size would give other clips under the same names (and a reused cache would not match)
+FRESH_WORLD = 640
 
 
-def nano_requests(count: int, seed: int = 0, fresh: bool = False) -> list[TargetRequest]:
-    """Prompts, references and voices of HuMo-nano's training world (its 120 people), or with `fresh` of a world
-    of `count` new people none of whom the teacher saw: a student needs the teacher's outputs, not its data, so
-    any inputs are targets, and the held-out world stays unseen either way."""
+def nano_requests(count: int, seed: int = 0, fresh: bool = False, world: int = FRESH_WORLD) -> list[TargetRequest]:
+    """Prompts, references and voices of HuMo-nano's training world (its 120 people), or with `fresh` the first
+    `count` of a world of `world` new people none of whom the teacher saw: a student needs the teacher's outputs, not
+    its data, so any inputs are targets, and the held-out world stays unseen either way."""
     from training.nano import NanoBudget, sample_world
 
     budget = NanoBudget()
-    world = sample_world(
-        count, frames=budget.frames, size=(budget.height, budget.width),
-        seed=budget.seed + (FRESH_WORLD_SEED if fresh else 0), identities=None if fresh else budget.identities,
-        prefix="d" if fresh else "w",
-    )  # fmt: skip
+    if fresh and count > world:
+        raise InputError(f"the fresh world has {world} people; ask for at most that many.", field="fresh")
+    size = (budget.height, budget.width)
+    if fresh:
+        examples = sample_world(world, frames=budget.frames, size=size, seed=budget.seed + FRESH_WORLD_SEED,
+                                prefix="d")[:count]  # fmt: skip
+    else:
+        examples = sample_world(count, frames=budget.frames, size=size, seed=budget.seed,
+                                identities=budget.identities, prefix="w")  # fmt: skip
     seed += FRESH_NOISE_SEED if fresh else 0
     return [
         TargetRequest(ex.name, ex.caption, ex.reference, ex.waveform, budget.height, budget.width, budget.frames,
                       seed=seed + i)
-        for i, ex in enumerate(world)
+        for i, ex in enumerate(examples)
     ]  # fmt: skip
 
 
@@ -453,64 +461,71 @@ def build_nano_student(
     clips: int = 480,
     steps: int | None = None,
     fresh: int = 0,
-    fresh_steps: int = 2500,
+    fresh_steps: int | None = None,
+    start_from: str | Path | None = None,
     heldout: int = 8,
     seeds=(0, 1, 2),
     log=print,
 ) -> dict:
-    """Targets from the bundled HuMo-nano, the distill stage, the held-out comparison, and the bundled student.
+    """Targets from the bundled HuMo-nano, the distill stage in one or two legs, the held-out comparison, and the
+    bundled student.
 
-    `steps` on the trajectories of `clips` training-world clips; with `fresh`, a second leg of `fresh_steps` more
-    (resumed: same optimiser and EMA) with `fresh` trajectories of new people added. The second leg is there
-    because the bundled student (one leg) fitted its 120 people far better than new ones (final-latent error to the
-    28-step teacher 0.08-0.17 on its own trajectories, 0.15-0.40 on held-out ones); tried with 400 new people and
-    2000 more steps it gained 0.3 dB, not enough to be bundled (README, Few steps)."""
+    Leg 1 (distill_nano.yaml): `steps` on the teacher's states of `clips` training-world trajectories. Leg 2, with
+    `fresh` (distill_nano_roll_in.yaml; `fresh_steps` overrides its steps): backward distillation (`roll_in`) on the
+    trajectories of `fresh` new people, a fit of its own from leg 1's weights. `start_from`: a student folder whose
+    transformer stands for leg 1 (leg 1 is then not run). Targets and runs in `work` are reused (resume)."""
     from engine.nano import load_nano_pipeline, load_nano_student_pipeline, nano_dir
     from training.nano import NanoBudget, heldout_world
     from training.trainer import TrainConfig, fit
 
     work = Path(work)
     started = time.perf_counter()
-    config = TrainConfig.from_yaml(
-        NANO_STUDENT_CONFIG,
-        cache_dir=str(work / "targets"),
-        run_dir=str(work / "run"),
-        base_model=str(nano_dir() / "transformer"),
-        steps=steps,
-    )
     teacher = load_nano_pipeline()
     teacher.model_id = "humo-nano"
     teacher.set_progress_bar_config(disable=True)
-    # Each leg adds its trajectories (targets already recorded are kept) and resumes the fit to its last step.
-    plan = [(nano_requests(clips), config.steps, {})]
-    if fresh and fresh_steps:
-        plan.append((nano_requests(fresh, fresh=True), config.steps + fresh_steps, {"new_people": fresh}))
-    requests, legs, targets_s, fit_s = [], [], 0.0, 0.0
-    for added, until_step, leg in plan:
-        requests += added
+    runs = []
+    if start_from is None:
+        config = TrainConfig.from_yaml(NANO_STUDENT_CONFIG, cache_dir=str(work / "targets"),
+                                       run_dir=str(work / "run"), base_model=str(nano_dir() / "transformer"),
+                                       steps=steps)  # fmt: skip
+        runs.append((config, nano_requests(clips), {"trajectories": clips, "people": "training world"}))
+    if fresh:
+        config = TrainConfig.from_yaml(NANO_ROLL_IN_CONFIG, cache_dir=str(work / "fresh-targets"),
+                                       run_dir=str(work / "run-roll-in"), steps=fresh_steps)  # fmt: skip
+        runs.append((config, nano_requests(fresh, fresh=True), {"trajectories": fresh, "people": "new"}))
+    weights, legs = None, []
+    if start_from is not None:  # leg 1 as it was trained (its student.json)
+        weights = Path(start_from) / "transformer"
+        previous = json.loads((Path(start_from) / STUDENT_DIR_FILE).read_text())
+        legs.append(
+            {"from": str(start_from), **previous.get("train", {}), "trajectories": previous.get("trajectories")}
+        )
+    timings = {"targets_s": 0.0, "fit_s": 0.0}
+    for config, requests, leg in runs:
         t0 = time.perf_counter()
         targets = build_targets(teacher, requests, config.cache_dir, teacher_steps=28, student_steps=4, log=log)
-        targets_s += time.perf_counter() - t0
+        timings["targets_s"] += round(time.perf_counter() - t0, 1)
+        if weights is not None:  # every leg after the first starts from the previous leg's weights
+            config = replace(config, base_model=str(weights))
         t0 = time.perf_counter()
-        config = replace(config, steps=until_step)
         summary = fit(config, resume=True)
-        fit_s += time.perf_counter() - t0
-        legs.append({**leg, "trajectories": len(requests), "until_step": until_step})
+        timings["fit_s"] += round(time.perf_counter() - t0, 1)
+        weights = Path(summary["final"])
+        train = ("steps", "batch_size", "learning_rate", "ema_decay", "roll_in")
+        legs.append({**leg, **{k: v for k, v in vars(config).items() if k in train},
+                     "final_loss": summary["last"].get("loss")})  # fmt: skip
     info = {
         "model": "humo-nano-4step",
         "teacher": "humo-nano",
-        "method": "guided trajectory distillation (training/distill.py)",
-        "sample_steps": targets["student_steps"],
+        "method": "guided trajectory distillation, then backward distillation (training/distill.py)",
+        "sample_steps": 4,
         "scheduler": STUDENT_SCHEDULER,
         "guidance_preset": "single pass",
         "teacher_steps": targets["teacher_steps"],
-        "trajectories": len(targets["clips"]),
         "legs": legs,
-        "train": {k: v for k, v in vars(config).items() if k in ("steps", "batch_size", "learning_rate", "ema_decay")},
-        "final_loss": summary["last"].get("loss"),
-        "timings_s": {"targets_s": round(targets_s, 1), "fit_s": round(fit_s, 1)},
+        "timings_s": timings,
     }
-    save_student(Path(out_dir), Path(summary["final"]), info)
+    save_student(Path(out_dir), weights, info)
     t0 = time.perf_counter()
     student = load_nano_student_pipeline(root=out_dir)
     student.set_progress_bar_config(disable=True)
