@@ -250,11 +250,12 @@ def roll_in(transformer, batch: dict, share: float, gen: torch.Generator) -> dic
 
     Why: on the teacher's states the student's one-segment error is small on new people too (HuMo-nano: 0.007-0.016
     per segment, `trajectory_errors`), but in its own rollout each step's error moves the next input off the
-    teacher's path, where the student was never trained, and the final error (0.23) is 6x the segments' sum. Aiming each step from where the
-    student really is at the teacher's next state teaches it to steer back; for the last segment that target is
-    exactly the one that minimises the final error. The roll-in runs the student being trained, without gradients
-    (its cost: on average 1.5 extra forward passes per sample). On HuMo-nano, 400 steps on 75 trajectories cut the
-    rollout error on them from 0.235 to 0.082 but not on held-out ones (README, Few steps): it needs many people."""
+    teacher's path, where the student was never trained, and the final error (0.23) is 6x the segments' sum.
+    Aiming each step from where the student really is at the teacher's next state teaches it to steer back; for the
+    last segment that target is exactly the one that minimises the final error. The roll-in runs the student being
+    trained, without gradients (its cost: on average 1.5 extra forward passes per sample). On HuMo-nano, 400 steps
+    on 75 trajectories cut the rollout error on them from 0.235 to 0.082 but not on held-out ones; 300 steps on 400
+    new people gained 0.3 dB on held-out clips (README, Few steps): it needs many people."""
     segment = batch["segment"]
     chosen = (torch.rand(len(segment), generator=gen) < share).to(segment.device) & (segment > 0)
     if not chosen.any():
@@ -483,6 +484,8 @@ def build_nano_student(
     teacher = load_nano_pipeline()
     teacher.model_id = "humo-nano"
     teacher.set_progress_bar_config(disable=True)
+    if start_from is not None and not fresh:
+        raise InputError("--from replaces leg 1, so it needs leg 2: give --fresh N (new people).", field="fresh")
     runs = []
     if start_from is None:
         config = TrainConfig.from_yaml(NANO_STUDENT_CONFIG, cache_dir=str(work / "targets"),
