@@ -308,7 +308,7 @@ def trajectory_errors(transformer, clips, negative, variant: str) -> dict:
         states = batch["hidden_states"][:, : batch["noise"].shape[1], :f_vid]
         one = student_steps(transformer, batch, states, ks, ks + 1)
         segment += ((one - batch["x_next"]) ** 2).flatten(1).mean(1).double()
-        rest = student_steps(transformer, batch, states, ks, torch.full_like(ks, count))
+        rest = student_steps(transformer, batch, one, ks + 1, torch.full_like(ks, count))  # from where `one` ends
         final += ((rest - clip["states"][-1][:, :f_vid]) ** 2).flatten(1).mean(1).double()
     return {"segment": (segment / len(clips)).tolist(), "from_state": (final / len(clips)).tolist()}
 
@@ -479,30 +479,29 @@ def build_nano_student(
     from training.nano import NanoBudget, heldout_world
     from training.trainer import TrainConfig, fit
 
+    if start_from is not None and not fresh:
+        raise InputError("--from replaces leg 1, so it needs leg 2: give --fresh N (new people).", field="fresh")
     work = Path(work)
     started = time.perf_counter()
     teacher = load_nano_pipeline()
     teacher.model_id = "humo-nano"
     teacher.set_progress_bar_config(disable=True)
-    if start_from is not None and not fresh:
-        raise InputError("--from replaces leg 1, so it needs leg 2: give --fresh N (new people).", field="fresh")
-    runs = []
+    weights, legs, runs = None, [], []
     if start_from is None:
         config = TrainConfig.from_yaml(NANO_STUDENT_CONFIG, cache_dir=str(work / "targets"),
                                        run_dir=str(work / "run"), base_model=str(nano_dir() / "transformer"),
                                        steps=steps)  # fmt: skip
         runs.append((config, nano_requests(clips), {"trajectories": clips, "people": "training world"}))
-    if fresh:
-        config = TrainConfig.from_yaml(NANO_ROLL_IN_CONFIG, cache_dir=str(work / "fresh-targets"),
-                                       run_dir=str(work / "run-roll-in"), steps=fresh_steps)  # fmt: skip
-        runs.append((config, nano_requests(fresh, fresh=True), {"trajectories": fresh, "people": "new"}))
-    weights, legs = None, []
-    if start_from is not None:  # leg 1 as it was trained (its student.json)
+    else:  # leg 1 as it was trained (its student.json)
         weights = Path(start_from) / "transformer"
         previous = json.loads((Path(start_from) / STUDENT_DIR_FILE).read_text())
         legs.append(
             {"from": str(start_from), **previous.get("train", {}), "trajectories": previous.get("trajectories")}
         )
+    if fresh:
+        config = TrainConfig.from_yaml(NANO_ROLL_IN_CONFIG, cache_dir=str(work / "fresh-targets"),
+                                       run_dir=str(work / "run-roll-in"), steps=fresh_steps)  # fmt: skip
+        runs.append((config, nano_requests(fresh, fresh=True), {"trajectories": fresh, "people": "new"}))
     timings = {"targets_s": 0.0, "fit_s": 0.0}
     for config, requests, leg in runs:
         t0 = time.perf_counter()
@@ -520,7 +519,7 @@ def build_nano_student(
     info = {
         "model": "humo-nano-4step",
         "teacher": "humo-nano",
-        "method": "guided trajectory distillation, then backward distillation (training/distill.py)",
+        "method": "guided trajectory distillation" + (", then backward distillation" if fresh else ""),
         "sample_steps": 4,
         "scheduler": STUDENT_SCHEDULER,
         "guidance_preset": "single pass",
