@@ -73,19 +73,43 @@ def test_trajectories_start_at_the_noise_and_end_at_the_teachers_video(tiny_targ
     assert entry["sigmas"][-1] == 0
 
 
+def test_a_build_keeps_earlier_entries_and_counts_their_teacher_steps(tiny_targets, tmp_path):
+    """More people at fewer teacher steps join the ones made before: those stay as they were, the index says which."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from engine.registry import load_pipeline
+
+    out = tmp_path / "targets"
+    shutil.copytree(tiny_targets, out)
+    before = load_file(str(out / "r1.safetensors"))
+    pipe = load_pipeline("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    index = distill.build_targets(pipe, _requests(4), out, teacher_steps=2, student_steps=2, log=lambda *_: None)
+    assert index["teacher_steps"] == {"2": 1, "4": 3} and index["clips"] == ["r0", "r1", "r2", "r3"]
+    assert torch.equal(load_file(str(out / "r1.safetensors"))["states"], before["states"])
+    made = load_file(str(out / "r3.safetensors"))
+    assert int(made["teacher_steps"]) == 2 and made["states"].shape == before["states"].shape
+    assert not torch.allclose(made["states"][-1], before["states"][-1])  # another person, another video
+    assert distill.build_targets(pipe, _requests(3), out, teacher_steps=2, student_steps=2,
+                                 log=lambda *_: None)["teacher_steps"] == 4  # fmt: skip
+
+
 def test_fresh_people_are_new_to_the_teacher_and_to_the_held_out_world():
     """The second leg's inputs: every clip a different person, none of the training or held-out world's, other noises."""
     from training.nano import NanoBudget, heldout_world
 
-    training, fresh = distill.nano_requests(3), distill.nano_requests(3, fresh=True, world=8)
+    training, fresh = distill.nano_requests(3), distill.nano_requests(5, fresh=True, world=3)
     held_out = heldout_world(replace(NanoBudget(), heldout=3))
-    # a leg takes the first N people of a world of fixed size: the same clip under the same name for any N
-    fewer = distill.nano_requests(2, fresh=True, world=8)
+    # a leg takes the first N people of worlds of fixed size: the same clip under the same name for any N
+    fewer = distill.nano_requests(2, fresh=True, world=3)
     assert [(r.name, r.seed, r.prompt) for r in fewer] == [(r.name, r.seed, r.prompt) for r in fresh[:2]]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(fewer, fresh))
     with pytest.raises(InputError, match="at most"):
-        distill.nano_requests(9, fresh=True, world=8)
-    assert [r.name for r in fresh] == ["d0000", "d0001", "d0002"] and training[0].name == "w0000"
+        distill.nano_requests(distill.FRESH_WORLDS + 1, fresh=True, world=1)
+    # people past the first world come from the next one, named on
+    assert [r.name for r in fresh] == ["d0000", "d0001", "d0002", "d0003", "d0004"] and training[0].name == "w0000"
     references = [np.asarray(r.image) for r in (*training, *fresh)] + [ex.reference for ex in held_out]
     assert all(not np.array_equal(a, b) for i, a in enumerate(references) for b in references[i + 1 :])
     assert {r.seed for r in fresh}.isdisjoint(range(480))  # not one of the training world's noises
