@@ -65,14 +65,14 @@ def error_table(teacher, student, examples) -> dict:
     import tempfile
 
     from training.cache import load_cached
-    from training.distill import TargetRequest, build_targets, trajectory_errors
+    from training.distill import NANO_TEACHER_STEPS, TargetRequest, build_targets, trajectory_errors
 
     requests = [
         TargetRequest(ex.name, ex.caption, ex.reference, ex.waveform, *ex.video.shape[1:3], len(ex.video), seed=0)
         for ex in examples
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        build_targets(teacher, requests, tmp, teacher_steps=28, student_steps=4, log=lambda *_: None)
+        build_targets(teacher, requests, tmp, teacher_steps=NANO_TEACHER_STEPS, student_steps=4, log=lambda *_: None)
         clips, negative = load_cached(tmp)
     errors = trajectory_errors(student.transformer, clips, negative, student.variant)
     teacher4 = []

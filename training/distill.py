@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -156,9 +157,12 @@ def build_targets(
     _, negative = pipe.encode_prompt("", None)
     _atomic_save({"negative_prompt_embeds": negative[0].float().cpu()}, out_dir / "negative.safetensors")
     started = time.perf_counter()
+    made = Counter()  # teacher steps -> clips; entries kept from an earlier build say their own
     for index, request in enumerate(requests):
         path = out_dir / f"{request.name}.safetensors"
-        if not path.exists():
+        if path.exists():
+            made[_recorded_steps(path)] += 1
+        else:
             entry = record_trajectory(
                 pipe, request, teacher_steps=teacher_steps, student_steps=student_steps, guidance=guidance
             )
@@ -166,16 +170,16 @@ def build_targets(
                 {**entry, "timesteps": timesteps, "sigmas": sigmas, "teacher_steps": torch.tensor(teacher_steps)},
                 path,
             )
+            made[teacher_steps] += 1
         if (index + 1) % 20 == 0 or index + 1 == len(requests):
             log(f"teacher targets {index + 1}/{len(requests)} ({time.perf_counter() - started:.0f} s)")
-    made = _teacher_steps(out_dir, requests)
     index = {
         "clips": [r.name for r in requests],
         "failed": {},
         "model_id": pipe.model_id,
         "source": str(out_dir),
         "kind": "distill-targets",
-        # entries kept from an earlier build keep their teacher steps: one number, or how many clips had each
+        # one number, or how many clips had each when an earlier build's entries were kept
         "teacher_steps": next(iter(made)) if len(made) == 1 else {str(k): v for k, v in sorted(made.items(), key=str)},
         "student_steps": student_steps,
         "shift": shift,
@@ -184,16 +188,12 @@ def build_targets(
     return write_index(out_dir, index)
 
 
-def _teacher_steps(out_dir: Path, requests) -> dict:
-    """{teacher steps: clips} of the entries of `requests` (read from each file's header and one scalar)."""
+def _recorded_steps(path: Path) -> int | str:
+    """The teacher steps an existing entry was made with (one scalar read; "unrecorded" for entries older than it)."""
     from safetensors import safe_open
 
-    counts: dict = {}
-    for request in requests:
-        with safe_open(str(out_dir / f"{request.name}.safetensors"), "pt") as f:
-            steps = int(f.get_tensor("teacher_steps")) if "teacher_steps" in f.keys() else "unrecorded"
-        counts[steps] = counts.get(steps, 0) + 1
-    return counts
+    with safe_open(str(path), "pt") as f:
+        return int(f.get_tensor("teacher_steps")) if "teacher_steps" in f.keys() else "unrecorded"
 
 
 def check_targets(cache_dir: str | Path) -> dict:
