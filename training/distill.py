@@ -29,7 +29,6 @@ trainer's loop, accelerate, LoRA, EMA, checkpoints and resume are the ones stage
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -477,9 +476,9 @@ def save_student(out_dir: Path, transformer_dir: Path, info: dict) -> Path:
     tmp.mkdir(parents=True)
     HuMoTransformer3DModel.from_pretrained(transformer_dir).to(torch.float16).save_pretrained(tmp / "transformer")
     (tmp / STUDENT_DIR_FILE).write_text(json.dumps(info, indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return out_dir
+    from training.nano import swap_in
+
+    return swap_in(tmp, out_dir)
 
 
 def build_nano_student(

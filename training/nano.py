@@ -466,6 +466,18 @@ def save_nano(out_dir: Path, vae, transformer_dir: Path, encoders: dict, info: d
     encoders["text_encoder"].save_pretrained(tmp / "text_encoder")
     save_audio_encoder(encoders["audio_encoder"], tmp / "audio_encoder")
     (tmp / "nano.json").write_text(json.dumps(info, indent=1))
+    return swap_in(tmp, out_dir)
+
+
+MODEL_CARD = "README.md"  # the model card beside the weights: written by hand, kept across rebuilds
+
+
+def swap_in(tmp: Path, out_dir: Path) -> Path:
+    """Replace `out_dir` by the finished folder `tmp` in one rename, keeping the old folder's model card (a rebuild
+    changes the weights; the card's figures are updated by whoever re-measures them)."""
+    card = out_dir / MODEL_CARD
+    if card.is_file() and not (tmp / MODEL_CARD).exists():
+        shutil.copy2(card, tmp / MODEL_CARD)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir
