@@ -2,7 +2,7 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--data-dir data] [--model tiny] [--public]
 
-Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, per-visitor galleries,
+Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_DB_URL, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, per-visitor galleries,
 no training or downloads), HUMO_AUTH=user:password[,user2:password2] (a login; each user sees only their own).
 """
 
@@ -21,6 +21,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("HUMO_HOST") or ("0.0.0.0" if on_space else "127.0.0.1"))
     parser.add_argument("--port", type=int, default=os.environ.get("HUMO_PORT") or 7860)
     parser.add_argument("--data-dir", default=os.environ.get("HUMO_DATA_DIR"))
+    parser.add_argument(
+        "--db-url",
+        default=os.environ.get("HUMO_DB_URL") or None,
+        help="gallery database (default: SQLite in the data folder); postgresql://user@host/db lets several "
+        "front-ends share one gallery and data folder (a password is better kept in HUMO_DB_URL than in ps)",
+    )
     parser.add_argument("--model", default=os.environ.get("HUMO_MODEL"), help="default: the best model present")
     parser.add_argument("--device", default=os.environ.get("HUMO_DEVICE"))
     parser.add_argument("--public", action="store_true", default=env_flag("HUMO_PUBLIC") or on_space)
@@ -48,6 +54,7 @@ def main(argv=None) -> None:
         args.model = spaces.space_default_model()
     options = StudioOptions(
         data_dir=args.data_dir,
+        db_url=args.db_url,
         model=args.model,
         public=args.public,
         device=args.device,
@@ -60,6 +67,7 @@ def main(argv=None) -> None:
     demo, ctx = create_app(options)
     spaces.prepare_models(ctx.pipeline, [ctx.default_model])  # on a Space: loaded once, before any visitor
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
+    print(f"Gallery database: {ctx.store.engine.url!r} (this front-end: instance {ctx.store.instance_id}).")
     print(f"At start-up: {ctx.startup_report}.")
     demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
 

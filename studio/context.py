@@ -19,6 +19,9 @@ def env_flag(name: str) -> bool:
 @dataclass
 class StudioOptions:
     data_dir: Path | None = None
+    # The gallery database (None: $HUMO_DB_URL, else SQLite in the data folder). Front-ends sharing one PostgreSQL
+    # database share its data folder too (studio/store.py).
+    db_url: str | None = None
     model: str | None = None  # None: the best model present
     public: bool = False  # HUMO_PUBLIC=1: capped jobs, per-visitor galleries, consent box, no training/downloads
     device: str | None = None
@@ -74,9 +77,12 @@ class StudioContext:
     def create(cls, options: StudioOptions) -> StudioContext:
         from engine.registry import best_available_model
 
-        store = Store.open(options.data_dir)
-        failed = store.recover_crashed()  # rows left running by a crash are marked failed before any job starts
-        removed = store.clean_leftovers()  # half-written files and inputs no row references
+        store = Store.open(options.data_dir, options.db_url)
+        # Rows a dead front-end (a crash of this one, or another sharing the gallery) left running are failed before
+        # any job starts; a live front-end's rows and files are left alone (studio/leases.py says who is alive).
+        failed = store.recover_crashed()
+        removed = store.clean_leftovers()  # half-written files and inputs no row references and nobody wants
+        store.start_heartbeat()  # and from now on, whatever a front-end that dies leaves behind
         report = (
             f"{failed} interrupted job(s) marked failed, {removed['partial']} half-written file(s) and "
             f"{removed['unreferenced']} unreferenced file(s) removed"

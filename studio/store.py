@@ -1,7 +1,9 @@
 """The gallery store: every generation the studio ran, its settings, inputs and output files.
 
-SQLAlchemy 2 ORM over SQLite in the data folder (`studio.paths`), or any SQLAlchemy URL (`HUMO_DB_URL`).
-The schema is owned by Alembic (`studio/migrations`); `Store.open` upgrades it to head.
+SQLAlchemy 2 ORM over SQLite in the data folder (`studio.paths`, the embedded default), or PostgreSQL
+(`HUMO_DB_URL=postgresql://...`, psycopg 3) for several front-ends sharing one gallery and one media folder.
+The schema is owned by Alembic (`studio/migrations`); `Store.open` upgrades it to head (on PostgreSQL under an
+advisory lock, so front-ends starting together migrate once).
 
 Threads: one `Store` is shared by all Gradio callbacks. Every method opens its own short session, so
 calls are thread-safe, and returns detached `Generation` objects (all columns loaded, safe to read
@@ -11,23 +13,34 @@ SQLite specifics: WAL journal (readers never wait for the writer), foreign keys 
 and write transactions that start with `BEGIN IMMEDIATE` so two writers queue on the busy timeout
 instead of failing with "database is locked" when a read lock cannot be upgraded.
 
+PostgreSQL specifics: READ COMMITTED, so every read-check-write of a row locks it (`SELECT ... FOR UPDATE`);
+settings are upserts; search runs on a case-folded copy of the prompt (`prompt_folded`, Python's casefold),
+never on the server's locale (a C-locale database's lower() leaves "É" alone); the database must be UTF8.
+
+Front-ends: each open store is an *instance* (`studio.leases`: a row in `instances` plus a lock the OS or the
+server drops when its process dies). Rows record the instance running them; a starting or sweeping front-end
+fails only rows whose instance is dead and removes only files no live instance can still want.
+
 Files: stored paths are relative to the data folder. `delete` removes the row first and the files
-after the commit, keeping any file another row still references, so no row ever points to a
-deleted file. Inputs from `save_input` are pinned in this process until `create_generation` records
-them, so a concurrent `delete` cannot remove an upload before its row exists.
+after the commit, keeping any file another row still references or an instance claims, so no row ever
+points to a deleted file. Inputs from `save_input` are claimed (a `file_claims` row of this instance) until
+`create_generation` records them, so a `delete` in any front-end cannot remove an upload before its row
+exists. Checking and unlinking happen under `Leases.files_lock`, across front-ends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import socket
 import tempfile
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +53,34 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Engine,
+    ForeignKey,
     Integer,
     MetaData,
     String,
     Text,
     cast,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     or_,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from engine.errors import InputError
 from engine.guidance import MODES
+from studio.leases import Leases
 from studio.paths import ENV_DB_URL, DataPaths, clean_ext
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "done", "failed", "stopped")
 ACTIVE_STATUSES = ("queued", "running")
@@ -82,6 +103,12 @@ LOCAL_OWNER = "local"
 MAX_OWNER_CHARS = 200
 PLACEHOLDER_NAME = "_placeholder.png"  # thumbs/: the gallery's picture for rows without a video
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+HEARTBEAT_S = 10.0  # how often a front-end proves it is alive and sweeps up after dead ones
+BACKENDS = ("sqlite", "postgresql")
+# A file the job layer writes for generation N before its row references it: videos/000007.mp4, its temporary
+# .000007.1a2b3c4d.part.mp4, thumbs/000007.jpg (see DataPaths.video_rel and engine.media).
+_ROW_FILE = re.compile(r"^\.?(\d+)\.")
+_UPLOAD_PREFIX = ".upload-"
 
 _COPY_CHUNK = 1 << 20
 
@@ -164,6 +191,11 @@ class Generation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     step: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
+    # The front-end instance that created (and runs) the row; only its death makes an active row orphaned.
+    # No foreign key: rows outlive the instances that made them.
+    instance_id: Mapped[int | None] = mapped_column(Integer)
+    # prompt.casefold(): search folds case the same way on every database, whatever the server's locale.
+    prompt_folded: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     def files(self) -> list[str]:
         """Every data-folder file this row references (video, thumbnail, inputs), without repeats."""
@@ -174,6 +206,8 @@ class Generation(Base):
         """JSON-ready copy (datetimes as ISO 8601 UTC)."""
         out: dict[str, Any] = {}
         for column in self.__table__.columns:
+            if column.key == "prompt_folded":
+                continue  # a search copy of the prompt
             value = getattr(self, column.key)
             out[column.key] = value.isoformat() if isinstance(value, datetime) else value
         return out
@@ -195,6 +229,31 @@ class AppSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Instance(Base):
+    """One running front-end (an open `Store`): alive while its lease lock is held (`studio.leases`)."""
+
+    __tablename__ = "instances"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # an id is never reused: a dead one's lock file stays its own
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FileClaim(Base):
+    """A data-folder file an instance saved for a row it has not created yet (`Store.save_input`): no front-end
+    removes it meanwhile. Gone with its instance."""
+
+    __tablename__ = "file_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(500), index=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- engine ------------------------------------------------------------------------------------------
 
 
@@ -207,18 +266,12 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def _casefold(text: str | None) -> str | None:
-    return None if text is None else text.casefold()
-
-
 def _install_sqlite_events(engine: Engine, wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # pysqlite's own BEGIN handling is replaced by ours (`_on_begin`): it would otherwise start
         # transactions lazily (deferred) and commit implicitly before DDL.
         dbapi_conn.isolation_level = None
-        # SQLite's lower() only folds ASCII; search should find "CAFÉ" for "café".
-        dbapi_conn.create_function("lower", 1, _casefold, deterministic=True)
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
@@ -237,11 +290,32 @@ def _install_sqlite_events(engine: Engine, wal: bool) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str) -> tuple[Engine, bool]:
-    """Engine for `url` with the settings the store needs; also says whether calls must be serialized."""
+def database_url(url: str | URL) -> URL:
+    """`url` as the store uses it: PostgreSQL through psycopg 3 (also for `postgres://` and `postgresql://`),
+    or SQLite; any other database is refused here, with what to use instead."""
     u = make_url(url)
-    if u.get_backend_name() != "sqlite":
-        return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8), False
+    backend = "postgresql" if u.get_backend_name() == "postgres" else u.get_backend_name()
+    if backend not in BACKENDS:
+        raise InputError(
+            f"HUMO_DB_URL: {u.get_backend_name()} is not supported; use SQLite (the default, one machine) or "
+            "PostgreSQL (postgresql://user:password@host/dbname) for several front-ends",
+            field="db_url",
+        )
+    if backend == "postgresql" and u.drivername != "postgresql+psycopg":
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def make_engine(url: str | URL) -> tuple[Engine, bool]:
+    """Engine for `url` with the settings the store needs; also says whether calls must be serialized."""
+    u = database_url(url)
+    if u.get_backend_name() == "postgresql":
+        # pre_ping: a connection the server closed (restart, idle timeout) is replaced before a job's write uses it.
+        # UTF8 on the wire whatever the server's default, so a wrong database is refused with our own message
+        # (`Store._check_server`) rather than failing inside SQLAlchemy on bytes.
+        engine = create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8, pool_timeout=60,
+                               connect_args={"client_encoding": "utf8"})  # fmt: skip
+        return engine, False
     memory = u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
     connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     if memory:
@@ -253,27 +327,6 @@ def make_engine(url: str) -> tuple[Engine, bool]:
         engine = create_engine(u, connect_args=connect_args, pool_size=8, max_overflow=8, pool_timeout=60)
     _install_sqlite_events(engine, wal=not memory)
     return engine, memory
-
-
-# --- files shared between rows -----------------------------------------------------------------------
-
-# Guards the window between "is this file still referenced?" and unlinking it (see module docstring).
-_FILES_LOCK = threading.RLock()
-_PINNED: Counter[str] = Counter()
-
-
-def _pin(path: Path) -> None:
-    with _FILES_LOCK:
-        _PINNED[str(path)] += 1
-
-
-def _unpin(path: Path) -> None:
-    with _FILES_LOCK:
-        key = str(path)
-        if _PINNED[key] <= 1:
-            _PINNED.pop(key, None)
-        else:
-            _PINNED[key] -= 1
 
 
 def escape_like(text: str, escape: str = "\\") -> str:
@@ -323,43 +376,125 @@ def _clip_error(error: Any) -> str:
 class Store:
     """Gallery storage over one data folder and one database. Create with `Store.open()`."""
 
-    def __init__(self, paths: DataPaths, url: str) -> None:
+    def __init__(self, paths: DataPaths, url: str | URL) -> None:
         self.paths = paths
-        self.url = url
-        self.engine, serialize = make_engine(url)
+        self.url = database_url(url).render_as_string(hide_password=False)
+        self.engine, serialize = make_engine(self.url)
         # Same pool as `engine`; on SQLite its transactions begin IMMEDIATE (write lock up front).
         self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._reads = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writes = sessionmaker(bind=self._write_engine, expire_on_commit=False)
         self._serial: AbstractContextManager[Any] = threading.RLock() if serialize else nullcontext()
+        self._leases = Leases.for_engine(self.engine)
+        self._keeper: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # lifecycle
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str] | None = None, url: str | None = None) -> Store:
-        """Open (creating if needed) the data folder and database, and migrate the schema to head.
+    def open(cls, data_dir: str | os.PathLike[str] | None = None, url: str | URL | None = None) -> Store:
+        """Open (creating if needed) the data folder and database, migrate the schema to head and register this
+        front-end as a live instance.
 
         data_dir: argument, else `$HUMO_DATA_DIR`, else `./data`. url: argument, else `$HUMO_DB_URL`,
-        else SQLite `<data_dir>/humo.db`. Media files always live in the data folder.
+        else SQLite `<data_dir>/humo.db`. Media files always live in the data folder: front-ends sharing a
+        PostgreSQL database must share that folder too (one path, mounted on every machine).
         """
         paths = DataPaths.at(data_dir).ensure()
         store = cls(paths, url or os.environ.get(ENV_DB_URL) or paths.sqlite_url)
         try:
+            store._check_server()
             store.upgrade()
+            store._register()
         except BaseException:
             store.close()
             raise
         return store
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply Alembic migrations up to `revision`, in one transaction (SQLite: holding the write lock)."""
+        """Apply Alembic migrations up to `revision`, in one transaction (SQLite: holding the write lock;
+        PostgreSQL: holding an advisory lock, so a second front-end starting at once waits, then finds head)."""
         cfg = alembic_config(self.url)
         with self._serial, self._write_engine.begin() as conn:
+            self._leases.migrate_lock(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
 
+    def _check_server(self) -> None:
+        """A PostgreSQL database must store text as UTF8 (SQL_ASCII would hand back bytes for every prompt)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.connect() as conn:
+            encoding = conn.execute(text("SHOW server_encoding")).scalar_one()
+        if encoding.upper().replace("-", "") != "UTF8":
+            raise InputError(
+                f"the database {self.engine.url.database!r} stores text as {encoding}: create it with "
+                "ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME) and point HUMO_DB_URL at it",
+                field="db_url",
+            )
+
+    @property
+    def instance_id(self) -> int | None:
+        """This front-end's id in `instances` (rows it creates carry it)."""
+        return self._leases.instance_id
+
+    def _register(self) -> None:
+        def insert_row(conn: Any) -> int:
+            now = self._leases.now(conn)
+            values = {"host": socket.gethostname()[:255], "pid": os.getpid(), "started_at": now, "heartbeat_at": now}
+            return int(conn.execute(insert(Instance).values(**values)).inserted_primary_key[0])
+
+        with self._serial:
+            self._leases.register(self._write_engine, insert_row)
+
+    def heartbeat(self) -> dict[str, int]:
+        """Prove this front-end alive, then sweep up after dead ones: fail the rows they left queued or running
+        and, when one died, remove the files nobody alive wants (`clean_leftovers`). Returns what was done."""
+        self._leases.keep()
+        with self._write() as session:
+            now = self._leases.now(session.connection())
+            beat = update(Instance).where(Instance.id == self.instance_id).values(heartbeat_at=now)
+            if not session.execute(beat).rowcount:
+                # Taken for dead while the lease was down (PostgreSQL): come back under the same id. Its rows were
+                # failed meanwhile, so their jobs end failed rather than run twice.
+                log.warning("studio instance %s was swept as dead; registering it again", self.instance_id)
+                values = {"host": socket.gethostname()[:255], "pid": os.getpid(), "started_at": now}
+                session.execute(insert(Instance).values(id=self.instance_id, heartbeat_at=now, **values))
+        failed, dead = self._reap()
+        removed = self.clean_leftovers() if dead else {"partial": 0, "unreferenced": 0}
+        return {"failed": failed, "dead_instances": dead, **removed}
+
+    def start_heartbeat(self, every_s: float = HEARTBEAT_S) -> None:
+        """Run `heartbeat` every `every_s` seconds in a daemon thread until `close` (a serving front-end does)."""
+
+        def beat() -> None:
+            while not self._closing.wait(every_s):
+                try:
+                    report = self.heartbeat()
+                except Exception:  # a database hiccup: the next beat tries again
+                    log.exception("studio heartbeat failed")
+                    continue
+                if report["failed"] or report["dead_instances"]:
+                    log.warning("swept up after stopped front-ends: %s", report)
+
+        self._keeper = threading.Thread(target=beat, name=f"humo-heartbeat-{self.instance_id}", daemon=True)
+        self._keeper.start()
+
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop the heartbeat, give this instance up and close every pooled connection. Rows this front-end left
+        queued or running become orphans that the next sweep of any front-end fails."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=60)
+        if self.instance_id is not None:
+            try:
+                with self._write() as session:
+                    session.execute(delete(Instance).where(Instance.id == self.instance_id))
+            except Exception:  # the database is gone: the others' sweep finds the lock free
+                log.warning("could not unregister studio instance %s", self.instance_id, exc_info=True)
+        self._leases.release()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -407,8 +542,9 @@ class Store:
         """Copy an uploaded file to `inputs/<sha[:2]>/<sha><ext>`; return (relative path, sha256).
 
         Identical content (and extension) is stored once. The copy is atomic: a temporary file in
-        `inputs/` renamed into place. The file stays pinned in this process until `create_generation`
-        records it, so a concurrent `delete` of another row using it does not remove it.
+        `inputs/` (named for this instance, so no other front-end takes it for a crash's leftover) renamed into
+        place. The file stays claimed by this instance until `create_generation` records it (or `discard_inputs`
+        lets it go), so a `delete` of another row using it, in any front-end, does not remove it.
         """
         if kind not in INPUT_KINDS:
             raise InputError(f"input kind {kind!r}: use one of {', '.join(INPUT_KINDS)}", field="kind")
@@ -416,7 +552,8 @@ class Store:
         if not src.is_file():
             raise InputError(f"{kind} file {src} does not exist: upload it again", field=kind)
         self.paths.inputs.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.paths.inputs, prefix=".upload-", suffix=".tmp")
+        prefix = f"{_UPLOAD_PREFIX}{self.instance_id}-"
+        fd, tmp_name = tempfile.mkstemp(dir=self.paths.inputs, prefix=prefix, suffix=".tmp")
         tmp = Path(tmp_name)
         try:
             digest, size = hashlib.sha256(), 0
@@ -432,13 +569,14 @@ class Store:
             sha = digest.hexdigest()
             rel = DataPaths.input_rel(sha, clean_ext(src.name))
             dest = self.abs_path(rel)
-            with _FILES_LOCK:
+            with self._leases.files_lock():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.is_file():
                     tmp.unlink()  # already stored: same bytes, same name
                 else:
                     os.replace(tmp, dest)
-                _pin(dest)
+                with self._write() as session:
+                    session.add(FileClaim(path=rel, instance_id=self.instance_id, created_at=utcnow()))
             return rel, sha
         finally:
             tmp.unlink(missing_ok=True)
@@ -482,6 +620,8 @@ class Store:
         rels = [self._existing_rel(p, "input_paths") for p in input_paths]
         row = Generation(
             owner=check_owner(owner),
+            instance_id=self.instance_id,
+            prompt_folded=prompt.casefold(),
             consent=consent,
             status="queued",
             created_at=utcnow(),
@@ -497,14 +637,15 @@ class Store:
             input_paths=rels,
             total_steps=total_steps,
         )
-        # Holding the files lock, a delete either sees this row or sees the inputs still pinned.
-        with _FILES_LOCK if rels else nullcontext():
-            for rel in rels:  # re-check: a delete may have removed an unpinned file meanwhile
+        # Holding the files lock, a delete either sees this row or sees the inputs still claimed; the row and the
+        # end of its inputs' claims commit together.
+        with self._leases.files_lock() if rels else nullcontext():
+            for rel in rels:  # re-check: a delete may have removed an unclaimed file meanwhile
                 self._existing_rel(rel, "input_paths")
             with self._write() as session:
                 session.add(row)
-            for rel in rels:
-                _unpin(self.abs_path(rel))
+                for rel in rels:
+                    self._release_claim(session, rel)
         return row
 
     def get(self, generation_id: int, owner: str = LOCAL_OWNER) -> Generation:
@@ -513,9 +654,10 @@ class Store:
             return self._row(session, generation_id, owner)
 
     @staticmethod
-    def _row(session: Session, generation_id: int, owner: str | None = None) -> Generation:
-        """The row; with `owner`, only that owner's (the job layer's own transitions pass None)."""
-        row = session.get(Generation, _check_id(generation_id))
+    def _row(session: Session, generation_id: int, owner: str | None = None, lock: bool = False) -> Generation:
+        """The row; with `owner`, only that owner's (the job layer's own transitions pass None). `lock`: a write's
+        read-check-write holds the row until commit (PostgreSQL's FOR UPDATE; SQLite's writer already is alone)."""
+        row = session.get(Generation, _check_id(generation_id), with_for_update=True if lock else None)
         if row is None or (owner is not None and row.owner != check_owner(owner)):
             raise NotFoundError(f"no generation with id {generation_id} (never created, or deleted)")
         return row
@@ -533,7 +675,7 @@ class Store:
 
     def _transition(self, generation_id: int, new_status: str, **values: Any) -> Generation:
         with self._write() as session:
-            row = self._row(session, generation_id)
+            row = self._row(session, generation_id, lock=True)
             if new_status not in TRANSITIONS[row.status]:
                 raise ValueError(f"generation {generation_id} is {row.status}: it cannot become {new_status}")
             row.status = new_status
@@ -553,7 +695,7 @@ class Store:
         if not ok or total < 1 or not 0 <= step <= total:
             raise InputError(f"progress must satisfy 0 <= step <= total, total >= 1; got {step}/{total}", field="step")
         with self._write() as session:
-            row = self._row(session, generation_id)
+            row = self._row(session, generation_id, lock=True)
             if row.status != "running":
                 raise ValueError(f"generation {generation_id} is {row.status}: progress is only recorded while running")
             row.step, row.total_steps = step, total
@@ -592,17 +734,33 @@ class Store:
         )
 
     def recover_crashed(self) -> int:
-        """Mark rows left queued/running by a crash as failed; returns how many.
+        """Fail the rows that dead front-ends left queued or running (and forget those front-ends); returns how
+        many rows. A row of a live front-end, this one's included, is never touched: call it at start-up (before
+        the job worker runs) and let the heartbeat call it while serving.
 
-        Call once at studio start, before the job worker runs (it would otherwise fail live jobs).
+        Dead: its lease lock is free and its heartbeat older than the backend's grace (`studio.leases`). Rows made
+        before front-ends had ids (no instance) count as orphaned.
         """
+        return self._reap()[0]
+
+    def _reap(self) -> tuple[int, int]:
+        """(rows failed, dead instances removed); their claims go with them (ON DELETE CASCADE)."""
         with self._write() as session:
+            conn = session.connection()
+            instances = session.execute(select(Instance.id, Instance.heartbeat_at)).all()
+            held = self._leases.held(conn, [i for i, _ in instances])
+            cutoff = self._leases.now(conn) - timedelta(seconds=self._leases.grace_s)
+            dead = [i for i, beat in instances if i not in held and beat <= cutoff]
+            if dead:
+                session.execute(delete(Instance).where(Instance.id.in_(dead)))
+            orphaned = or_(Generation.instance_id.is_(None), Generation.instance_id.not_in(select(Instance.id)))
             result = session.execute(
                 update(Generation)
-                .where(Generation.status.in_(ACTIVE_STATUSES))
+                .where(Generation.status.in_(ACTIVE_STATUSES), orphaned)
                 .values(status="failed", error=INTERRUPTED_ERROR, finished_at=utcnow())
             )
-            return int(result.rowcount or 0)
+        self._leases.forget(dead)
+        return int(result.rowcount or 0), len(dead)
 
     def list_generations(
         self,
@@ -625,7 +783,8 @@ class Store:
             )
         filters = [Generation.owner == check_owner(owner)]
         if query is not None and query.strip():
-            filters.append(Generation.prompt.ilike(f"%{escape_like(query.strip())}%", escape="\\"))
+            folded = escape_like(query.strip().casefold())
+            filters.append(Generation.prompt_folded.like(f"%{folded}%", escape="\\"))
         if status is not None:
             wanted = [status] if isinstance(status, str) else list(status)
             unknown = [s for s in wanted if s not in STATUSES]
@@ -644,68 +803,87 @@ class Store:
         return list(rows), int(total)
 
     def delete(self, generation_id: int, owner: str = LOCAL_OWNER) -> list[str]:
-        """Delete `owner`'s finished row and then its files that no other row references; returns the removed
-        paths. Queued/running rows raise ValueError: stop them first.
+        """Delete `owner`'s finished row and then its files that no other row references and no front-end claims;
+        returns the removed paths. Queued/running rows raise ValueError: stop them first.
         """
-        with _FILES_LOCK:
+        with self._leases.files_lock():
             with self._write() as session:
-                row = self._row(session, generation_id, owner)
+                row = self._row(session, generation_id, owner, lock=True)
                 if row.status in ACTIVE_STATUSES:
                     raise ValueError(f"generation {generation_id} is {row.status}: stop it before deleting it")
                 owned = row.files()
                 session.delete(row)
                 session.flush()
-                shared = {rel for rel in owned if self._referenced(session, rel)}
+                kept = {rel for rel in owned if self._in_use(session, rel)}
             # The row is committed: only now do files go, so no row ever points to a missing file.
-            removed = []
-            for rel in owned:
-                path = self.abs_path(rel)
-                if rel in shared or _PINNED[str(path)] > 0:
-                    continue
-                if path.is_file():
-                    path.unlink()
-                    removed.append(rel)
-            return removed
+            return self._unlink([rel for rel in owned if rel not in kept])
 
     def discard_inputs(self, rels: Iterable[str]) -> list[str]:
-        """Release inputs saved for a job refused before its row existed; remove those no row references.
+        """Release inputs saved for a job refused before its row existed (one claim per `save_input`); remove
+        those no row references and no front-end claims. Returns the removed paths. (A refused job must leave no
+        file behind.)"""
+        rels = list(rels)
+        with self._leases.files_lock():
+            with self._write() as session:
+                for rel in rels:
+                    self._release_claim(session, rel)
+                unused = [rel for rel in dict.fromkeys(rels) if not self._in_use(session, rel)]
+            return self._unlink(unused)
 
-        Returns the removed paths. (A refused job must leave no file behind.)"""
+    def _unlink(self, rels: Iterable[str]) -> list[str]:
+        """Remove these data-folder files (those still there); returns the removed ones. Under the files lock."""
         removed = []
-        with _FILES_LOCK:
-            for rel in dict.fromkeys(rels):
-                path = self.abs_path(rel)
-                _unpin(path)
-                with self._read() as session:
-                    keep = self._referenced(session, rel)
-                if not keep and _PINNED[str(path)] == 0 and path.is_file():
-                    path.unlink()
-                    removed.append(rel)
+        for rel in rels:
+            path = self.abs_path(rel)
+            if path.is_file():
+                path.unlink(missing_ok=True)  # another front-end may have just removed it too
+                removed.append(rel)
         return removed
 
     def clean_leftovers(self) -> dict[str, int]:
-        """At start-up, before any job: remove half-written files (`*.part.*`, `.upload-*`) and media and inputs
-        that no row references (a crash between writing a file and recording it). Returns counts per kind."""
-        with self._read() as session:
-            rows = session.execute(
-                select(Generation.video_path, Generation.thumbnail_path, Generation.input_paths)
-            ).all()
-        referenced = {p for video, thumb, inputs in rows for p in (video, thumb, *(inputs or [])) if p}
+        """Remove half-written files (`*.part.*`, `.upload-*`) and media and inputs that no row references (a
+        crash between writing a file and recording it), sparing whatever a live front-end may still want: the
+        files of its queued and running rows, its uploads in progress and its claimed inputs. Returns counts per
+        kind. Runs at start-up and whenever a heartbeat found a dead front-end."""
         counts = {"partial": 0, "unreferenced": 0}
-        with _FILES_LOCK:
-            for folder in (self.paths.videos, self.paths.thumbs, self.paths.inputs, self.paths.previews):
-                for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                    if not path.is_file() or path.is_symlink() or _PINNED[str(path)] > 0:
-                        continue
-                    partial = ".part." in path.name or path.name.startswith(".upload-")
-                    if partial or (path.name != PLACEHOLDER_NAME and self.rel_path(path) not in referenced):
-                        path.unlink()
-                        counts["partial" if partial else "unreferenced"] += 1
+        with self._leases.files_lock():
+            # The folder first, the database second: every file listed was made after the row, claim or instance
+            # that protects it committed, so a job that starts meanwhile never loses a file.
+            listed = [
+                path
+                for folder in (self.paths.videos, self.paths.thumbs, self.paths.inputs, self.paths.previews)
+                for path in (sorted(folder.rglob("*")) if folder.is_dir() else [])
+                if path.is_file() and not path.is_symlink() and path.name != PLACEHOLDER_NAME
+            ]
+            with self._read() as session:
+                g = Generation
+                rows = session.execute(select(g.id, g.status, g.video_path, g.thumbnail_path, g.input_paths)).all()
+                claimed = set(session.scalars(select(FileClaim.path)))
+                live = {str(i) for i in session.scalars(select(Instance.id))}
+            referenced = claimed | {p for _, _, *files in rows for p in (*files[:2], *(files[2] or [])) if p}
+            active = {str(gid) for gid, status, *_ in rows if status in ACTIVE_STATUSES}
+            for path in listed:
+                partial = ".part." in path.name or path.name.startswith(_UPLOAD_PREFIX)
+                if self._wanted(path, partial, referenced, active, live):
+                    continue
+                path.unlink(missing_ok=True)
+                counts["partial" if partial else "unreferenced"] += 1
         return counts
 
-    @staticmethod
-    def _referenced(session: Session, rel: str) -> bool:
-        """Whether any row references `rel` as its video, thumbnail or one of its inputs."""
+    def _wanted(self, path: Path, partial: bool, referenced: set[str], active: set[str], live: set[str]) -> bool:
+        """Whether a listed data-folder file is still wanted (see `clean_leftovers`)."""
+        if path.name.startswith(_UPLOAD_PREFIX):
+            return path.name[len(_UPLOAD_PREFIX) :].split("-", 1)[0] in live
+        match = _ROW_FILE.match(path.name)
+        if match and path.parent in (self.paths.videos, self.paths.thumbs, self.paths.previews):
+            if str(int(match.group(1))) in active:  # being written for a queued or running row
+                return True
+        return not partial and self.rel_path(path) in referenced
+
+    def _in_use(self, session: Session, rel: str) -> bool:
+        """Whether any row references `rel` (video, thumbnail or input) or any front-end claims it."""
+        if session.scalar(select(FileClaim.id).where(FileClaim.path == rel).limit(1)) is not None:
+            return True
         # Prefilter in SQL on the JSON text (the serializer is json.dumps, so the quoted form matches
         # exactly), then confirm in Python to rule out look-alikes.
         in_inputs = cast(Generation.input_paths, Text).like(f"%{escape_like(json.dumps(rel))}%", escape="\\")
@@ -715,6 +893,14 @@ class Store:
             )
         ).all()
         return any(rel in (video, thumb) or rel in (inputs or []) for video, thumb, inputs in candidates)
+
+    def _release_claim(self, session: Session, rel: str) -> None:
+        """End one of this instance's claims on `rel` (none: a path the caller did not save through us)."""
+        claim = session.scalar(
+            select(FileClaim.id).where(FileClaim.path == rel, FileClaim.instance_id == self.instance_id).limit(1)
+        )
+        if claim is not None:
+            session.execute(delete(FileClaim).where(FileClaim.id == claim))
 
     # app settings
 
@@ -727,12 +913,17 @@ class Store:
     def set_setting(self, key: str, value: Any, owner: str = LOCAL_OWNER) -> None:
         """Store a JSON-serializable value under `owner`'s `key` (replacing any previous one)."""
         value = _json_value(value, "value")
+        dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        upsert = dialect_insert(AppSetting).values(
+            owner=check_owner(owner), key=self._check_key(key), value=value, updated_at=utcnow()
+        )
+        # One statement: two front-ends (or threads) setting a new key at once both succeed, the last one wins.
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[AppSetting.owner, AppSetting.key],
+            set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
+        )
         with self._write() as session:
-            row = session.get(AppSetting, (check_owner(owner), self._check_key(key)))
-            if row is None:
-                session.add(AppSetting(owner=owner, key=key, value=value, updated_at=utcnow()))
-            else:
-                row.value, row.updated_at = value, utcnow()
+            session.execute(upsert)
 
     @staticmethod
     def _check_key(key: str) -> str:
