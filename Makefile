@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST = $(or $(HUMO_HOST),127.0.0.1)
 PORT = $(or $(HUMO_PORT),7860)
 
-.PHONY: run test lint format clean-venv
+.PHONY: run test lint format clean-venv chromium postgresql
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
 
-test: $(VENV)/.installed-test chromium
+# The store's tests start a PostgreSQL server of their own from Debian's binaries (tests/postgres.py), never the
+# package's system cluster or service. Install the binaries when missing.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL missing: install Debian's postgresql package for the store's tests"; fi; }
+
+test: $(VENV)/.installed-test chromium postgresql
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

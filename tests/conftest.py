@@ -1,7 +1,9 @@
-"""Fixtures shared by every test module (helpers that make media files: tests/media_files.py)."""
+"""Fixtures shared by every test module (helpers that make media files: tests/media_files.py; the PostgreSQL
+server: tests/postgres.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,30 @@ def good_media(tmp_path_factory) -> dict[str, Path]:
         "audio": Path(write_wav(folder / "voice.wav", 0.3)),
         "audio05": Path(write_wav(folder / "voice05.wav", 0.5)),
     }
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server started for this test session (tests/postgres.py), stopped at its end."""
+    from tests.postgres import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL missing: `make test` installs Debian's postgresql package"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI must run the PostgreSQL tests, not skip them
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str | None:
+    """The store's database, once per backend: None (SQLite in the data folder, the default) or the URL of a new
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database()

@@ -18,8 +18,8 @@ A, B = "anon:" + "a" * 32, "anon:" + "b" * 32
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "data")
+def store(tmp_path, db_url):  # SQLite and PostgreSQL (tests/conftest.py)
+    s = Store.open(tmp_path / "data", url=db_url)
     yield s
     s.close()
 
@@ -99,7 +99,7 @@ def test_clean_leftovers_removes_partials_and_unreferenced_files(store, tmp_path
     stray_video = store.paths.videos / "000099.mp4"
     stray_video.write_bytes(b"no row")
     counts = store.clean_leftovers()
-    # the orphan input is still pinned by this process (saved, never recorded): a live job may be about to use it
+    # the orphan input is still claimed by this front-end (saved, never recorded): a live job may be about to use it
     assert counts == {"partial": 1, "unreferenced": 1}
     assert not part.exists() and not stray_video.exists()
     assert all(store.abs_path(p).is_file() for p in done.files())

@@ -1,4 +1,5 @@
-"""Gallery store: rows, status transitions, search, files, migrations, SQLite concurrency."""
+"""Gallery store: rows, status transitions, search, files, migrations, concurrency. Every test taking `store` or
+`db_url` runs on SQLite and on a real PostgreSQL server (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from sqlalchemy import create_engine, inspect, text
 
 from engine.errors import InputError
 from studio.paths import DB_FILENAME, SUBDIRS, DataPaths
-from studio.store import INTERRUPTED_ERROR, Base, Store, alembic_config, escape_like
+from studio.store import Base, Store, alembic_config, escape_like
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = Store.open(tmp_path / "data")
+def store(tmp_path: Path, db_url):
+    s = Store.open(tmp_path / "data", url=db_url)
     yield s
     s.close()
 
@@ -183,23 +184,6 @@ def test_failed_and_stopped(store):
     assert all(store.get(i).finished_at is not None for i in (a.id, b.id, c.id))
 
 
-def test_recover_crashed(store):
-    queued, running, done, failed = _new(store), _new(store), _new(store), _new(store)
-    store.mark_running(running.id)
-    _finish(store, done.id)
-    store.mark_running(failed.id)
-    store.mark_failed(failed.id, "boom")
-
-    assert store.recover_crashed() == 2
-    for row_id in (queued.id, running.id):
-        row = store.get(row_id)
-        assert (row.status, row.error) == ("failed", INTERRUPTED_ERROR)
-        assert row.finished_at is not None
-    assert store.get(done.id).status == "done"
-    assert store.get(failed.id).error == "boom"
-    assert store.recover_crashed() == 0
-
-
 # --- listing and search ------------------------------------------------------------------------------
 
 
@@ -211,7 +195,7 @@ def test_paging_newest_first(store, tmp_path):
     assert [r.id for rows, _ in pages for r in rows] == ids[::-1]
 
     # Order follows created_at, not id: make the oldest row the newest.
-    later = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None).isoformat(sep=" ")
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None)  # stored naive UTC
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE generations SET created_at = :t WHERE id = :i"), {"t": later, "i": ids[0]})
     rows, _ = store.list_generations(page_size=3)
@@ -333,9 +317,9 @@ def test_delete_refuses_active_rows_and_keeps_pinned_uploads(store, tmp_path):
 # --- settings ----------------------------------------------------------------------------------------
 
 
-def test_settings_roundtrip_across_reopen(tmp_path):
+def test_settings_roundtrip_across_reopen(tmp_path, db_url):
     last_run = {"mode": "TIA", "steps": 50, "guidance": {"scale_a": 5.5}, "size": [480, 832], "seed": None}
-    with Store.open(tmp_path / "data") as store:
+    with Store.open(tmp_path / "data", url=db_url) as store:
         assert store.get_setting("generate.last", {"fallback": 1}) == {"fallback": 1}
         store.set_setting("generate.last", last_run)
         store.set_setting("theme", "dark")
@@ -344,7 +328,7 @@ def test_settings_roundtrip_across_reopen(tmp_path):
             store.set_setting("bad", {1, 2})
         with pytest.raises(InputError):
             store.set_setting("", 1)
-    with Store.open(tmp_path / "data") as store:
+    with Store.open(tmp_path / "data", url=db_url) as store:
         assert store.get_setting("generate.last") == last_run
         assert store.get_setting("theme") == "light"
         assert store.get_setting("bad", "unset") == "unset"
@@ -385,11 +369,13 @@ def test_migration_from_0001_keeps_rows(tmp_path):
         assert "app_settings" in insp.get_table_names()
         assert "ix_generations_created_at" in {ix["name"] for ix in insp.get_indexes("generations")}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert [r.prompt for r in store.list_generations(query="OLD ONE")[0]] == ["old one"]  # 0004 folded it
 
 
-def test_models_match_migration_head_and_downgrade_works(tmp_path):
-    url = f"sqlite:///{(tmp_path / 'h.db').as_posix()}"
+def test_models_match_migration_head_and_downgrade_works(tmp_path, db_url):
+    """From an empty database: the migrations make exactly the models' schema (alembic check), down and up."""
+    url = db_url or f"sqlite:///{(tmp_path / 'h.db').as_posix()}"
     cfg = alembic_config(url)
     command.upgrade(cfg, "head")
     engine = create_engine(url)
@@ -399,11 +385,15 @@ def test_models_match_migration_head_and_downgrade_works(tmp_path):
     command.downgrade(cfg, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     command.upgrade(cfg, "head")
-    assert {"generations", "app_settings"} <= set(inspect(engine).get_table_names())
+    assert {"generations", "app_settings", "instances", "file_claims"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
     engine.dispose()
 
 
-def test_sqlite_pragmas(store):
+def test_sqlite_pragmas(tmp_path):
+    store = Store.open(tmp_path / "data")
     raw = sqlite3.connect(store.paths.db)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     raw.close()
@@ -411,6 +401,7 @@ def test_sqlite_pragmas(store):
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
 
 
 def test_concurrent_writes_from_threads(store):
