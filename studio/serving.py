@@ -5,7 +5,9 @@ allowed one: letting Gradio serve `humo.db` opens and closes it inside the studi
 SQLite's POSIX lock and lets the next process delete the live WAL. Callbacks hand Gradio `served_copy(path)`,
 a copy under Gradio's cache folder whose directory name is a seeded hash of the content (unguessable without
 the file), so one visitor cannot fetch another's video by URL. Deleting an entry evicts its copies, and the
-cache (uploads, Gradio's temporary files and `SERVED`) is aged out by `cache_sweeper`.
+cache (uploads, Gradio's temporary files and `SERVED`) is aged out by `cache_sweeper`. Several front-ends may
+share one gallery, each with a cache of its own: an entry deleted through another front-end loses the copies this
+one served within `ORPHAN_EVERY_S` (`evict_orphans`: a copy whose data-folder file is gone goes too).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Copies made for the page; registered with the app's `temp_file_sets` so the cache sweep ages them out.
 SERVED: set[str] = set()
+_SOURCES: dict[str, str] = {}  # served copy -> the data-folder file it was copied from
+ORPHAN_EVERY_S = 10.0
 
 
 def cache_folder() -> Path:
@@ -38,6 +42,7 @@ def served_copy(path: str | Path | None) -> str | None:
         return None
     copy = processing_utils.save_file_to_cache(path, cache_dir=str(cache_folder()))
     SERVED.add(copy)
+    _SOURCES[copy] = str(path)
     return copy
 
 
@@ -51,8 +56,28 @@ def evict(path: str | Path | None) -> int:
         return 0
     for item in folder.iterdir():
         SERVED.discard(str(item))
+        _SOURCES.pop(str(item), None)
     shutil.rmtree(folder, ignore_errors=True)
     return 1
+
+
+def evict_orphans() -> int:
+    """Remove served copies whose data-folder file is gone (deleted through another front-end sharing the
+    gallery, which could evict only its own cache); returns how many copies went."""
+    removed = 0
+    for copy, source in list(_SOURCES.items()):
+        if not os.path.exists(copy):  # aged out by the cache sweep meanwhile
+            _SOURCES.pop(copy, None)
+        elif not os.path.exists(source):
+            _SOURCES.pop(copy, None)
+            SERVED.discard(copy)
+            Path(copy).unlink(missing_ok=True)
+            try:
+                Path(copy).parent.rmdir()  # the per-file hash folder, once empty
+            except OSError:
+                pass
+            removed += 1
+    return removed
 
 
 def sweep_cache(blocks, age_s: float | None) -> int:
@@ -91,15 +116,20 @@ def sweep_cache(blocks, age_s: float | None) -> int:
 
 def cache_sweeper(every_s: float, age_s: float):
     """A lifespan (for `launch(app_kwargs={"lifespan": ...})`) that runs `sweep_cache` every `every_s` seconds
-    and empties the cache at shutdown, as Gradio's `delete_cache` would."""
+    and `evict_orphans` every `ORPHAN_EVERY_S`, and empties the cache at shutdown, as Gradio's `delete_cache`
+    would."""
 
     @asynccontextmanager
     async def lifespan(app):
         async def loop():
+            last_sweep = time.monotonic()
             while True:
-                await asyncio.sleep(every_s)
+                await asyncio.sleep(min(every_s, ORPHAN_EVERY_S))
                 try:
-                    await anyio.to_thread.run_sync(sweep_cache, app.get_blocks(), age_s)
+                    await anyio.to_thread.run_sync(evict_orphans)
+                    if time.monotonic() - last_sweep >= every_s:
+                        last_sweep = time.monotonic()
+                        await anyio.to_thread.run_sync(sweep_cache, app.get_blocks(), age_s)
                 except Exception:  # never let one bad sweep end the schedule
                     log.exception("cache sweep failed")
 

@@ -213,6 +213,25 @@ def test_two_studios_share_one_gallery_while_jobs_run(tmp_path, db_url, good_med
             ctx.store.close()
 
 
+def test_copies_served_of_an_entry_deleted_elsewhere_are_evicted(two, tmp_path, monkeypatch):
+    """Each front-end serves copies from a cache of its own: a delete through the other one removes the files but
+    can evict only its own copies; this one's go at its next `evict_orphans` (every ORPHAN_EVERY_S)."""
+    from studio import serving
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache-of-the-first"))
+    first, second = two
+    gone = _finish(first, _new(first, owner=ADA).id)
+    kept = _finish(first, _new(first, owner=ADA).id)
+    copies = [serving.served_copy(first.abs_path(row.video_path)) for row in (gone, kept)]
+    assert all(Path(c).is_file() and c in serving.SERVED for c in copies)
+    second.delete(gone.id, owner=ADA)  # the second front-end's own cache is elsewhere: the first's copy stays
+    assert Path(copies[0]).is_file()
+    assert serving.evict_orphans() == 1
+    assert not Path(copies[0]).exists() and copies[0] not in serving.SERVED
+    assert not Path(copies[0]).parent.exists()  # its hash folder too: the old URL is gone
+    assert Path(copies[1]).is_file() and serving.evict_orphans() == 0
+
+
 # --- PostgreSQL's own rules ------------------------------------------------------------------------------------
 
 
