@@ -46,8 +46,10 @@ def make_clients(url: str, n: int, address=lambda i: f"10.0.{i // 250}.{i % 250 
 
 
 @pytest.mark.slow
-def test_twenty_visitors_at_once_each_get_exactly_their_own_row(tmp_path, good_media):
-    with running_studio(tmp_path / "data", public=True, max_queue_public=20, trusted_proxies=1) as (url, ctx):
+def test_twenty_visitors_at_once_each_get_exactly_their_own_row(tmp_path, good_media, db_url):
+    """On SQLite and on a PostgreSQL server (`db_url`, tests/conftest.py)."""
+    studio = running_studio(tmp_path / "data", public=True, max_queue_public=20, trusted_proxies=1, db_url=db_url)
+    with studio as (url, ctx):
         clients = make_clients(url, 20)
         started = time.perf_counter()
         outcomes = submit_all(clients, job_args(good_media))
@@ -67,7 +69,7 @@ def test_twenty_visitors_at_once_each_get_exactly_their_own_row(tmp_path, good_m
             assert total == 1 and mine[0].id == row.id and mine[0].status == "done"
         assert ctx.admissions == {}
         assert_clean(audit(ctx.store))
-        print(f"\n20 visitors at once: 20 rows, 20 owners, {seconds:.1f} s in all")
+        print(f"\n20 visitors at once ({ctx.store.engine.dialect.name}): 20 rows, 20 owners, {seconds:.1f} s in all")
 
 
 def test_one_visitor_ten_parallel_submissions_one_admitted(tmp_path, good_media):
