@@ -131,8 +131,8 @@ class SQLiteLeases(Leases):
             if self.folder is not None:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self._path(instance_id), os.O_RDWR | os.O_CREAT, 0o600)
+                self._instance_fd = fd  # closed by release() if the commit fails
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new id (AUTOINCREMENT): nobody else has it
-                self._instance_fd = fd
         self.instance_id = instance_id
         return instance_id
 
@@ -238,12 +238,19 @@ class PostgresLeases(Leases):
             self._drop_lease()
         lease = self.engine.connect()
         try:
-            lease.execute(text("SELECT pg_advisory_lock(:ns, :id)"), {"ns": INSTANCE_NS, "id": self.instance_id})
+            # try_: the server may not have noticed yet that the old connection died (it still holds the lock);
+            # the next heartbeat tries again rather than blocking this one.
+            query = text("SELECT pg_try_advisory_lock(:ns, :id)")
+            taken = lease.execute(query, {"ns": INSTANCE_NS, "id": self.instance_id}).scalar_one()
             lease.commit()
         except BaseException:
             lease.invalidate()
             lease.close()
             raise
+        if not taken:
+            lease.close()
+            log.warning("studio instance %s: its lock is still held by its old connection; retrying", self.instance_id)
+            return
         self._lease = lease
 
     def migrate_lock(self, conn: Connection) -> None:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 from engine.errors import InputError
 from studio import tab_gallery
 from studio.context import StudioContext, StudioOptions
-from studio.leases import PostgresLeases
+from studio.leases import INSTANCE_NS, PostgresLeases
 from studio.store import INTERRUPTED_ERROR, Instance, NotFoundError, Store, alembic_config
 from tests.test_store import _finish, _media, _new, _upload
 
@@ -258,6 +259,34 @@ def test_front_ends_starting_together_migrate_once(postgres, tmp_path):
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
     for store in stores:
         store.close()
+
+
+def test_a_front_end_whose_lease_connection_drops_is_not_taken_for_dead(postgres, tmp_path, monkeypatch):
+    """The server ends the first front-end's lease session (a network blip, an idle timeout): the second one's sweep
+    spares it for the grace, and the first one's next heartbeat takes its lock again."""
+    url = postgres.create_database()
+    first, second = Store.open(tmp_path / "data", url=url), Store.open(tmp_path / "data", url=url)
+    job = _new(first)
+    first.mark_running(job.id)
+    query = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s"
+             " AND objsubid = 2")  # fmt: skip
+    with postgres.connect(make_url(url).database) as admin:
+        (pid,) = admin.execute(query, (INSTANCE_NS, first.instance_id)).fetchone()
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        for _ in range(100):  # the backend exits and its lock goes
+            if admin.execute(query, (INSTANCE_NS, first.instance_id)).fetchone() is None:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the terminated session kept its lock")
+        assert second.heartbeat()["failed"] == 0  # lock-less, but its heartbeat is fresh: alive
+        first.heartbeat()
+        (again,) = admin.execute(query, (INSTANCE_NS, first.instance_id)).fetchone()
+        assert again != pid
+    monkeypatch.setattr(PostgresLeases, "grace_s", 0.0)
+    assert second.heartbeat()["failed"] == 0 and first.get(job.id).status == "running"  # the lock alone suffices
+    second.close()
+    first.close()
 
 
 def test_postgres_urls_and_refusals(postgres, tmp_path):
