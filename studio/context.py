@@ -121,4 +121,3 @@ class StudioContext:
     def is_nano_model(self) -> bool:
         """The bundled HuMo-nano (trained on the synthetic world, 64x64)."""
         return self.default_model == "humo-nano"
-
