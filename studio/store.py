@@ -206,8 +206,8 @@ class Generation(Base):
         """JSON-ready copy (datetimes as ISO 8601 UTC)."""
         out: dict[str, Any] = {}
         for column in self.__table__.columns:
-            if column.key == "prompt_folded":
-                continue  # a search copy of the prompt
+            if column.key in ("prompt_folded", "instance_id"):
+                continue  # bookkeeping of the store (a search copy of the prompt, the front-end running it)
             value = getattr(self, column.key)
             out[column.key] = value.isoformat() if isinstance(value, datetime) else value
         return out

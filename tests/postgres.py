@@ -1,6 +1,8 @@
 """A PostgreSQL server of the tests' own: Debian's binaries (`make test` installs the `postgresql` package), `initdb`
-into a temporary folder, a Unix socket in that folder (no TCP port to collide with), stopped by `pg_ctl stop` on
-that folder. Never a system-wide service, never another process.
+into a temporary folder, the postmaster started directly as our child with a Unix socket in that folder (no TCP
+port to collide with), stopped by `pg_ctl stop` on that folder. On Linux the kernel also sends it SIGQUIT (immediate
+shutdown) when the test process dies without stopping it (a SIGKILLed pytest), so no server outlives its tests.
+Never a system-wide service, never another process.
 
 PostgreSQL refuses to run as root; as root (CI), the server runs as the `postgres` user the package created.
 Durability is off (fsync, synchronous_commit): a test server that dies loses nothing anyone keeps.
@@ -8,19 +10,29 @@ Durability is off (fsync, synchronous_commit): a test server that dies loses not
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import psycopg
 
 SUPERUSER = "humo"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGQUIT when the process that started it dies (Linux prctl; kept across exec)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
 
 
 def find_bindir() -> Path | None:
@@ -42,7 +54,7 @@ class PostgresServer:
             account = pwd.getpwnam("postgres")
             os.chown(self.root, account.pw_uid, account.pw_gid)
             self._user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        self._started = False
+        self._server: subprocess.Popen | None = None
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(args, cwd=self.root, capture_output=True, text=True, check=True, **self._user)
@@ -50,16 +62,24 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync", "--no-instructions")  # fmt: skip
-        options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{self.root}' -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=300"
-        )
-        # Its own session: a Ctrl-C in the test terminal does not reach the server; `stop` ends it.
-        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                        "-o", options, "start"], cwd=self.root, capture_output=True, text=True, check=True,
-                       start_new_session=True, **self._user)  # fmt: skip
-        self._started = True
-        return self
+        settings = {"listen_addresses": "", "unix_socket_directories": str(self.root), "fsync": "off",
+                    "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"}  # fmt: skip
+        command = [str(self.bindir / "postgres"), "-D", str(self.data)]
+        command += [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+        # Its own session (a Ctrl-C in the test terminal does not reach it); `stop` ends it, or our death does.
+        with self.log.open("w") as log:
+            self._server = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, preexec_fn=_die_with_parent, **self._user)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.connect().close()
+                return self
+            except psycopg.OperationalError:
+                if self._server.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}") from None
+                time.sleep(0.1)
 
     def url(self, dbname: str) -> str:
         """SQLAlchemy URL of `dbname` on this server (psycopg 3, over the socket)."""
@@ -78,14 +98,14 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        """`pg_ctl stop` (fast: open sessions are ended); if that fails, SIGQUIT the postmaster this server's
-        pid file names. Then the folder goes."""
-        if self._started:
-            try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
-            except subprocess.CalledProcessError:
-                pid_file = self.data / "postmaster.pid"
-                if pid_file.is_file():
-                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
-            self._started = False
+        """`pg_ctl stop` (fast: open sessions are ended); if that fails, SIGQUIT the postmaster we started. Then the
+        folder goes."""
+        if self._server is not None:
+            if self._server.poll() is None:
+                try:
+                    self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+                except subprocess.CalledProcessError:
+                    self._server.send_signal(signal.SIGQUIT)
+            self._server.wait(timeout=60)
+            self._server = None
         shutil.rmtree(self.root, ignore_errors=True)
