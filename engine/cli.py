@@ -13,7 +13,10 @@ from engine.errors import HuMoError, InputError
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", default=None, help="model id (humo-17b, humo-1.7b, tiny) or a local folder; default: best present"
+        "--model",
+        default=None,
+        help="model id (humo-17b, humo-1.7b, tiny), a local folder, or one transformer file (GGUF, fp8/fp16 "
+        "safetensors); default: best present",
     )
     p.add_argument("--prompt", help="scene and action")
     p.add_argument("--image", action="append", default=[], help="reference image (repeat for several)")
@@ -89,7 +92,9 @@ def _add_dub_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt", default=None, help="default: the official Wan negative prompt")
     p.add_argument("--face", type=int, default=None, help="which face: 0 = largest on the first frame with one")
     p.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="or the face under this pixel of frame 0")
-    p.add_argument("--strength", type=float, help="share of the face regenerated: 0.5 (default) mouth and jaw ... 1 all")
+    p.add_argument(
+        "--strength", type=float, help="share of the face regenerated: 0.5 (default) mouth and jaw ... 1 all"
+    )
     p.add_argument("--dilate", type=float, help="grow the face box by this share (default 0.05)")
     p.add_argument("--feather", type=float, help="soft edge as a share of the face height (default 0.05)")
     p.add_argument("--mask", default=None, help="a mask image of the frame size (white = re-animate) instead")
@@ -153,10 +158,14 @@ def _schedule_for(pipe, mode: str, args) -> dict:
 
 def _spec_default(pipe, name: str, fallback):
     """A sampling default of the loaded model's registry entry (students: 4 steps, one pass), else `fallback`."""
-    from engine.registry import MODELS
+    from engine.registry import get_spec
 
-    spec = MODELS.get(pipe.model_id)
-    return getattr(spec, name, None) or fallback
+    try:
+        spec = get_spec(pipe.model_id)  # a file model carries its base model's defaults
+    except HuMoError:
+        spec = None
+    value = getattr(spec, name, None)
+    return (value() if callable(value) else value) or fallback
 
 
 def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
@@ -325,7 +334,21 @@ def cmd_info(args) -> int:
     for model in list_models():
         state = "present" if model["present"] else "missing"
         print(f"{model['id']:<12} {state:<8} {model.get('size_gb', 0):8.2f} GB  {model.get('location') or ''}")
+    _print_weight_files()
     return 0
+
+
+def _print_weight_files() -> None:
+    """Single-file transformers (GGUF, fp8/fp16 repacks) under the models folder: `--model FILE` takes them."""
+    from engine.models.single_file import find_weight_files
+    from engine.registry import models_dir
+
+    files = find_weight_files(models_dir())
+    if files:
+        print(f"single files under {models_dir()} (use with --model FILE):")
+    for report in files:
+        usable = "" if report.is_humo else "  (not HuMo: cannot run here)"
+        print(f"  {report.path}: {report.summary()}{usable}")
 
 
 def _watermark_line(mark: dict) -> str:

@@ -95,7 +95,7 @@ def settings_record(
             "mode": output.mode,
             "num_frames": output.num_frames,
             "guidance": schedule.to_dict(),
-            "model_id": pipe.model_id,
+            "model_id": Path(pipe.model_id).name if Path(pipe.model_id).is_file() else pipe.model_id,  # no server path
             "model_hashes": pipe.model_hashes,
             "variant": pipe.variant,
             "scheduler": type(pipe.scheduler).__name__,

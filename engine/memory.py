@@ -50,8 +50,12 @@ def parse_mode(mode: str) -> tuple[str, set[str]]:
 
 
 def choose_memory_mode(model_id: str, free_vram_bytes: int, free_ram_bytes: int = 0, height: int = 480, width: int = 832,
-                       frames: int = 97) -> str:  # fmt: skip
-    """The lightest mode that fits the free VRAM (see the module docstring for the estimates)."""
+                       frames: int = 97, weights_gb: float | None = None, prequantized: bool = False) -> str:  # fmt: skip
+    """The lightest mode that fits the free VRAM (see the module docstring for the estimates).
+
+    `weights_gb`: the transformer's loaded size where it is not the model's bf16 size (a GGUF or fp8 file: what it
+    takes in memory, engine/models/single_file.py); `prequantized`: its weights are already quantized (GGUF), so the
+    fp8 mode, which re-stores bf16 weights in fp8, does not apply."""
     if not free_vram_bytes:
         return "cpu"
     if model_id not in WEIGHTS_GB:  # tiny / nano / unknown small models
@@ -59,12 +63,12 @@ def choose_memory_mode(model_id: str, free_vram_bytes: int, free_ram_bytes: int 
     free = free_vram_bytes / GB
     tier = 720 if height * width > 480 * 832 else 480
     act = ACTIVATIONS_GB[(model_id, tier)] * max(1.0, frames / 97)
-    weights = WEIGHTS_GB[model_id]
+    weights = WEIGHTS_GB[model_id] if weights_gb is None else weights_gb
     if free >= weights + act + TEXT_ENCODER_GB + MARGIN_GB:
         return "gpu"
     if free >= weights + act + MARGIN_GB:
         return "gpu+text_encoder_cpu+vae_tiling"
-    if free >= weights / 2 + act + MARGIN_GB:
+    if not prequantized and free >= weights / 2 + act + MARGIN_GB:
         return "fp8+text_encoder_cpu+vae_tiling"
     per_block = weights / (40 if model_id == "humo-17b" else 30)
     if free >= act + MARGIN_GB + 2 * per_block:  # two blocks resident while streaming
@@ -72,9 +76,25 @@ def choose_memory_mode(model_id: str, free_vram_bytes: int, free_ram_bytes: int 
     return "model_offload+vae_tiling"
 
 
+def transformer_bytes(transformer: torch.nn.Module) -> int:
+    """What a loaded transformer's parameters take (quantized GGUF weights at their stored size)."""
+    return sum(p.numel() * p.element_size() for p in transformer.parameters())
+
+
+def is_prequantized(transformer: torch.nn.Module) -> bool:
+    """Weights loaded already quantized (a GGUF file through diffusers' GGUF quantizer)."""
+    return getattr(transformer, "hf_quantizer", None) is not None
+
+
 def apply_memory_mode(pipe, mode: str, device: str | torch.device | None = None):
     """Place `pipe`'s components for a mode (see the module docstring). Returns the pipeline."""
     base, modifiers = parse_mode(mode)
+    if base == "fp8" and is_prequantized(pipe.transformer):
+        raise InputError(
+            "This transformer is already quantized (a GGUF file): the fp8 mode does not apply. Use gpu or "
+            "group_offload (+text_encoder_cpu+vae_tiling).",
+            field="memory_mode",
+        )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # umT5 kept on the CPU never visits the GPU (moving 11 GB there and back could not fit where the mode is needed)
     keep_on_cpu = {"text_encoder"} if "text_encoder_cpu" in modifiers and base != "model_offload" else set()

@@ -83,6 +83,7 @@ class ModelSpec:
     folder: Callable[[], Path] | None = None  # where a loader model's files live
     present: Callable[[], bool] | None = None  # None: every component is found
     untrained: bool = False  # random weights built in code: its videos are noise (the studio says so)
+    base: str | None = None  # a single-file model: the registered model whose VAE, encoders and defaults it uses
 
     def steps(self) -> int:
         return int(self.default_steps() if callable(self.default_steps) else self.default_steps)
@@ -222,15 +223,94 @@ def resolve(model_id: str) -> ResolvedModel:
         hint = " You are offline (HF_HUB_OFFLINE=1): run the download on a connected machine." if _offline() else ""
         raise MissingWeightsError(
             f"{model_id} is missing {listing}: {total} in all. Download it with "
-            f"`python -m engine download {model_id}`, or put the official files under {models_dir()}/.{hint}"
+            f"`python -m engine download {spec.base or model_id}`, or put the official files under {models_dir()}/."
+            f"{hint}"
         )
     return ResolvedModel(spec, roots)
 
 
 def get_spec(model_id: str) -> ModelSpec:
     if model_id not in MODELS:
+        from engine.models.single_file import is_weights_file
+
+        if is_weights_file(model_id) and Path(model_id).is_file():
+            return file_spec(model_id)
         raise InputError(f"Unknown model {model_id!r}: use one of {', '.join(MODELS)}.", field="model")
     return MODELS[model_id]
+
+
+# -- single-file transformers (GGUF, safetensors / .pth repacks) ---------------------------------------------------
+_INTERFACE = ("in_channels", "out_channels", "text_dim", "audio_dim", "audio_window", "audio_bands", "patch_size")
+
+
+def _transformer_config(model_id: str) -> dict | None:
+    """The transformer config a registered model runs (its VAE and encoders fix the `_INTERFACE` part)."""
+    import inspect
+
+    from engine.models import PRESETS, HuMoTransformer3DModel
+
+    spec = MODELS[model_id]
+    if spec.untrained:
+        from engine.components import build_tiny_components
+
+        config = dict(build_tiny_components(variant=spec.variant)["transformer"].config)
+    elif spec.folder is not None:
+        path = spec.folder() / "transformer" / "config.json"
+        config = json.loads(path.read_text()) if path.exists() else None
+    else:
+        defaults = inspect.signature(HuMoTransformer3DModel.__init__).parameters
+        config = {k: p.default for k, p in defaults.items() if p.default is not inspect.Parameter.empty}
+        config.update(PRESETS[model_id])
+    if config is not None and "patch_size" in config:
+        config["patch_size"] = tuple(config["patch_size"])
+    return config
+
+
+def base_for_config(config: dict) -> str:
+    """The registered model whose VAE and encoders a transformer of this config runs on: one with the same config
+    if there is one, else the first (in preference order) with the same interface (latent, text and audio widths)."""
+    config = {**config, "patch_size": tuple(config["patch_size"])}
+    order = PREFERENCE + [m for m in MODELS if m not in PREFERENCE]
+    configs = {m: c for m in order if (c := _transformer_config(m)) is not None}
+    same = [m for m, c in configs.items() if all(c.get(k) == v for k, v in config.items())]
+    compatible = [m for m, c in configs.items() if all(c.get(k) == config[k] for k in _INTERFACE)]
+    if same or compatible:
+        return (same or compatible)[0]
+    wants = ", ".join(f"{k}={config[k]}" for k in _INTERFACE)
+    raise InputError(f"No registered model has the VAE and encoders this transformer needs ({wants}).", field="model")
+
+
+def file_spec(path: str | os.PathLike) -> ModelSpec:
+    """A single HuMo transformer file (GGUF, or a safetensors / .pth repack) as a model: the transformer from the file,
+    the VAE, encoders and sampling defaults of `base_for_config` (downloaded as usual). Another architecture is
+    refused by name (engine.models.single_file)."""
+    import dataclasses
+
+    from engine.models.single_file import inspect_file, require_humo
+
+    path = Path(path)
+    report = require_humo(inspect_file(path))
+    base = MODELS[base_for_config(report.config)]
+    return dataclasses.replace(
+        base, id=str(path), transformer=None, description=report.summary(), base=base.id, folder=None,
+        loader=lambda **kw: _load_file_model(path, base.id, **kw),
+        present=(lambda: path.is_file() and base.is_present()) if base.loader is not None else None,
+    )  # fmt: skip
+
+
+def _load_file_model(path: Path, base_id: str, device, torch_dtype, scheduler):
+    from engine.models.single_file import load_transformer_file
+    from engine.schedulers import make_scheduler
+
+    transformer = load_transformer_file(path, torch_dtype=torch_dtype, device=device)
+    base = MODELS[base_id]
+    if base.loader is None:
+        pipe = _load_official(resolve(str(path)), device, torch_dtype, make_scheduler(scheduler), transformer)
+    else:
+        pipe = base.loader(device=device, torch_dtype=torch_dtype, scheduler=scheduler)
+        pipe.register_modules(transformer=transformer)
+    pipe.model_hashes = {path.name: file_fingerprint(path)}
+    return pipe
 
 
 def download(model_id: str, progress_callback: Callable[[str, int, int], None] | None = None) -> ResolvedModel:
@@ -399,11 +479,14 @@ def load_pipeline(
 def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "auto"):
     """Put a loaded pipeline on `device` in a memory mode ("auto": chosen from the free VRAM for this model)."""
     if memory_mode == "auto":
-        from engine.memory import choose_memory_mode
+        from engine.memory import GB, choose_memory_mode, is_prequantized, transformer_bytes
         from engine.system import free_ram_bytes
 
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        memory_mode = choose_memory_mode(model_id, free, free_ram_bytes(), *pipe.default_size)
+        spec = get_spec(model_id)
+        weights = transformer_bytes(pipe.transformer) / GB if spec.base else None  # a file: what it takes loaded
+        memory_mode = choose_memory_mode(spec.base or model_id, free, free_ram_bytes(), *pipe.default_size,
+                                         weights_gb=weights, prequantized=is_prequantized(pipe.transformer))  # fmt: skip
     if memory_mode in (None, "gpu", "cpu"):
         pipe.memory_mode = memory_mode or device.type
         return pipe.to(device)
@@ -419,7 +502,7 @@ def _load_tiny(scheduler):
     return HuMoPipeline(**build_tiny_components(scheduler=scheduler))
 
 
-def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler):
+def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler, transformer=None):
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -430,10 +513,11 @@ def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler):
     spec = resolved.spec
     dtype = torch_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     wan_root = resolved.roots["vae"]
-    transformer_path = resolved.path(spec.transformer)
-    if transformer_path.name.endswith(".index.json"):
-        transformer_path = transformer_path.parent
-    transformer = HuMoTransformer3DModel.from_official(transformer_path, torch_dtype=dtype, device=device)
+    if transformer is None:
+        transformer_path = resolved.path(spec.transformer)
+        if transformer_path.name.endswith(".index.json"):
+            transformer_path = transformer_path.parent
+        transformer = HuMoTransformer3DModel.from_official(transformer_path, torch_dtype=dtype, device=device)
     whisper_root = resolved.roots["audio_encoder"]
     pipe = HuMoPipeline(
         vae=AutoencoderKLWan.from_pretrained(wan_root, subfolder="vae", torch_dtype=torch.float32),
@@ -446,7 +530,8 @@ def _load_official(resolved: ResolvedModel, device, torch_dtype, scheduler):
         audio_encoder=load_whisper_encoder(whisper_root, torch.float32),
         feature_extractor=feature_extractor_or_default(whisper_root),
     )
-    marker = resolved.path(spec.transformer)
-    files = [marker] if marker.suffix == ".pth" else sorted(marker.parent.glob("*.safetensors"))
-    pipe.model_hashes = {f.name: file_fingerprint(f) for f in files}
+    if spec.transformer is not None:
+        marker = resolved.path(spec.transformer)
+        files = [marker] if marker.suffix == ".pth" else sorted(marker.parent.glob("*.safetensors"))
+        pipe.model_hashes = {f.name: file_fingerprint(f) for f in files}
     return pipe

@@ -18,8 +18,9 @@ Rules:
 - The config comes from the tensor shapes (head_dim 128 as in both official models; pass `config` to override).
 - Each tensor is converted (key, then dtype) and assigned one at a time into a model built on the meta device,
   so peak host RAM stays near the model size in the target dtype. Parameters of `_keep_in_fp32_modules`
-  stay fp32. fp8 tensors are upcast to the target dtype (with kijai-style `.scale_weight` applied); fp8
-  storage is not kept.
+  stay fp32. fp8 tensors (e4m3 / e5m2) are upcast to the target dtype with their scale tensors applied
+  (`.scale_weight` or `.weight_scale`, per tensor or per row); `.scale_input` / `.input_scale` / `.comfy_quant`
+  entries are listed as ignored; fp8 storage is not kept. Integer or packed (int8, fp4) weights are refused.
 """
 
 from __future__ import annotations
@@ -425,11 +426,22 @@ def _target_dtype(name: str, torch_dtype: torch.dtype, keep_fp32: list[str]) -> 
 
 
 def _convert(tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype, device) -> torch.Tensor:
+    if not tensor.is_floating_point():  # int8 / packed fp4 layers need their own kernels: refused, not misread
+        raise CheckpointError(f"a weight is stored as {tensor.dtype}; only float (fp32/fp16/bf16/fp8) files load")
     if scale is not None:
-        tensor = tensor.to(torch.float32) * scale.to(torch.float32)
+        scale = scale.to(torch.float32)
+        if scale.numel() > 1 and scale.numel() == tensor.shape[0]:  # one scale per output row
+            scale = scale.reshape(-1, *([1] * (tensor.ndim - 1)))
+        tensor = tensor.to(torch.float32) * scale
     elif tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         tensor = tensor.to(torch.float32)
     return tensor.to(device=device, dtype=dtype, copy=True).contiguous()
+
+
+# Scale tensors of scaled-fp8 repacks: `.scale_weight` (kijai's and ComfyUI's older "scaled_fp8" files) and
+# `.weight_scale` (ComfyUI's newer per-layer quantization format); per tensor or per output row.
+_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+_FP8_MARKERS = (".scale_input", ".input_scale", ".comfy_quant")
 
 
 def _split_entries(entries: list[_Entry]) -> tuple[dict[str, _Entry], dict[str, _Entry], list[str], str | None]:
@@ -444,8 +456,11 @@ def _split_entries(entries: list[_Entry]) -> tuple[dict[str, _Entry], dict[str, 
             ignored.append(entry.key)
             continue
         prefixes.add(prefix)
-        if key.endswith(".scale_weight"):  # kijai "fp8_scaled": weight = fp8 * scale_weight
-            scales[key[: -len("scale_weight")] + "weight"] = entry
+        if key.endswith(_SCALE_SUFFIXES):  # scaled fp8: weight = fp8 * scale
+            scales[key.rsplit(".", 1)[0] + ".weight"] = entry
+            continue
+        if key.endswith(_FP8_MARKERS):  # activation scales and per-layer format markers: not part of the weights
+            ignored.append(entry.key)
             continue
         if key in model_like:
             raise CheckpointError(f"key {key} appears twice (as {model_like[key].key} and {entry.key})")

@@ -59,6 +59,11 @@ def sinusoidal_embedding_float64(timestep: torch.Tensor, dim: int) -> torch.Tens
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
+def compute_dtype(linear: nn.Module) -> torch.dtype:
+    """The dtype a linear layer computes in: its weight's, or a GGUF layer's `compute_dtype` (its weight is uint8)."""
+    return getattr(linear, "compute_dtype", None) or linear.weight.dtype
+
+
 class HuMoTimesteps(nn.Module):
     """Drop-in for diffusers' `Timesteps` that computes in float64 like the official code, then returns float32.
 
@@ -102,7 +107,7 @@ class HuMoAudioProjection(nn.Module):
     def forward(self, audio_embeds: torch.Tensor) -> torch.Tensor:
         """[B, F, window, bands, channels] -> [B, F * num_tokens, token_dim] (frame-major: token = f * num_tokens + k)."""
         batch_size, num_frames = audio_embeds.shape[:2]
-        hidden_states = audio_embeds.flatten(2).to(self.linear_1.weight.dtype)
+        hidden_states = audio_embeds.flatten(2).to(compute_dtype(self.linear_1))
         hidden_states = F.relu(self.linear_1(hidden_states))
         hidden_states = F.relu(self.linear_2(hidden_states))
         hidden_states = self.linear_3(hidden_states)
@@ -530,7 +535,7 @@ class HuMoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMix
         rotary_emb = self.rope(hidden_states)
         # Inputs follow the weights' dtype, so fp32 latents can be fed to a bf16 model.
         hidden_states = hidden_states.to(self.patch_embedding.weight.dtype)
-        encoder_hidden_states = encoder_hidden_states.to(self.condition_embedder.text_embedder.linear_1.weight.dtype)
+        encoder_hidden_states = encoder_hidden_states.to(compute_dtype(self.condition_embedder.text_embedder.linear_1))
         hidden_states = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
 
         temb, timestep_proj, encoder_hidden_states, _ = self.condition_embedder(timestep, encoder_hidden_states)
