@@ -2,19 +2,25 @@
 
 LoRA files load in two layouts: diffusers/PEFT (`transformer.blocks.0.attn1.to_q.lora_A.weight`, prefix optional)
 and the official Wan layout most Wan LoRAs ship in (`diffusion_model.blocks.0.self_attn.q.lora_down.weight`,
-`lora_up`, optional `.alpha`), converted with the checkpoint key map of engine/models/official.py. HuMo-17B's
-backbone is Wan2.1-14B and HuMo-1.7B's is Wan2.1-1.3B, so Wan LoRAs of the matching size apply to them.
+`lora_up`, optional `.alpha` and `.diff_b`), converted with the checkpoint key map of engine/models/official.py.
+HuMo-17B's backbone is Wan2.1-14B and HuMo-1.7B's is Wan2.1-1.3B, so Wan LoRAs of the matching size apply to them;
+each load reports how much of the file applied (`LoraReport`), and refuses under `LORA_MATCH_THRESHOLD` unless asked
+to load the part that does (an I2V LoRA's image cross-attention, a 1.3B LoRA on 17B: see docs/weights.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from engine.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 # Third-party recommendations for step-distillation LoRAs (their model cards), not checked on HuMo here.
 DISTILL_LORA_RECOMMENDATIONS = {
@@ -127,71 +133,199 @@ def _rms_norm_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
-def _convert_official_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Wan-layout LoRA (lora_down / lora_up / alpha on official module names) -> PEFT keys on our names."""
-    from engine.models.official import official_to_diffusers_key
+LORA_MATCH_THRESHOLD = 0.95  # share of a LoRA's modules that must apply, unless partial loading is asked for
+_LORA_PAIRS = ((".lora_down.weight", ".lora_up.weight"), (".lora_A.weight", ".lora_B.weight"))
+_LORA_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "base_model.model.")
 
-    out, unmatched = {}, []
-    alphas = {k[: -len(".alpha")]: v for k, v in state.items() if k.endswith(".alpha")}
+
+@dataclass
+class LoraReport:
+    """How much of a LoRA file applies to a transformer, grouped by kind of module (`lora_kind`).
+
+    A module applies when the model has a linear layer of that name (after the official-Wan -> diffusers key map)
+    with the LoRA's input and output widths. `unmatched` gives each module that does not, with why; `dropped` lists
+    entries no loader applies (norm `.diff` tensors that are all zeros, as in lightx2v's extractions)."""
+
+    file: str
+    matched: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str, list[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    threshold: float = LORA_MATCH_THRESHOLD
+
+    @property
+    def total(self) -> int:
+        return sum(self.matched.values()) + sum(len(v) for v in self.unmatched.values())
+
+    @property
+    def share(self) -> float:
+        return sum(self.matched.values()) / self.total if self.total else 0.0
+
+    @property
+    def applies(self) -> bool:
+        return self.total > 0 and self.share >= self.threshold
+
+    def summary(self) -> str:
+        kinds = sorted(set(self.matched) | set(self.unmatched))
+        parts = [
+            f"{k} {self.matched.get(k, 0)}/{self.matched.get(k, 0) + len(self.unmatched.get(k, []))}" for k in kinds
+        ]
+        text = f"{self.file}: {sum(self.matched.values())} of {self.total} modules apply ({self.share:.0%}): "
+        text += ", ".join(parts)
+        missing = [f"{k}: {_reason_preview(v)}" for k, v in sorted(self.unmatched.items())]
+        return text + (f". Not applied: {'; '.join(missing)}" if missing else "")
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "matched": dict(self.matched), "unmatched": {k: list(v) for k, v in self.unmatched.items()},
+                "dropped": list(self.dropped), "share": self.share, "applies": self.applies}  # fmt: skip
+
+
+def _reason_preview(items: list[str], limit: int = 3) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def lora_kind(name: str) -> str:
+    """The group a module belongs to in a report (names in either the official Wan or the diffusers layout)."""
+    if any(m in name for m in ("k_img", "v_img", "add_k_proj", "add_v_proj", "img_emb", "image_embedder")):
+        return "image cross-attn (I2V)"
+    if "audio" in name:
+        return "audio"
+    if ".attn1." in name or ".self_attn." in name:
+        return "self-attn"
+    if ".attn2." in name or ".cross_attn." in name:
+        return "text cross-attn"
+    if ".ffn." in name:
+        return "ffn"
+    if any(m in name for m in ("embedding", "embedder", "time_proj", "condition_embedder")):
+        return "embeddings"
+    if name.startswith(("head.", "proj_out")):
+        return "head"
+    return "other"
+
+
+def _lora_modules(state: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """{module name as in the file: {"A", "B", "alpha", "bias"}} and the keys no loader applies (zero norm diffs)."""
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    dropped: list[str] = []
     for key, value in state.items():
-        if key.endswith(".alpha"):
-            continue
-        bare = key.split("diffusion_model.", 1)[-1]
-        for down, up in ((".lora_down.weight", ".lora_up.weight"), (".lora_A.weight", ".lora_B.weight")):
-            if bare.endswith(down) or bare.endswith(up):
-                suffix = down if bare.endswith(down) else up
-                module = bare[: -len(suffix)]
-                target = official_to_diffusers_key(module + ".weight")
-                if target is None:
-                    unmatched.append(key)
-                    break
-                name = target[: -len(".weight")]
-                if suffix == up:
-                    # fold alpha/rank into B so PEFT's default scale (alpha = rank) reproduces the file's scaling
-                    alpha = alphas.get(key[: -len(suffix)])
-                    rank = value.shape[1]
-                    value = value * (float(alpha) / rank) if alpha is not None else value
-                    out[f"{name}.lora_B.weight"] = value
-                else:
-                    out[f"{name}.lora_A.weight"] = value
+        bare = key
+        for prefix in _LORA_PREFIXES:
+            bare = bare.removeprefix(prefix)
+        for down, up in _LORA_PAIRS:
+            if bare.endswith((down, up)):
+                part = "A" if bare.endswith(down) else "B"
+                modules.setdefault(bare[: -len(down if part == "A" else up)], {})[part] = value
                 break
         else:
-            unmatched.append(key)
-    if unmatched:
-        raise InputError(
-            f"LoRA keys that match no HuMo module: {unmatched[:8]}{' …' if len(unmatched) > 8 else ''}", field="lora"
-        )
-    return out
+            module, _, suffix = bare.rpartition(".")
+            if suffix == "alpha":
+                modules.setdefault(module, {})["alpha"] = value
+            elif suffix == "diff_b" and "norm" not in module:
+                modules.setdefault(module, {})["bias"] = value
+            elif suffix in ("diff", "diff_b") and "norm" in module and not value.any():
+                dropped.append(key)
+            else:  # a full-weight or non-zero norm diff: not a low-rank update, nothing here applies it
+                modules.setdefault(bare, {})["unsupported"] = value
+    return modules, dropped
 
 
-def lora_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A LoRA file's tensors with PEFT key names on this project's transformer (either layout)."""
+def _target_name(module: str, names: set[str]) -> str | None:
+    from engine.models.official import official_to_diffusers_key
+
+    target = official_to_diffusers_key(module + ".weight")
+    if target is not None:
+        return target[: -len(".weight")]
+    return module if module in names else None
+
+
+def _match(module: str, parts: dict[str, torch.Tensor], layers: dict[str, torch.nn.Module]) -> tuple[str | None, str]:
+    """(our module name, "") when the LoRA module applies, else (None, why not)."""
+    if "unsupported" in parts:
+        return None, f"{module} (a full-weight or norm diff, not a LoRA pair)"
+    if "A" not in parts or "B" not in parts:
+        return None, f"{module} (has {'down' if 'A' in parts else 'up'} but no {'up' if 'A' in parts else 'down'})"
+    target = _target_name(module, set(layers))
+    layer = layers.get(target) if target else None
+    if not isinstance(layer, torch.nn.Linear):
+        return None, f"{module} (no such layer in HuMo)"
+    want, have = (layer.out_features, layer.in_features), (parts["B"].shape[0], parts["A"].shape[1])
+    if want != have:
+        return None, f"{module} ({have[0]}x{have[1]}; HuMo's is {want[0]}x{want[1]})"
+    return target, ""
+
+
+def lora_report(path: str | Path, transformer: torch.nn.Module, threshold: float = LORA_MATCH_THRESHOLD):
+    """(LoraReport, PEFT state dict of the modules that apply) for a LoRA file (either layout) on `transformer`.
+
+    The state's keys are PEFT names on this project's transformer (`blocks.0.attn1.to_q.lora_A.weight`); a file's
+    alpha is folded into B (PEFT's default scale alpha = rank then reproduces the file's alpha / rank), `diff_b`
+    becomes `lora_B.bias` (as diffusers' own Wan LoRA conversion does)."""
+    modules, dropped = _lora_modules(lora_file_tensors(path))
+    layers = {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+    report = LoraReport(Path(path).name, dropped=dropped, threshold=threshold)
+    peft_state: dict[str, torch.Tensor] = {}
+    for module, parts in modules.items():
+        target, why = _match(module, parts, layers)
+        kind = lora_kind(target or module)
+        if target is None:
+            report.unmatched.setdefault(kind, []).append(why)
+            continue
+        report.matched[kind] = report.matched.get(kind, 0) + 1
+        up = parts["B"]
+        if "alpha" in parts:
+            up = up * (float(parts["alpha"]) / parts["A"].shape[0])
+        peft_state[f"{target}.lora_A.weight"] = parts["A"]
+        peft_state[f"{target}.lora_B.weight"] = up
+        if "bias" in parts:
+            peft_state[f"{target}.lora_B.bias"] = parts["bias"]
+    return report, peft_state
+
+
+def lora_file_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A LoRA file's tensors as stored (safetensors, or a torch file opened with weights_only)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"LoRA file {path} not found.", field="lora")
-    state = (
-        load_file(str(path))
-        if path.suffix == ".safetensors"
-        else torch.load(path, map_location="cpu", weights_only=True)
-    )
-    if any(".lora_down." in k or k.startswith("diffusion_model.") or ".self_attn." in k for k in state):
-        return _convert_official_lora(state)
-    return {k.removeprefix("transformer."): v for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_lora(pipe, path: str | Path, scale: float = 1.0, adapter_name: str | None = None) -> str:
-    """Load a LoRA into the transformer (both layouts) and activate it at `scale`. Returns the adapter name."""
-    state = lora_state_dict(path)
+def load_lora(
+    pipe, path: str | Path, scale: float = 1.0, adapter_name: str | None = None, partial: bool = False
+) -> str:
+    """Load a LoRA into the transformer (both layouts) and activate it at `scale`. Returns the adapter name.
+
+    The file's `LoraReport` (kept in `pipe.lora_reports[adapter_name]`) decides: under `LORA_MATCH_THRESHOLD` of its
+    modules applying, it is refused with the report unless `partial`, which loads the modules that apply and logs a
+    warning. PEFT's injection is then checked against the report (every matched layer, and only those, got it)."""
+    report, state = lora_report(path, pipe.transformer)
+    if not report.total:
+        raise InputError(f"{Path(path).name} holds no LoRA modules (no lora_A/lora_B or lora_down/lora_up pairs).",
+                         field="lora")  # fmt: skip
+    if not report.applies and (not partial or not state):
+        hint = " Load it anyway with --lora-partial (the studio: 'load LoRAs that only partly apply')." if state else ""
+        raise InputError(f"LoRA does not fit this model: {report.summary()}.{hint}", field="lora")
+    if not report.applies:
+        logger.warning("loading only part of a LoRA: %s", report.summary())
     adapter_name = adapter_name or Path(path).stem.replace(".", "_")
-    model_keys = {n for n, _ in pipe.transformer.named_modules()}
-    missing = sorted({k.rsplit(".lora_", 1)[0] for k in state} - model_keys)
-    if missing:
-        raise InputError(f"LoRA modules not in this model: {missing[:8]} (is it for another model size?)", field="lora")
     pipe.transformer.load_lora_adapter(state, prefix=None, adapter_name=adapter_name)
+    _check_injected(pipe.transformer, adapter_name, {k.rsplit(".lora_", 1)[0] for k in state})
     set_lora_scale(pipe, adapter_name, scale)
+    pipe.lora_reports = {**getattr(pipe, "lora_reports", {}), adapter_name: report}
     return adapter_name
+
+
+def _check_injected(transformer: torch.nn.Module, adapter_name: str, expected: set[str]) -> None:
+    """PEFT's own account of where the adapter went must be the report's matched set."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    injected = {n for n, m in transformer.named_modules()
+                if isinstance(m, BaseTunerLayer) and adapter_name in getattr(m, "lora_A", {})}  # fmt: skip
+    if injected != expected:
+        raise InputError(f"PEFT put the LoRA on other layers than matched: {sorted(injected ^ expected)[:6]}", "lora")
 
 
 def set_lora_scale(pipe, adapter_name: str, scale: float) -> None:
@@ -215,6 +349,11 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
         "--step-cache", type=float, default=None, metavar="THRESHOLD", help="first-block cache (e.g. 0.05)"
     )
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)")
+    parser.add_argument(
+        "--lora-partial",
+        action="store_true",
+        help=f"load a LoRA even when under {LORA_MATCH_THRESHOLD:.0%} of its modules fit this model (the part that fits)",
+    )
 
 
 def options_record(loras=(), step_cache=0.0, compile=False, attention_backend="native", memory_mode="auto") -> dict:
@@ -249,7 +388,7 @@ def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
     if args.attention_backend:
         set_attention_backend(pipe, args.attention_backend)
     for path, scale in lora_specs(args.lora):
-        load_lora(pipe, path, scale)
+        load_lora(pipe, path, scale, partial=getattr(args, "lora_partial", False))
     if args.step_cache is not None:
         enable_step_cache(pipe, args.step_cache)
     if args.compile:

@@ -19,7 +19,7 @@ from studio import inputs
 ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage")
 MEMORY_MODES = ("auto", "gpu", "cpu", "model_offload", "group_offload", "fp8")
 MAX_LORAS = 4
-FIELDS = ("lora_files", "lora_scales", "step_cache", "compile", "attention_backend", "memory_mode")
+FIELDS = ("lora_files", "lora_scales", "step_cache", "compile", "attention_backend", "memory_mode", "lora_partial")
 
 
 @dataclass
@@ -29,6 +29,7 @@ class AdvancedOptions:
     compile: bool = False
     attention_backend: str = "native"
     memory_mode: str = "auto"
+    lora_partial: bool = False  # load a LoRA whose modules only partly fit the model (engine.speed.load_lora)
 
     def is_default(self) -> bool:
         return self == AdvancedOptions()
@@ -43,7 +44,7 @@ class AdvancedOptions:
 
 
 def read_options(public: bool, lora_files=None, lora_scales=None, step_cache=None, compile=None,
-                 attention_backend=None, memory_mode=None) -> tuple[AdvancedOptions, dict[str, str]]:  # fmt: skip
+                 attention_backend=None, memory_mode=None, lora_partial=None) -> tuple[AdvancedOptions, dict[str, str]]:  # fmt: skip
     """The options from raw form values (and the LoRA files' user names by path); InputError says what to change."""
     files = inputs.uploads(lora_files, "lora")
     if len(files) > MAX_LORAS:
@@ -58,6 +59,7 @@ def read_options(public: bool, lora_files=None, lora_scales=None, step_cache=Non
         compile=inputs.flag(compile),
         attention_backend=inputs.choice(attention_backend, ATTENTION_BACKENDS, "steps", "Attention backend", "native"),
         memory_mode=inputs.choice(memory_mode, MEMORY_MODES, "steps", "Memory mode", "auto"),
+        lora_partial=inputs.flag(lora_partial) and bool(files),
     )
     if public and not options.is_default():
         raise InputError("This public studio runs with the default advanced options only.", field="steps")
@@ -96,6 +98,25 @@ def form_values(record: dict | None) -> dict:
     return values
 
 
+def lora_report_text(pipe, lora_files) -> str:
+    """Markdown beside the LoRA files: for each, how many of its modules fit the loaded model, by kind, and which
+    do not (engine.speed.lora_report); what loading it will do (refused under the threshold unless 'partly')."""
+    from engine import speed
+
+    lines = []
+    for path, name in inputs.uploads(lora_files, "lora"):
+        try:
+            report, _ = speed.lora_report(path, pipe.transformer)
+        except Exception as exc:  # an unreadable upload: say so beside it, the job will refuse it
+            lines.append(f"- **{name}**: cannot be read ({exc})")
+            continue
+        report.file = name
+        verdict = "applies" if report.applies else ("needs 'load LoRAs that only partly apply'" if report.share
+                                                     else "does not fit this model")  # fmt: skip
+        lines.append(f"- {verdict}: {report.summary()}")
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def applied(pipe, options: AdvancedOptions | None, device=None):
     """The job's options on the shared pipeline for the duration of the job (see the module)."""
@@ -114,7 +135,7 @@ def applied(pipe, options: AdvancedOptions | None, device=None):
         if options.attention_backend != "native":
             speed.set_attention_backend(pipe, options.attention_backend)
         for path, scale in options.loras:
-            speed.load_lora(pipe, path, scale)
+            speed.load_lora(pipe, path, scale, partial=options.lora_partial)
         if options.step_cache:
             speed.enable_step_cache(pipe, options.step_cache)
         yield

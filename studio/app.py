@@ -7,6 +7,7 @@ import os
 import gradio as gr
 from starlette.middleware import Middleware
 
+from engine.errors import HuMoError
 from studio import admission
 from studio.api_values import FileValueGuard
 from studio.context import StudioContext, StudioOptions
@@ -35,7 +36,8 @@ def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
     from engine.registry import list_models
 
     choices = [m["id"] for m in list_models() if m["present"]]
-    if not ctx.options.public:
+    if not ctx.options.public:  # GGUF / fp8 / fp16 HuMo files under the models folder (engine/models/single_file.py)
+        choices += single_file_models()
         try:  # finished fine-tuning checkpoints, when the training tab is installed
             from studio.tab_train import list_checkpoints
 
@@ -45,6 +47,21 @@ def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
     if ctx.default_model not in choices:
         choices.insert(0, ctx.default_model)
     return choices
+
+
+def single_file_models() -> list[str]:
+    """HuMo transformer files under HUMO_MODELS_DIR whose base model's VAE and encoders are present."""
+    from engine.models.single_file import find_weight_files
+    from engine.registry import get_spec, models_dir
+
+    found = []
+    for report in find_weight_files(models_dir()):
+        try:
+            if report.is_humo and get_spec(report.path).is_present():
+                found.append(report.path)
+        except HuMoError:  # no registered model has its encoders: `python -m engine info` says so
+            continue
+    return found
 
 
 def build_app(ctx: StudioContext) -> gr.Blocks:

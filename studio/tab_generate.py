@@ -502,6 +502,7 @@ class JobInputs:
     compile: gr.Checkbox
     attention_backend: gr.Dropdown
     memory_mode: gr.Dropdown
+    lora_partial: gr.Checkbox
 
     def get(self, names) -> list:
         return [getattr(self, n) for n in names]
@@ -536,6 +537,7 @@ class FormHelpers:
     settings_file: gr.File
     settings_info: gr.Markdown
     restore_info: gr.Markdown
+    lora_report: gr.Markdown
 
 
 @dataclass
@@ -638,7 +640,11 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
 
 def _guidance_editor(ctx: StudioContext) -> dict:
     scales = starting_scales(ctx)
-    c = {"preset": gr.Radio(list(guidance_lib.GUIDANCE_PRESETS), value="official", label="Formula (preset)", elem_id="preset")}
+    c = {
+        "preset": gr.Radio(
+            list(guidance_lib.GUIDANCE_PRESETS), value="official", label="Formula (preset)", elem_id="preset"
+        )
+    }
     c["label"] = gr.Markdown("**Schedule: official**", elem_id="schedule-label")
     with gr.Row():
         for name, label, elem in (("scale_t", "Text scale", "scale-t"), ("scale_i", "Image scale", "scale-i"),
@@ -669,6 +675,9 @@ def _advanced_options(ctx: StudioContext) -> dict:
     c = {"lora_files": gr.File(label="LoRA files (.safetensors)", file_count="multiple", file_types=[".safetensors"],
                                elem_id="lora-files")}  # fmt: skip
     c["lora_scales"] = gr.Textbox(label="LoRA scales (one per file, or one for all; blank = 1)", elem_id="lora-scales")
+    c["lora_report"] = gr.Markdown(elem_id="lora-report")  # how much of each file fits the model
+    c["lora_partial"] = gr.Checkbox(label="Load LoRAs that only partly apply (the modules that fit)",
+                                    elem_id="lora-partial")  # fmt: skip
     with gr.Row():
         c["step_cache"] = gr.Number(label="Step cache threshold (0 = off; 0.05 skips near-repeat steps)", value=0,
                                     minimum=0, maximum=1, elem_id="step-cache")  # fmt: skip
@@ -721,8 +730,9 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
     form = JobInputs(**{f.name: all_c[f.name] for f in fields(JobInputs)})
     tab = GenerateTab(
         form=form,
-        guidance=GuidanceView(guidance["label"], guidance["notes"], guidance["plot"], guidance["estimate"],
-                              guidance["to_phases"]),
+        guidance=GuidanceView(
+            guidance["label"], guidance["notes"], guidance["plot"], guidance["estimate"], guidance["to_phases"]
+        ),
         result=ResultView(
             bar["run"],
             bar["stop"],
@@ -740,6 +750,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             settings_file,
             settings_info,
             media["restore_info"],
+            options["lora_report"],
         ),  # fmt: skip
         queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
@@ -991,6 +1002,8 @@ def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: 
     for box in (f.height, f.width):
         box.input(lambda hh, ww: resolution_of(ctx, _int(hh), _int(ww)), [f.height, f.width], f.resolution, **RAW)
     h.random_seed.click(lambda: random.randint(0, 2**31 - 1), None, f.seed, **PRIVATE)
+    f.lora_files.change(lambda files, model: advanced.lora_report_text(ctx.pipeline(model or None), files) if files
+                        else "", [f.lora_files, f.model], h.lora_report, **RAW)  # fmt: skip
     h.last_seed.click(runner.last_seed, [visitor], f.seed, **PRIVATE)
 
     def load_video(value):

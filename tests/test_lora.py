@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.errors import InputError
-from engine.models.official import diffusers_to_official_key
+from engine.models.official import diffusers_to_official_key, official_to_diffusers_key
 from engine.registry import load_pipeline
 from engine.speed import enable_step_cache, load_lora, set_lora_scale, unload_lora
 
@@ -115,3 +115,107 @@ def test_mag_cache_with_ratios_skips_blocks(pipe):
     hook.remove()
     assert calls["n"] < full and torch.isfinite(out).all()
     assert (out - base).abs().max() > 0  # skipped steps really change the result a little
+
+
+# -- match reports: a LoRA that fully applies, one that half applies, one for another architecture ------------------
+
+
+def official_lora(pipe, modules: list[str], rank: int = 4, seed: int = 0, width: int = 1) -> dict[str, torch.Tensor]:
+    """A Wan-layout LoRA (lora_down / lora_up / alpha) on official module names; `width` scales the layer sizes (a
+    LoRA made for a wider model). Names that are not HuMo layers (e.g. `cross_attn.k_img`) get the text layer's sizes."""
+    g = torch.Generator().manual_seed(seed)
+    layers = dict(pipe.transformer.named_modules())
+    out = {}
+    for module in modules:
+        ours = official_to_diffusers_key(module.replace("k_img", "k").replace("v_img", "v") + ".weight")
+        layer = layers[ours[: -len(".weight")]]
+        out[f"diffusion_model.{module}.lora_down.weight"] = torch.randn(rank, layer.in_features * width, generator=g)
+        out[f"diffusion_model.{module}.lora_up.weight"] = torch.randn(layer.out_features * width, rank, generator=g)
+        out[f"diffusion_model.{module}.alpha"] = torch.tensor(float(rank))
+    return out
+
+
+SELF = [f"blocks.{i}.self_attn.{p}" for i in range(2) for p in "qkvo"]
+TEXT = [f"blocks.{i}.cross_attn.{p}" for i in range(2) for p in "qkvo"]
+FFN = [f"blocks.{i}.ffn.{p}" for i in range(2) for p in "02"]
+AUDIO = [f"blocks.{i}.audio_cross_attn_wrapper.audio_cross_attn.{p}" for i in range(2) for p in "qkvo"]
+IMAGE = [f"blocks.{i}.cross_attn.{p}_img" for i in range(2) for p in "kv"]
+
+
+def test_a_lora_that_fully_applies_reports_every_module_by_kind(pipe, tmp_path):
+    from engine.speed import lora_report
+
+    tensors = official_lora(pipe, SELF + TEXT + FFN + AUDIO)
+    tensors["diffusion_model.blocks.0.ffn.0.diff_b"] = torch.randn(64) * 0.1  # a bias delta: PEFT's lora_B.bias
+    tensors["diffusion_model.blocks.0.norm3.diff"] = torch.zeros(32)  # lightx2v-style zero norm diff: nothing to apply
+    save_file(tensors, str(tmp_path / "full.safetensors"))
+    report, state = lora_report(tmp_path / "full.safetensors", pipe.transformer)
+    assert report.matched == {"self-attn": 8, "text cross-attn": 8, "ffn": 4, "audio": 8} and not report.unmatched
+    assert report.share == 1.0 and report.applies
+    assert report.dropped == ["diffusion_model.blocks.0.norm3.diff"]
+    assert "blocks.0.ffn.net.0.proj.lora_B.bias" in state
+    base = pipe(**KW).frames[0]
+    name = load_lora(pipe, tmp_path / "full.safetensors")
+    assert pipe.lora_reports[name] == report
+    assert (pipe(**KW).frames[0] - base).abs().max() > 1e-3
+
+
+def test_a_half_applying_lora_is_refused_then_loaded_in_part_with_lora_partial(pipe, tmp_path):
+    """An I2V LoRA on HuMo: its image cross-attention (k_img / v_img) has no layer here: 8 of 12 modules apply."""
+    i2v = official_lora(pipe, SELF + IMAGE)
+    save_file(i2v, str(tmp_path / "i2v.safetensors"))
+    with pytest.raises(InputError) as err:
+        load_lora(pipe, tmp_path / "i2v.safetensors")
+    message = str(err.value)
+    assert "8 of 12 modules apply (67%)" in message and "image cross-attn (I2V) 0/4" in message
+    assert "blocks.0.cross_attn.k_img (no such layer in HuMo)" in message and "--lora-partial" in message
+    # with partial: exactly the self-attention part is applied, the same as a file holding only that part
+    save_file({k: v for k, v in i2v.items() if "_img" not in k}, str(tmp_path / "self.safetensors"))
+    load_lora(pipe, tmp_path / "self.safetensors")
+    expected = pipe(**KW).frames[0]
+    unload_lora(pipe)
+    name = load_lora(pipe, tmp_path / "i2v.safetensors", partial=True)
+    torch.testing.assert_close(pipe(**KW).frames[0], expected)
+    assert pipe.lora_reports[name].matched == {"self-attn": 8} and not pipe.lora_reports[name].applies
+
+
+def test_the_cli_refuses_a_partial_lora_unless_asked(tmp_path, capsys):
+    from engine.cli import main
+
+    pipe = load_pipeline("tiny")
+    save_file(official_lora(pipe, SELF + IMAGE), str(tmp_path / "i2v.safetensors"))
+    args = ["generate", "--model", "tiny", "--prompt", "a man talks", "--height", "32", "--width", "32", "--frames",
+            "5", "--steps", "1", "--lora", str(tmp_path / "i2v.safetensors"), "--out", str(tmp_path / "x.mp4")]  # fmt: skip
+    assert main(args) == 2 and "image cross-attn (I2V)" in capsys.readouterr().err
+    assert main([*args, "--lora-partial"]) == 0 and (tmp_path / "x.mp4").exists()
+
+
+def test_a_lora_for_another_architecture_is_refused_even_with_partial(pipe, tmp_path):
+    """A LoRA of a wider model (as a 1.3B LoRA is on 17B): every name exists, no shape fits: nothing applies."""
+    save_file(official_lora(pipe, SELF + FFN, width=2), str(tmp_path / "wide.safetensors"))
+    for partial in (False, True):
+        with pytest.raises(InputError) as err:
+            load_lora(pipe, tmp_path / "wide.safetensors", partial=partial)
+        assert "0 of 12 modules apply (0%)" in str(err.value)
+        assert "blocks.0.self_attn.q (64x64; HuMo's is 32x32)" in str(err.value)
+    assert not any("lora" in n for n, _ in pipe.transformer.named_modules())
+
+
+def test_the_studio_shows_the_report_beside_the_lora_and_loads_part_only_when_ticked(pipe, tmp_path):
+    from studio import advanced
+
+    save_file(official_lora(pipe, SELF + IMAGE), str(tmp_path / "i2v.safetensors"))
+    save_file(official_lora(pipe, SELF + FFN), str(tmp_path / "t2v.safetensors"))
+    text = advanced.lora_report_text(pipe, [str(tmp_path / "i2v.safetensors"), str(tmp_path / "t2v.safetensors")])
+    first, second = text.splitlines()
+    assert first.startswith("- needs 'load LoRAs that only partly apply': i2v.safetensors: 8 of 12 modules apply")
+    assert second.startswith("- applies: t2v.safetensors: 12 of 12 modules apply (100%)")
+    base = pipe(**KW).frames[0]
+    refused, _ = advanced.read_options(False, lora_files=[str(tmp_path / "i2v.safetensors")])
+    with pytest.raises(InputError, match="--lora-partial"), advanced.applied(pipe, refused):
+        pass
+    partly, _ = advanced.read_options(False, lora_files=[str(tmp_path / "i2v.safetensors")], lora_partial=True)
+    assert partly.lora_partial
+    with advanced.applied(pipe, partly):
+        assert (pipe(**KW).frames[0] - base).abs().max() > 1e-3
+    torch.testing.assert_close(pipe(**KW).frames[0], base)  # taken off after the job

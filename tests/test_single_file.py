@@ -292,3 +292,24 @@ def test_info_lists_gguf_and_repack_files_with_format_and_size(gguf_files, state
     out = capsys.readouterr().out
     assert "humo-Q4_K.gguf" in out and "gguf Q4_K" in out and "humo_fp16.safetensors" in out
     assert "vae.safetensors" not in out
+
+
+def test_a_lora_applies_on_a_quantized_gguf_transformer(gguf_files, tmp_path):
+    """PEFT wraps diffusers' GGUFLinear like any linear layer: the base stays quantized, the LoRA adds its update."""
+    from engine.speed import load_lora, unload_lora
+
+    pipe = load_pipeline(str(gguf_files[QT.Q4_K]))
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, module in pipe.transformer.named_modules():
+        if isinstance(module, GGUFLinear) and ".attn1." in name:
+            tensors[f"{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=g) * 0.2
+            tensors[f"{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=g) * 0.2
+    save_file(tensors, str(tmp_path / "style.safetensors"))
+    base = pipe(**KW).frames[0]
+    name = load_lora(pipe, tmp_path / "style.safetensors")
+    assert pipe.lora_reports[name].matched == {"self-attn": 8}
+    assert isinstance(pipe.transformer.blocks[0].attn1.to_q.base_layer.weight, GGUFParameter)
+    assert np.abs(pipe(**KW).frames[0] - base).max() > 1e-3
+    unload_lora(pipe)
+    np.testing.assert_allclose(pipe(**KW).frames[0], base, atol=1e-6)
