@@ -259,8 +259,10 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
 
         device = device_for_rank()
     model_id = args.model or best_available_model()
+    from engine.speed import apply_recipe, apply_scale_options, cli_options_record
+
+    apply_recipe(args, model_id)  # before loading: a recipe picks the sampler
     pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler, memory_mode=args.memory_mode or "auto")
-    from engine.speed import apply_scale_options, cli_options_record
 
     apply_scale_options(pipe, args, device)
     advanced = cli_options_record(args)  # kept in the mp4, so the studio's "load settings" gets them back

@@ -29,6 +29,10 @@ Studio presets (`GUIDANCE_PRESETS`):
 - "single pass": the fully conditioned branch alone (no CFG), 1 pass per step: for distilled students, whose
   training folded the teacher's guidance into the weights (training/distill.py). On a model that was not distilled
   it gives weak, unguided results.
+- "distilled + audio": for a step-distilled model that folded text (and image) guidance but not HuMo's audio
+  guidance (a Wan step-distill LoRA on HuMo): v(T,I,0) + s_a[v(T,I,A) − v(T,I,0)], 2 passes per step.
+  "distilled + early audio": the same while t > switch (default 900), then the single pass (`distilled_audio`).
+  What they buy is measured on HuMo-nano in docs/weights.md.
 
 Only user scales are validated as non-negative; derived weights may be negative (every CFG weight on a "minus"
 branch is, and the official 17B gives text weight s_t − 2 after the switch).
@@ -468,11 +472,54 @@ def _single_pass(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch
     return _apply_overrides(schedule, overrides)
 
 
+DISTILLED_AUDIO_SCALE = 2.0  # see `_distilled_audio`; measured on HuMo-nano in docs/weights.md
+
+
+def distilled_audio(variant: str, mode: str, scale_a: float = DISTILLED_AUDIO_SCALE,
+                    switch_timestep: int | None = None) -> GuidanceSchedule:  # fmt: skip
+    """A step-distilled model (a CFG/step-distill LoRA such as lightx2v's, or a student) with HuMo's audio guidance
+    kept: v(T,I,0) + s_a·[v(T,I,A) − v(T,I,0)], 2 passes per step. The distilled branch carries the text (and image)
+    guidance it was trained to fold in; what such a LoRA never saw is the audio condition, whose guidance against the
+    no-audio branch is what keeps lip sync apart from identity in HuMo. With `switch_timestep` t0 the audio term is
+    kept only while t > t0 (the early steps, where motion is laid out) and later steps take the single pass."""
+    v, m = _normalise(variant, mode)
+    image = "ref" if "I" in m else "null"
+    full = Branch("pos", image, "on" if "A" in m else "off")
+    if "A" not in m:
+        schedule = conditional_only(full)
+    else:
+        guided = GuidancePhase(_nested([(scale_a, full, Branch("pos", image, "off"))], base=Branch("pos", image, "off")),
+                               above=switch_timestep, name="audio")  # fmt: skip
+        phases = [guided] + ([GuidancePhase({full: 1.0}, name="single")] if switch_timestep is not None else [])
+        schedule = GuidanceSchedule(phases, {"scale_a": scale_a}, preset="distilled + audio")
+    schedule.variant, schedule.mode, schedule.preset = v, m, "distilled + audio"
+    return schedule
+
+
+EARLY_AUDIO_SWITCH = 900  # "distilled + early audio": the audio term while t > 900 (2 of 4 steps at shift 5)
+
+
+def _distilled_audio(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch_timestep=None, overrides=None):
+    """Every step: the switch belongs to "distilled + early audio" (the studio sends its slider to every preset)."""
+    schedule = distilled_audio(variant, mode, _pick(scale_a, DISTILLED_AUDIO_SCALE))
+    return _apply_overrides(schedule, overrides)
+
+
+def _distilled_early_audio(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch_timestep=None,
+                           overrides=None):  # fmt: skip
+    switch = EARLY_AUDIO_SWITCH if switch_timestep is None else switch_timestep
+    schedule = distilled_audio(variant, mode, _pick(scale_a, DISTILLED_AUDIO_SCALE), switch)
+    schedule.preset = "distilled + early audio"
+    return _apply_overrides(schedule, overrides)
+
+
 GUIDANCE_PRESETS: dict[str, Callable[..., GuidanceSchedule]] = {
     "official": _official,
     "tighter lip-sync": _tighter_lip_sync,
     "faster": _faster,
     "single pass": _single_pass,  # for distilled students (engine.registry ModelSpec.guidance_preset)
+    "distilled + audio": _distilled_audio,  # a step-distill LoRA that keeps HuMo's audio guidance (engine.speed)
+    "distilled + early audio": _distilled_early_audio,  # the same in the early steps only
 }
 
 
@@ -496,6 +543,9 @@ def preset_schedule(
         "fast": "faster",
         "single pass": "single pass",
         "distilled": "single pass",
+        "distilled + audio": "distilled + audio",
+        "distilled audio": "distilled + audio",
+        "distilled + early audio": "distilled + early audio",
     }
     if key not in aliases:
         raise _error(f"Unknown guidance preset {name!r}: use one of {', '.join(GUIDANCE_PRESETS)}.")

@@ -22,21 +22,106 @@ from engine.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-# Third-party recommendations for step-distillation LoRAs (their model cards), not checked on HuMo here.
-DISTILL_LORA_RECOMMENDATIONS = {
-    "lightx2v Wan2.1-T2V-14B StepDistill-CfgDistill (for HuMo-17B)": {
-        "steps": 4,
-        "scale": 1.0,
-        "guidance": "faster preset with text scale 1 (the LoRA distils CFG away)",
-        "shift": 5.0,
-    },
-    "lightx2v Wan2.1-T2V-1.3B StepDistill (for HuMo-1.7B)": {
-        "steps": 4,
-        "scale": 1.0,
-        "guidance": "faster, scale 1",
-        "shift": 5.0,
-    },
+# ---------------------------------------------------------------------------------------------- fast recipes
+# Seconds per transformer pass on one H100, bf16, 97 frames (bench/RESULTS.md, `bench/gpu_bench.py`, 2026-11-24):
+# what a recipe's expected time is computed from (denoising only; encoders and the VAE decode come on top).
+H100_PASS_SECONDS = {("humo-1.7b", 480): 0.940, ("humo-1.7b", 720): 3.798, ("humo-17b", 480): 5.109,
+                     ("humo-17b", 720): 19.056}  # fmt: skip
+LIGHTX2V_T2V_14B = "lightx2v/Wan2.1-Distill-Loras: wan2.1_t2v_14b_lora_rank64_lightx2v_4step.safetensors (631 MB)"
+
+
+@dataclass(frozen=True)
+class FastRecipe:
+    """A step-distill LoRA and the sampling that suits it on a HuMo model (`--recipe NAME --lora FILE`).
+
+    The guidance is what the recipe is about: "single pass" is the community default (CFG 1: the LoRA's folded text
+    guidance, audio unguided); "distilled + audio" keeps HuMo's audio branch against the no-audio one (2 passes a
+    step, or only while t > `switch_timestep`). docs/weights.md has what each costs and what it bought on HuMo-nano."""
+
+    name: str
+    model: str  # registry id (a GGUF / repack of that model counts too: its base)
+    lora: str  # where the LoRA comes from
+    steps: int
+    guidance_preset: str
+    scale_a: float | None = None
+    switch_timestep: int | None = None
+    lora_scale: float = 1.0
+    scheduler: str = "euler"  # distilled few-step models are sampled with flow Euler on the shifted grid
+    shift: float = 5.0
+
+    def schedule(self, mode: str = "TIA"):
+        from engine.guidance import preset_schedule
+
+        variant = "17b" if self.model == "humo-17b" else "1.7b"
+        return preset_schedule(self.guidance_preset, variant, mode, scale_a=self.scale_a,
+                               switch_timestep=self.switch_timestep)  # fmt: skip
+
+    def passes(self, mode: str = "TIA") -> list[int]:
+        """Transformer passes at each of the recipe's steps (its scheduler's timesteps)."""
+        from engine.schedulers import make_scheduler
+
+        scheduler = make_scheduler(self.scheduler, shift=self.shift)
+        scheduler.set_timesteps(self.steps)
+        return self.schedule(mode).passes_per_step(scheduler.timesteps)
+
+    def expected_seconds(self, height: int = 480, mode: str = "TIA") -> float:
+        """Denoising time on one H100 from the measured pass cost (`H100_PASS_SECONDS`)."""
+        return sum(self.passes(mode)) * H100_PASS_SECONDS[(self.model, 720 if height > 480 else 480)]
+
+
+FAST_RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        FastRecipe("17b-lightx2v-audio", "humo-17b", LIGHTX2V_T2V_14B, 4, "distilled + audio", scale_a=2.0),
+        FastRecipe(
+            "17b-lightx2v-audio-early",
+            "humo-17b",
+            LIGHTX2V_T2V_14B,
+            4,
+            "distilled + early audio",
+            scale_a=2.0,
+            switch_timestep=900,
+        ),  # fmt: skip
+        FastRecipe("17b-lightx2v-cfg1", "humo-17b", LIGHTX2V_T2V_14B, 4, "single pass"),
+        # no public Wan2.1-1.3B step-distill LoRA exists; the project's own distill stage makes one whose targets fold
+        # HuMo's whole guidance in (audio too), so one pass is its schedule
+        FastRecipe(
+            "1.7b-distill-lora",
+            "humo-1.7b",
+            "python -m training fit --config training/configs/distill.yaml "
+            "(data/runs/humo-1.7b-distill/lora.safetensors)",
+            4,
+            "single pass",
+        ),  # fmt: skip
+    )
 }
+
+
+def apply_recipe(args: argparse.Namespace, model_id: str) -> None:
+    """Fill the CLI's sampling options from `--recipe` (steps, scheduler, guidance, LoRA scale) where not given.
+
+    The recipe's LoRA must be passed with `--lora FILE` (it is a download of its own); a recipe for another model is
+    refused by name."""
+    name = getattr(args, "recipe", None)
+    if not name:
+        return
+    if name not in FAST_RECIPES:
+        raise InputError(f"Unknown recipe {name!r}: use one of {', '.join(FAST_RECIPES)}.", field="recipe")
+    recipe = FAST_RECIPES[name]
+    from engine.registry import get_spec
+
+    spec = get_spec(model_id)
+    if (spec.base or spec.id) != recipe.model:
+        raise InputError(f"Recipe {name} is for {recipe.model}, not {spec.base or spec.id}.", field="recipe")
+    if not args.lora:
+        raise InputError(f"Recipe {name} needs its LoRA: get {recipe.lora} and pass --lora FILE.", field="recipe")
+    args.lora = [spec_ if ":" in spec_ and not Path(spec_).exists() else f"{spec_}:{recipe.lora_scale:g}"
+                 for spec_ in args.lora]  # fmt: skip
+    args.steps = args.steps or recipe.steps
+    args.scheduler = recipe.scheduler
+    args.guidance_preset = args.guidance_preset or recipe.guidance_preset
+    args.scale_a = recipe.scale_a if args.scale_a is None else args.scale_a
+    args.switch_timestep = recipe.switch_timestep if args.switch_timestep is None else args.switch_timestep
 
 
 def set_attention_backend(pipe, name: str) -> None:
@@ -349,6 +434,12 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
         "--step-cache", type=float, default=None, metavar="THRESHOLD", help="first-block cache (e.g. 0.05)"
     )
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (repeatable)")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(FAST_RECIPES),
+        help="a step-distill LoRA's sampling (steps, sampler, guidance; docs/weights.md); pass the LoRA with --lora",
+    )
     parser.add_argument(
         "--lora-partial",
         action="store_true",

@@ -173,6 +173,10 @@ def applicable(preset: str, variant: str, mode: str) -> dict[str, str | None]:
             reasons[name] = None
         elif preset == "single pass":
             reasons[name] = f"{label}: unused — *single pass* evaluates one branch, there is nothing to scale."
+        elif preset.startswith("distilled +"):
+            reasons[name] = (
+                f"{label}: unused — *{preset}* keeps only the audio guidance (a step-distill LoRA folded the rest in)."
+            )
         elif preset == "faster":
             reasons[name] = f"{label}: unused — *faster* guides every input with the text scale."
         elif name == "scale_i" and "I" in mode:

@@ -173,7 +173,14 @@ def test_tighter_lip_sync_raises_audio_scale(outputs):
     close(s.combine(500, outputs), expected)
     assert g.preset_schedule("tighter lip-sync", "1.7b", "TIA").scales["scale_a"] == 9.5
     assert g.preset_schedule("tighter lip-sync", "1.7b", "TIA", scale_a=8.0).scales["scale_a"] == 8.0  # explicit wins
-    assert set(g.GUIDANCE_PRESETS) == {"official", "tighter lip-sync", "faster", "single pass"}
+    assert set(g.GUIDANCE_PRESETS) == {
+        "official",
+        "tighter lip-sync",
+        "faster",
+        "single pass",
+        "distilled + audio",
+        "distilled + early audio",
+    }
     with pytest.raises(InputError) as err:
         g.preset_schedule("turbo", "17b", "TIA")
     assert err.value.field == "guidance"
@@ -329,3 +336,50 @@ def test_schedule_with_evaluate_branches_end_to_end():
         + direct[Branch("neg", "null", "off")]
     )
     torch.testing.assert_close(combined, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_distilled_audio_keeps_the_audio_branch_against_no_audio(outputs):
+    """A step-distill LoRA's recipe: v(T,I,0) + s_a[v(T,I,A) - v(T,I,0)], 2 passes; with a switch, 2 then 1."""
+    s = g.preset_schedule("distilled + audio", "17b", "TIA", scale_a=2.5).validate()
+    expected = 2.5 * (v(outputs, "T", "I", "A") - v(outputs, "T", "I", "0")) + v(outputs, "T", "I", "0")
+    for t in (999, 92):
+        close(s.combine(t, outputs), expected)
+    assert s.passes_per_step(TIMESTEPS_50) == [2] * 50 and s.preset == "distilled + audio"
+    early = g.preset_schedule("distilled + early audio", "1.7b", "TA").validate()  # default switch 900
+    close(early.combine(950, outputs), g.DISTILLED_AUDIO_SCALE * (v(outputs, "T", "0", "A") - v(outputs, "T", "0", "0"))
+          + v(outputs, "T", "0", "0"))  # fmt: skip
+    close(early.combine(900, outputs), v(outputs, "T", "0", "A"))  # t <= switch: the distilled branch alone
+    assert early.passes_per_step([999, 937, 833, 625]) == [2, 2, 1, 1]
+    # the studio sends its switch slider to every preset: "distilled + audio" keeps the audio term at every step
+    assert g.preset_schedule("distilled audio", "17b", "TIA", switch_timestep=980).passes_per_step([999, 625]) == [2, 2]
+    # no audio to keep apart: the distilled branch alone
+    assert g.preset_schedule("distilled + audio", "17b", "TI").passes_per_step([999, 500]) == [1, 1]
+
+
+def test_fast_recipes_count_their_passes_and_expected_time():
+    from engine.speed import FAST_RECIPES, H100_PASS_SECONDS
+
+    audio, early, cfg1 = (FAST_RECIPES[n] for n in ("17b-lightx2v-audio", "17b-lightx2v-audio-early",
+                                                     "17b-lightx2v-cfg1"))  # fmt: skip
+    assert (audio.passes(), early.passes(), cfg1.passes()) == ([2, 2, 2, 2], [2, 2, 1, 1], [1, 1, 1, 1])
+    assert math.isclose(audio.expected_seconds(480), 8 * H100_PASS_SECONDS[("humo-17b", 480)])
+    assert math.isclose(early.expected_seconds(720), 6 * H100_PASS_SECONDS[("humo-17b", 720)])
+    assert FAST_RECIPES["1.7b-distill-lora"].passes("TA") == [1, 1, 1, 1]
+
+
+def test_a_recipe_fills_the_cli_options_and_refuses_another_model():
+    from engine.cli import build_parser
+    from engine.speed import apply_recipe
+
+    args = build_parser().parse_args(["generate", "--recipe", "17b-lightx2v-audio-early", "--lora", "x.safetensors"])
+    apply_recipe(args, "humo-17b")
+    assert (args.steps, args.scheduler, args.guidance_preset) == (4, "euler", "distilled + early audio")
+    assert (args.scale_a, args.switch_timestep, args.lora) == (2.0, 900, ["x.safetensors:1"])
+    mine = build_parser().parse_args(["generate", "--recipe", "17b-lightx2v-audio", "--lora", "x.safetensors:0.8",
+                                      "--steps", "6", "--scale-a", "3"])  # fmt: skip
+    apply_recipe(mine, "humo-17b")
+    assert (mine.steps, mine.scale_a, mine.lora) == (6, 3.0, ["x.safetensors:0.8"])  # what the user gave stays
+    with pytest.raises(InputError, match="is for humo-17b, not tiny"):
+        apply_recipe(build_parser().parse_args(["generate", "--recipe", "17b-lightx2v-cfg1", "--lora", "x"]), "tiny")
+    with pytest.raises(InputError, match="needs its LoRA: get lightx2v"):
+        apply_recipe(build_parser().parse_args(["generate", "--recipe", "17b-lightx2v-cfg1"]), "humo-17b")

@@ -45,14 +45,14 @@ def official_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().contiguous() for k, v in diffusers_to_official(model.state_dict()).items()}
 
 
-def tensor_type(key: str, array: np.ndarray, qtype: QT) -> QT:
+def tensor_type(key: str, shape: tuple[int, ...], qtype: QT) -> QT:
     """The type the community tools give a tensor when the file's type is `qtype` (see the module docstring)."""
-    if array.ndim <= 1 or array.size <= 1024 or ".modulation" in key or key == "head.modulation" or array.ndim > 4:
+    if len(shape) <= 1 or np.prod(shape) <= 1024 or ".modulation" in key or len(shape) > 4:
         return QT.F32
     if any(key.startswith(p) for p in KEEP_F16):
         return QT.F16
     block = gguf.GGML_QUANT_SIZES[qtype][0]
-    if array.shape[-1] % block:
+    if shape[-1] % block:
         return QT.F16
     return qtype
 
@@ -66,7 +66,7 @@ def write_gguf(state: dict[str, torch.Tensor], path, qtype: QT, arch: str | None
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, tensor in state.items():
         array = tensor.float().numpy()
-        kind = (types or {}).get(key, tensor_type(key, array, qtype))
+        kind = (types or {}).get(key, tensor_type(key, array.shape, qtype))
         writer.add_tensor(prefix + key, quantize(array, kind), raw_dtype=kind)
     writer.write_header_to_file(path=str(path))
     writer.write_kv_data_to_file()
