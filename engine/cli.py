@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generation_args(sub.add_parser("generate", help="make a video from prompt + image(s) + audio"))
     d = sub.add_parser("download", help="download a model's weights into the Hugging Face cache")
-    d.add_argument("model", help="humo-17b | humo-1.7b")
+    d.add_argument("model", help="humo-17b | humo-1.7b, or a GGUF / repack file: then only its VAE and encoders")
     c = sub.add_parser("convert", help="convert an official checkpoint to diffusers format")
     c.add_argument("--from-official", required=True, help=".pth, sharded folder or .safetensors")
     c.add_argument("--out", required=True, help="output folder (diffusers save_pretrained layout)")

@@ -223,8 +223,7 @@ def resolve(model_id: str) -> ResolvedModel:
         hint = " You are offline (HF_HUB_OFFLINE=1): run the download on a connected machine." if _offline() else ""
         raise MissingWeightsError(
             f"{model_id} is missing {listing}: {total} in all. Download it with "
-            f"`python -m engine download {spec.base or model_id}`, or put the official files under {models_dir()}/."
-            f"{hint}"
+            f"`python -m engine download {model_id}`, or put the official files under {models_dir()}/.{hint}"
         )
     return ResolvedModel(spec, roots)
 

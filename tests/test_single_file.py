@@ -313,3 +313,38 @@ def test_a_lora_applies_on_a_quantized_gguf_transformer(gguf_files, tmp_path):
     assert np.abs(pipe(**KW).frames[0] - base).max() > 1e-3
     unload_lora(pipe)
     np.testing.assert_allclose(pipe(**KW).frames[0], base, atol=1e-6)
+
+
+def test_group_offload_hooks_keep_a_gguf_quantized_and_its_output(gguf_files):
+    """diffusers' block-level group offload moves GGUFParameters as they are (exercised here with the CPU as both
+    places: the hooks run, the output is unchanged; the CUDA-stream path needs a GPU)."""
+    pipe = load_pipeline(str(gguf_files[QT.Q4_K]))
+    before = pipe(**KW).frames[0]
+    pipe.transformer.enable_group_offload(onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                                          offload_type="block_level", num_blocks_per_group=1, use_stream=False)  # fmt: skip
+    assert isinstance(pipe.transformer.blocks[0].attn1.to_q.weight, GGUFParameter)
+    np.testing.assert_array_equal(pipe(**KW).frames[0], before)
+
+
+def test_a_real_size_file_runs_on_its_models_encoders_and_says_how_to_get_only_those(tmp_path, monkeypatch, capsys):
+    """A file with HuMo-1.7B's interface (text 4096, audio 1280, 16 latent channels) takes humo-1.7b's VAE and
+    encoders; missing, the message offers `download FILE`, which fetches those and not the official transformer."""
+    from engine.models import HuMoTransformer3DModel
+    from engine.registry import SHARED, resolve
+
+    model = HuMoTransformer3DModel(num_attention_heads=2, attention_head_dim=128, ffn_dim=512, num_layers=1,
+                                   in_channels=16, text_dim=4096, freq_dim=256, audio_hidden_dim=32,
+                                   audio_token_dim=64, audio_tokens=2)  # fmt: skip
+    path = write_gguf(official_state(model), tmp_path / "humo-1.7b-like-Q8_0.gguf", QT.Q8_0)
+    spec = get_spec(str(path))
+    assert (spec.base, spec.variant, spec.components, spec.transformer) == ("humo-1.7b", "1.7b", SHARED, None)
+    assert spec.default_size == (480, 832) and spec.steps() == 50
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HUMO_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert main(["generate", "--model", str(path), "--prompt", "x", "--out", str(tmp_path / "z.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert f"python -m engine download {path}" in err and "transformer (" not in err
+    assert {c.name for c in SHARED} == {"vae", "text_encoder", "tokenizer", "audio_encoder"}
+    with pytest.raises(Exception, match="is missing vae"):
+        resolve(str(path))
