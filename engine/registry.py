@@ -7,6 +7,7 @@ raises one `MissingWeightsError` naming it, its size and the command that downlo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -233,7 +234,8 @@ def get_spec(model_id: str) -> ModelSpec:
         from engine.models.single_file import is_weights_file
 
         if is_weights_file(model_id) and Path(model_id).is_file():
-            return file_spec(model_id)
+            stat = Path(model_id).stat()
+            return file_spec(model_id, stat.st_mtime_ns, stat.st_size)
         raise InputError(f"Unknown model {model_id!r}: use one of {', '.join(MODELS)}.", field="model")
     return MODELS[model_id]
 
@@ -279,10 +281,11 @@ def base_for_config(config: dict) -> str:
     raise InputError(f"No registered model has the VAE and encoders this transformer needs ({wants}).", field="model")
 
 
-def file_spec(path: str | os.PathLike) -> ModelSpec:
+@functools.lru_cache(maxsize=16)
+def file_spec(path: str | os.PathLike, mtime_ns: int = 0, size: int = 0) -> ModelSpec:
     """A single HuMo transformer file (GGUF, or a safetensors / .pth repack) as a model: the transformer from the file,
     the VAE, encoders and sampling defaults of `base_for_config` (downloaded as usual). Another architecture is
-    refused by name (engine.models.single_file)."""
+    refused by name (engine.models.single_file). Cached per (path, mtime, size): its header is read once."""
     import dataclasses
 
     from engine.models.single_file import inspect_file, require_humo
@@ -475,6 +478,13 @@ def load_pipeline(
     return place(pipe, model_id, device, memory_mode)
 
 
+def _file_model(model_id: str) -> ModelSpec | None:
+    """The spec of a file model id, or None for anything else (an id `place` is given need not be registered)."""
+    from engine.models.single_file import is_weights_file
+
+    return get_spec(model_id) if is_weights_file(model_id) and Path(model_id).is_file() else None
+
+
 def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "auto"):
     """Put a loaded pipeline on `device` in a memory mode ("auto": chosen from the free VRAM for this model)."""
     if memory_mode == "auto":
@@ -482,9 +492,9 @@ def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "
         from engine.system import free_ram_bytes
 
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        spec = get_spec(model_id)
-        weights = transformer_bytes(pipe.transformer) / GB if spec.base else None  # a file: what it takes loaded
-        memory_mode = choose_memory_mode(spec.base or model_id, free, free_ram_bytes(), *pipe.default_size,
+        base = getattr(MODELS.get(model_id) or _file_model(model_id), "base", None)
+        weights = transformer_bytes(pipe.transformer) / GB if base else None  # a file: what it takes loaded
+        memory_mode = choose_memory_mode(base or model_id, free, free_ram_bytes(), *pipe.default_size,
                                          weights_gb=weights, prequantized=is_prequantized(pipe.transformer))  # fmt: skip
     if memory_mode in (None, "gpu", "cpu"):
         pipe.memory_mode = memory_mode or device.type

@@ -371,7 +371,8 @@ def _load_gguf(path: Path, report: FileReport, model_cls, dtype: torch.dtype, de
 
     with init_empty_weights(include_buffers=False):
         model = model_cls(**report.config)
-    unknown = [k for t in _gguf_reader(path).tensors if official_to_diffusers_key(k := _strip(t.name, report.key_prefix)) is None]  # fmt: skip
+    keys = [_strip(t.name, report.key_prefix) for t in _gguf_reader(path).tensors]
+    unknown = [k for k in keys if official_to_diffusers_key(k) is None]
     if unknown:
         raise CheckpointError(
             f"{path.name} does not match the HuMo model: {len(unknown)} unexpected: {_preview(unknown)}"
