@@ -71,20 +71,18 @@ def build_student(args) -> tuple[Path, dict]:
     }  # fmt: skip
 
 
-def rows(teacher, student) -> dict:
+def rows(teacher, student, name: str = "LoRA student", unguided: bool = True) -> dict:
     from engine.guidance import distilled_audio, preset_schedule
 
     single = preset_schedule("single pass", "1.7b", "TIA")
-    out = {
-        "teacher (official guidance)": (teacher, 30, None),
-        "teacher at 4 steps": (teacher, 4, None),
-        "teacher, audio unguided (the LoRA's target)": (teacher, 30, audio_unguided()),
-        "LoRA student, 1 pass": (student, 4, single),
-    }
+    out = {"teacher (official guidance)": (teacher, 30, None), "teacher at 4 steps": (teacher, 4, None)}
+    if unguided:
+        out["teacher, audio unguided (the LoRA's target)"] = (teacher, 30, audio_unguided())
+    out[f"{name}, 1 pass"] = (student, 4, single)
     for scale in (1.5, 2.0, 3.0):
-        out[f"LoRA student, 2 passes (s_a {scale:g})"] = (student, 4, distilled_audio("1.7b", "TIA", scale))
+        out[f"{name}, 2 passes (s_a {scale:g})"] = (student, 4, distilled_audio("1.7b", "TIA", scale))
     early = preset_schedule("distilled + early audio", "1.7b", "TIA", scale_a=2.0)
-    out["LoRA student, 2 passes while t > 900, then 1 (s_a 2)"] = (student, 4, early)
+    out[f"{name}, 2 passes while t > 900, then 1 (s_a 2)"] = (student, 4, early)
     return out
 
 
@@ -99,6 +97,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="data/fast-recipe")
+    parser.add_argument("--bundled-student", action="store_true",
+                        help="no build: the same question on the bundled HuMo-nano-4step (a full-weight student whose "
+                             "targets had the audio guidance)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -107,16 +108,20 @@ def main() -> None:
     from training.distill import STUDENT_SCHEDULER, compare, format_table
     from training.nano import NanoBudget, heldout_world
 
-    lora, build = build_student(args)
-    print(f"LoRA student: {build}", flush=True)
     teacher = load_pipeline("humo-nano", device="cpu")
-    student = load_pipeline("humo-nano", device="cpu", scheduler=STUDENT_SCHEDULER)
-    name = load_lora(student, lora)
-    report = student.lora_reports[name].summary()
+    if args.bundled_student:
+        build, report = {"student": "humo-nano-4step (bundled)"}, "no LoRA"
+        student, label = load_pipeline("humo-nano-4step", device="cpu"), "HuMo-nano-4step"
+    else:
+        lora, build = build_student(args)
+        print(f"LoRA student: {build}", flush=True)
+        student, label = load_pipeline("humo-nano", device="cpu", scheduler=STUDENT_SCHEDULER), "LoRA student"
+        report = student.lora_reports[load_lora(student, lora)].summary()
     for pipe in (teacher, student):
         pipe.set_progress_bar_config(disable=True)
     t0 = time.perf_counter()
-    table = compare(rows(teacher, student), heldout_world(NanoBudget())[: args.heldout], tuple(args.seeds))
+    table = compare(rows(teacher, student, label, unguided=not args.bundled_student),
+                    heldout_world(NanoBudget())[: args.heldout], tuple(args.seeds))  # fmt: skip
     print(format_table(table))
     print(f"\n{report}\n({args.heldout} held-out clips x {len(args.seeds)} seeds, {args.threads} threads, "
           f"evaluation {time.perf_counter() - t0:.0f} s)")  # fmt: skip

@@ -32,7 +32,7 @@ Studio presets (`GUIDANCE_PRESETS`):
 - "distilled + audio": for a step-distilled model that folded text (and image) guidance but not HuMo's audio
   guidance (a Wan step-distill LoRA on HuMo): v(T,I,0) + s_a[v(T,I,A) − v(T,I,0)], 2 passes per step.
   "distilled + early audio": the same while t > switch (default 900), then the single pass (`distilled_audio`).
-  What they buy is measured on HuMo-nano in docs/weights.md.
+  What they buy on HuMo-nano: docs/weights.md (the measurement was blocked by CPU time in this session).
 
 Only user scales are validated as non-negative; derived weights may be negative (every CFG weight on a "minus"
 branch is, and the official 17B gives text weight s_t − 2 after the switch).
@@ -472,7 +472,7 @@ def _single_pass(variant, mode, scale_t=None, scale_i=None, scale_a=None, switch
     return _apply_overrides(schedule, overrides)
 
 
-DISTILLED_AUDIO_SCALE = 2.0  # see `_distilled_audio`; measured on HuMo-nano in docs/weights.md
+DISTILLED_AUDIO_SCALE = 2.0  # a choice, not yet measured (docs/weights.md: the HuMo-nano run was blocked)
 
 
 def distilled_audio(variant: str, mode: str, scale_a: float = DISTILLED_AUDIO_SCALE,
