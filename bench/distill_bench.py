@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from engine.registry import load_pipeline
-    from training.distill import compare, format_table, nano_rows
+    from training.distill_nano import compare, format_table, nano_rows
     from training.nano import NanoBudget, heldout_world
 
     teacher, student = load_pipeline("humo-nano", device="cpu"), load_pipeline("humo-nano-4step", device="cpu")
@@ -65,7 +65,8 @@ def error_table(teacher, student, examples) -> dict:
     import tempfile
 
     from training.cache import load_cached
-    from training.distill import NANO_TEACHER_STEPS, TargetRequest, build_targets, trajectory_errors
+    from training.distill import TargetRequest, build_targets, trajectory_errors
+    from training.distill_nano import NANO_TEACHER_STEPS
 
     requests = [
         TargetRequest(ex.name, ex.caption, ex.reference, ex.waveform, *ex.video.shape[1:3], len(ex.video), seed=0)

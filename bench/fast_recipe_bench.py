@@ -11,7 +11,7 @@ unguided. The same situation on HuMo-nano, with the project's own `distill` stag
    training-world trajectories at 28 teacher steps, cached in `--work` (reused when present);
 2. a LoRA student (`--lora-rank`) fit by the distill stage (training/configs/distill_nano.yaml with the rank, the
    steps and the learning rate given here), saved as `lora.safetensors` and loaded with `--lora` like any LoRA;
-3. held-out scores (training.nano.evaluate on the held-out world, training.distill.compare: identity, text, sync,
+3. held-out scores (training.nano.evaluate on the held-out world, training.distill_nano.compare: identity, text, sync,
    |lag|, PSNR to the 30-step teacher) of: the teacher at 30 and 4 steps (official guidance), the teacher with the
    audio unguided (what the LoRA learnt), and the LoRA student at 4 steps with 1 pass ("single pass") and 2 passes
    ("distilled + audio": the audio branch against the no-audio one, at several scales, and only in the first steps).
@@ -47,7 +47,8 @@ def audio_unguided(variant: str = "1.7b"):
 
 def build_student(args) -> tuple[Path, dict]:
     from engine.nano import load_nano_pipeline, nano_dir
-    from training.distill import NANO_STUDENT_CONFIG, build_targets, nano_requests
+    from training.distill import build_targets
+    from training.distill_nano import NANO_STUDENT_CONFIG, nano_requests
     from training.trainer import TrainConfig, fit
 
     work = Path(args.work)
@@ -105,7 +106,8 @@ def main() -> None:
 
     from engine.registry import load_pipeline
     from engine.speed import load_lora
-    from training.distill import STUDENT_SCHEDULER, compare, format_table
+    from training.distill import STUDENT_SCHEDULER
+    from training.distill_nano import compare, format_table
     from training.nano import NanoBudget, heldout_world
 
     teacher = load_pipeline("humo-nano", device="cpu")

@@ -14,7 +14,7 @@ import torch
 from engine.components import ASSETS
 from engine.errors import InputError
 from engine.guidance import Branch, preset_schedule
-from training import distill
+from training import distill, distill_nano
 from training.trainer import TrainConfig, fit
 
 FACE, VOICE = ASSETS / "examples" / "face.png", ASSETS / "examples" / "speech.wav"
@@ -100,14 +100,14 @@ def test_fresh_people_are_new_to_the_teacher_and_to_the_held_out_world():
     """The second leg's inputs: every clip a different person, none of the training or held-out world's, other noises."""
     from training.nano import NanoBudget, heldout_world
 
-    training, fresh = distill.nano_requests(3), distill.nano_requests(5, fresh=True, world=3)
+    training, fresh = distill_nano.nano_requests(3), distill_nano.nano_requests(5, fresh=True, world=3)
     held_out = heldout_world(replace(NanoBudget(), heldout=3))
     # a leg takes the first N people of worlds of fixed size: the same clip under the same name for any N
-    fewer = distill.nano_requests(2, fresh=True, world=3)
+    fewer = distill_nano.nano_requests(2, fresh=True, world=3)
     assert [(r.name, r.seed, r.prompt) for r in fewer] == [(r.name, r.seed, r.prompt) for r in fresh[:2]]
     assert all(np.array_equal(a.image, b.image) for a, b in zip(fewer, fresh))
     with pytest.raises(InputError, match="at most"):
-        distill.nano_requests(distill.FRESH_WORLDS + 1, fresh=True, world=1)
+        distill_nano.nano_requests(distill_nano.FRESH_WORLDS + 1, fresh=True, world=1)
     # people past the first world come from the next one, named on
     assert [r.name for r in fresh] == ["d0000", "d0001", "d0002", "d0003", "d0004"] and training[0].name == "w0000"
     references = [np.asarray(r.image) for r in (*training, *fresh)] + [ex.reference for ex in held_out]
@@ -275,7 +275,7 @@ def student_dir(tmp_path_factory) -> Path:
     summary = fit(TrainConfig(cache_dir=str(work / "targets"), run_dir=str(work / "run"), stage="distill", steps=2,
                               base_model=str(nano_dir() / "transformer"), checkpoint_every=0))  # fmt: skip
     info = {"model": "humo-nano-4step", "sample_steps": 4, "scheduler": "euler", "guidance_preset": "single pass"}
-    return distill.save_student(work / "humo-nano-4step", Path(summary["final"]), info)
+    return distill_nano.save_student(work / "humo-nano-4step", Path(summary["final"]), info)
 
 
 def test_student_checkpoint_loads_through_the_registry_and_cli_with_one_pass_per_step(
@@ -373,6 +373,6 @@ def test_bundled_student_rerendered_is_closer_to_the_teacher_than_the_teacher_at
     reference = generate(teacher, example, steps=30)
     teacher4 = generate(teacher, example, steps=4)
     fast = generate(student, example, steps=4, guidance=single)
-    psnr_student, psnr_teacher4 = distill._psnr(fast, reference), distill._psnr(teacher4, reference)
+    psnr_student, psnr_teacher4 = distill_nano._psnr(fast, reference), distill_nano._psnr(teacher4, reference)
     print(f"PSNR to teacher-30: student {psnr_student:.2f} dB, teacher-4 {psnr_teacher4:.2f} dB")
     assert psnr_student > psnr_teacher4 + PSNR_MARGIN_DB

@@ -67,14 +67,14 @@ def add_distill_parsers(subparsers) -> None:
 
 def run_distill_targets(args) -> int:
     from engine.registry import load_pipeline
-    from training import distill
+    from training import distill, distill_nano
 
     pipe = load_pipeline(args.teacher, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     if args.clips:
         requests = distill.manifest_requests(args.clips, args.count)
     else:
-        requests = distill.nano_requests(args.count or 240)
+        requests = distill_nano.nano_requests(args.count or 240)
     index = distill.build_targets(
         pipe, requests, args.out, teacher_steps=args.teacher_steps, student_steps=args.student_steps
     )
@@ -85,7 +85,7 @@ def run_distill_targets(args) -> int:
 def run_distill_nano(args) -> int:
     import torch
 
-    from training.distill import build_nano_student
+    from training.distill_nano import build_nano_student
 
     if args.threads:
         torch.set_num_threads(args.threads)
