@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,12 @@ class StudioContext:
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
     admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
     admission_sessions: dict = field(default_factory=dict)  # owner -> the page session its ticket was taken for
+    # owner -> how many of its jobs' worker threads are alive; a ticket given back meanwhile waits for them to end
+    working: dict = field(default_factory=dict)
+    release_pending: set = field(default_factory=set)
+    # One job at a time on this studio's pipelines (and GPU), whatever Gradio's queue does: a job whose page went away
+    # keeps its turn until its worker thread has really ended (DESIGN.md decision 11).
+    _turn: threading.Lock = field(default_factory=threading.Lock)
     # session hash -> whether Gradio's queue still holds (or runs) an event of that page; set by the app once the
     # queue exists (studio.admission.watch_queue). A ticket of a page whose event the queue dropped is given back.
     session_in_queue: Callable[[str], bool] | None = None
@@ -109,6 +116,20 @@ class StudioContext:
                 else:
                     self._pipelines[model_id] = load_pipeline(model_id, device=self.options.device)
             return self._pipelines[model_id]
+
+    @contextmanager
+    def turn(self, stop_event: threading.Event | None = None) -> Iterator[None]:
+        """Hold the studio's one job turn while a job loads and runs its pipeline: a pipeline (its scheduler keeps
+        per-run state) never runs two jobs at once. A job stopped while it waits leaves without its turn."""
+        from engine.pipeline import GenerationInterrupted
+
+        while not self._turn.acquire(timeout=0.1):
+            if stop_event is not None and stop_event.is_set():
+                raise GenerationInterrupted("stopped before it started")
+        try:
+            yield
+        finally:
+            self._turn.release()
 
     @property
     def is_demo_model(self) -> bool:

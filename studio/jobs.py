@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import random
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from studio.paths import DataPaths
 from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
 from studio.store import LOCAL_OWNER
 
+log = logging.getLogger(__name__)
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul; one a second keeps the page lively and cheap
 
 
@@ -220,25 +221,27 @@ def run_job(
     gid = row.id
     stop_event = stop_event or threading.Event()
     try:
-        video_rel = DataPaths.video_rel(gid)
-        started = time.perf_counter()
-        if ctx.options.gpus > 1:
-            ctx.store.mark_running(gid)
-            path, settings = run_worker_group(
-                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
-            )
-        else:
-            pipe = ctx.pipeline(model_id)
-            ctx.store.mark_running(gid)
-            callback = _progress_callback(ctx, gid, stop_event, on_progress, _estimate(ctx, request, frames, model_id))
-            from studio.advanced import applied
+        with ctx.turn(stop_event):  # the row stays queued until the studio's pipelines are free
+            video_rel = DataPaths.video_rel(gid)
+            started = time.perf_counter()
+            if ctx.options.gpus > 1:
+                ctx.store.mark_running(gid)
+                path, settings = run_worker_group(
+                    ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
+                )
+            else:
+                pipe = ctx.pipeline(model_id)
+                ctx.store.mark_running(gid)
+                estimate = _estimate(ctx, request, frames, model_id)
+                callback = _progress_callback(ctx, gid, stop_event, on_progress, estimate)
+                from studio.advanced import applied
 
-            with applied(pipe, advanced, ctx.options.device):
-                path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
-                                                  callback_on_step_end=callback,
-                                                  advanced=advanced.record(names) if advanced else None)  # fmt: skip
-        _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
-        return _finish(ctx, gid, video_rel, path, settings)
+                with applied(pipe, advanced, ctx.options.device):
+                    path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
+                                                      callback_on_step_end=callback,
+                                                      advanced=advanced.record(names) if advanced else None)  # fmt: skip
+            _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
+            return _finish(ctx, gid, video_rel, path, settings)
     except BaseException as exc:
         return _end_row(ctx, gid, exc)
 
@@ -260,10 +263,14 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     if isinstance(exc, InputError):
         ctx.store.mark_failed(gid, str(exc))
         return JobResult(gid, "failed", error=str(exc), field=exc.field)
-    ctx.store.mark_failed(gid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+    # The row and the page get a sentence, never the raw exception (it may name server paths or internals); the
+    # server's log keeps the traceback under the job's number.
+    log.error("job %s failed", gid, exc_info=(type(exc), exc, exc.__traceback__))
+    message = f"Job {gid} failed inside the studio ({type(exc).__name__}); the server's log has the details."
+    ctx.store.mark_failed(gid, message)
     if not isinstance(exc, Exception):
         raise exc
-    return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")  # keep serving: the row says what went wrong
+    return JobResult(gid, "failed", error=message)  # keep serving: the row says that it failed
 
 
 def worker_group_command(
@@ -412,15 +419,24 @@ def _remaining(estimate: eta.Estimate | None, elapsed: float, fraction: float) -
     return elapsed / max(fraction, 1e-6) * (1 - fraction)
 
 
-def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) -> Iterator[JobProgress | JobResult]:
+def stream_job(ctx, request, model_id=None, stop_event=None, run=None, alive=None,
+               **job) -> Iterator[JobProgress | JobResult]:  # fmt: skip
     """Run a job in a worker thread and yield its progress events, then its result (for Gradio generators).
-    `job`: run_job's owner, names and consent; `run`: the job function (default run_job; a dub: run_dub_job)."""
+    `job`: run_job's owner, names and consent; `run`: the job function (default run_job; a dub: run_dub_job).
+
+    The job belongs to the studio, not to the page: when the consumer goes away (Gradio closes the generator on a
+    cancel or a closed tab, or `alive()` says the page's event left the queue) the job is stopped at its next step;
+    its thread keeps the pipeline's turn and the owner's admission ticket until it has really ended."""
+    from studio import admission
+
     events: queue.Queue = queue.Queue()
     holder: dict = {}
+    stop_event = stop_event if stop_event is not None else threading.Event()
 
     def work():
         try:
-            holder["result"] = (run or run_job)(ctx, request, model_id, stop_event, on_progress=events.put, **job)
+            with admission.working(ctx, job.get("owner", LOCAL_OWNER)):
+                holder["result"] = (run or run_job)(ctx, request, model_id, stop_event, on_progress=events.put, **job)
         except InputError as exc:
             holder["error"] = exc
         finally:
@@ -428,11 +444,20 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) ->
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    while True:
-        event = events.get()
-        if event is None:
-            break
-        yield event
+    try:
+        while True:
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:  # quiet (loading, waiting for the turn): is anyone still waiting for this job?
+                if alive is not None and not alive():
+                    stop_event.set()
+                continue
+            if event is None:
+                break
+            yield event
+    finally:
+        if thread.is_alive():  # the page went away: stop at the next step; the thread ends (and frees) on its own
+            stop_event.set()
     thread.join()
     if "error" in holder:
         raise holder["error"]
@@ -525,11 +550,13 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
     gid = row.id
     stop_event = stop_event or threading.Event()
     try:
-        pipe = ctx.pipeline(model_id)
-        ctx.store.mark_running(gid)
-        callback = _progress_callback(ctx, gid, stop_event, on_progress)
-        video_rel = DataPaths.video_rel(gid)
-        path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
-        return _finish(ctx, gid, video_rel, path, settings)
+        with ctx.turn(stop_event):  # one job at a time on the pipelines, as run_job
+            pipe = ctx.pipeline(model_id)
+            ctx.store.mark_running(gid)
+            callback = _progress_callback(ctx, gid, stop_event, on_progress)
+            video_rel = DataPaths.video_rel(gid)
+            path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan,
+                                         names=names)  # fmt: skip
+            return _finish(ctx, gid, video_rel, path, settings)
     except BaseException as exc:
         return _end_row(ctx, gid, exc)

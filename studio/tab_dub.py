@@ -188,7 +188,9 @@ class DubRunner:
             job_request, names = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point,
                                                   consent=consent, mask=mask)  # fmt: skip
             job = {"owner": owner, "names": names, "consent": True if ctx.options.public else None}
-            for event in stream_job(ctx, job_request, ctx.default_model, stop, run=run_dub_job, **job):
+            for event in stream_job(
+                ctx, job_request, ctx.default_model, stop, run=run_dub_job, alive=admission.page_alive(ctx, tab), **job
+            ):
                 if isinstance(event, JobProgress):
                     preview = event.preview if event.preview is not None else gr.update()
                     yield None, event.generation_id, format_progress(event).replace("Generation", "Dub"), preview
@@ -234,8 +236,9 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     from engine.schedulers import official_timesteps
     from studio.spaces import JobCost, gpu_seconds
 
-    request, _ = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent,
-                                  mask=mask)
+    request, _ = make_dub_request(
+        ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent, mask=mask
+    )
     spec = registry.get_spec(ctx.default_model)
     frames = snap_frames(max(1, int(probe_audio(request.audio).duration_s * dub.FPS)))
     timesteps = official_timesteps(request.num_inference_steps, spec.flow_shift)

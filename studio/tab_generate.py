@@ -801,7 +801,9 @@ class JobRunner:
             model_id = values["model"] or ctx.default_model
             job = {"owner": owner, "names": {**names, **lora_names}, "consent": True if ctx.options.public else None,
                    "advanced": None if extra.is_default() else extra}  # fmt: skip
-            for event in stream_job(ctx, job_request, model_id=model_id, stop_event=stop, **job):
+            for event in stream_job(
+                ctx, job_request, model_id=model_id, stop_event=stop, alive=admission.page_alive(ctx, tab_id), **job
+            ):
                 if isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
                     preview = event.preview if event.preview is not None else gr.update()
