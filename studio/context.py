@@ -33,6 +33,9 @@ class StudioOptions:
     max_audio_seconds: float = 600.0  # a 10-minute voice; longer uploads are refused in well under a second
     max_frames_plain: int = 401  # frames one window may have without *Long video* (16 s)
     max_extra_images: int = 3
+    # A dub's source video: frames larger than full HD are refused (the model works at 480p/720p; decoding a
+    # 4096×4096 clip costs gigabytes before any check could run otherwise)
+    max_video_pixels: int = 1920 * 1080
     max_upload: str = "1gb"
     cache_ttl_s: int = 3600  # Gradio's cache of uploads and served media is aged out after this
 
@@ -52,6 +55,10 @@ class StudioOptions:
     @property
     def frame_cap(self) -> int:
         return self.max_frames_public if self.public else self.max_frames_plain
+
+    @property
+    def video_pixel_cap(self) -> int:
+        return self.max_pixels_public if self.public else self.max_video_pixels
 
     @property
     def audio_cap_s(self) -> float:

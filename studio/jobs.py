@@ -466,33 +466,33 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, alive=Non
 
 # ---------------------------------------------------------------------------------------------- dubbing (issue #15)
 def check_dub_video(opts, path: str, name: str | None = None) -> dict:
-    """The source video's header checks (engine.dub.probe_video: readable, a video, not a still) and, in public mode,
-    its caps: duration, pixels per frame and file size, all read from the header and the file system, before any
-    frame is decoded."""
+    """The source video's header checks (engine.dub.probe_video: readable, a video with a length, not a still) and
+    its caps in every mode: duration and pixels per frame (public mode: also the file size), all read from the
+    header and the file system, before any frame is decoded."""
     from gradio.utils import _parse_file_size  # Gradio's own reading of max_file_size ("50mb")
 
     from engine import dub
 
     name = name or Path(path).name
     header = dub.probe_video(path, name)
-    if not opts.public:
-        return header
     stream, seconds = header["video"], header.get("duration") or 0.0
+    who = "this public studio" if opts.public else "the studio"
     if seconds > opts.audio_cap_s:
-        raise InputError(f"{name} is {seconds:.1f} s long; this public studio dubs videos up to "
-                         f"{opts.audio_cap_s:.0f} s: trim it.", field="video")  # fmt: skip
-    if stream["width"] * stream["height"] > opts.max_pixels_public:
-        raise InputError(f"{name} is {stream['width']}×{stream['height']}; this public studio takes videos up to "
-                         "480×832 pixels per frame: scale it down.", field="video")  # fmt: skip
-    if Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
+        raise InputError(f"{name} is {seconds:.1f} s long; {who} dubs videos up to {opts.audio_cap_s:.0f} s: trim it.",
+                         field="video")  # fmt: skip
+    if stream["width"] * stream["height"] > opts.video_pixel_cap:
+        size = "480×832" if opts.public else "1920×1080"
+        raise InputError(f"{name} is {stream['width']}×{stream['height']}; {who} takes videos up to {size} pixels "
+                         "per frame: scale it down.", field="video")  # fmt: skip
+    if opts.public and Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
         raise InputError(f"{name} is larger than {opts.max_upload_public}: export it smaller.", field="video")
     return header
 
 
 def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = None):
-    """Every check of a dub before a row or a file exists (engine.dub.DubRequest -> its DubPlan): numbers and text,
-    the source video's header caps, then engine.dub.plan_dub (voice within the length cap, frames, face, mask) and
-    the frame cap on what the job makes."""
+    """Every check of a dub before a row or a file exists (engine.dub.DubRequest -> its DubPlan). Its cost first,
+    from headers and arithmetic (the source's size and length, the voice's length, the frames after ping-pong or
+    trim against the frame caps), then engine.dub.plan_dub, which decodes (voice, frames, face, mask)."""
     from engine import dub
     from studio import inputs
 
@@ -504,15 +504,20 @@ def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = Non
     if opts.public and request.num_inference_steps > opts.max_steps_public:
         raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
     check_dub_video(opts, request.video, names.get(request.video))
+    _check_dub_frames(opts, request, dub.planned_frames(request, names, max_audio_s=opts.audio_cap_s))
     plan = dub.plan_dub(request, names, max_audio_s=opts.audio_cap_s)
-    if opts.public and plan.num_frames > opts.max_frames_public:
-        limit = opts.max_frames_public
-        raise InputError(f"This dub would make {plan.num_frames} frames; this public studio makes at most {limit} "
-                         f"({limit / 25:.1f} s): trim the voice.", field="audio")  # fmt: skip
-    if not request.window_frames and plan.num_frames > opts.max_frames_plain:
-        raise InputError(f"The voice sets {plan.num_frames} frames, more than one window of {opts.max_frames_plain}: "
-                         "trim the voice.", field="audio")  # fmt: skip
+    _check_dub_frames(opts, request, plan.num_frames)  # the decoded truth, should a header have lied
     return plan
+
+
+def _check_dub_frames(opts, request, frames: int) -> None:
+    if opts.public and frames > opts.max_frames_public:
+        limit = opts.max_frames_public
+        raise InputError(f"This dub would make {frames} frames; this public studio makes at most {limit} "
+                         f"({limit / 25:.1f} s): trim the voice.", field="audio")  # fmt: skip
+    if not request.window_frames and frames > opts.max_frames_plain:
+        raise InputError(f"The voice sets {frames} frames, more than one window of {opts.max_frames_plain}: "
+                         "trim the voice.", field="audio")  # fmt: skip
 
 
 def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_event: threading.Event | None = None,

@@ -70,9 +70,24 @@ def make_dub_request(ctx: StudioContext, video, audio, prompt=None, face=None, s
     return request, names
 
 
+PREVIEW_SLOTS = threading.BoundedSemaphore(2)  # previews made at once, across all visitors
+BUSY_PREVIEW = "⚠ The studio is making other previews right now: choose the face again in a moment."
+
+
 def mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None) -> tuple[np.ndarray | None, str]:
     """The first frame with the mask the dub would use tinted red, and a line saying which face; or the reason
-    there is none. Reads only the first second (header caps first)."""
+    there is none. Reads only the first second (header caps first). Its cost is bounded without a ticket: it runs
+    outside Gradio's queue (a flood of previews never fills the places jobs wait in) and at most two run at once;
+    one more is answered at once with a busy line."""
+    if not PREVIEW_SLOTS.acquire(blocking=False):
+        return None, BUSY_PREVIEW
+    try:
+        return _mask_preview(ctx, video, face, strength, point)
+    finally:
+        PREVIEW_SLOTS.release()
+
+
+def _mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None) -> tuple[np.ndarray | None, str]:
     try:
         source = inputs.upload(video, "video")
         if source is None:
@@ -255,10 +270,9 @@ def on_frame_click(evt: gr.SelectData) -> str:
 def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     tab = layout(ctx)
     runner = DubRunner(ctx)
-    # the preview decodes a second of video and runs the face detector: queued, two at a time, so visitors
-    # changing inputs cannot pile that work up in the web server (Gradio's bounded queue also applies)
-    raw = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False,
-           "concurrency_id": "dub-preview", "concurrency_limit": 2}  # fmt: skip
+    # the preview decodes a second of video (within the header caps) and runs the face detector: outside Gradio's
+    # queue, so previews never take the places jobs wait in, and bounded to two at once by mask_preview itself
+    raw = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False, "queue": False}
     preview_inputs = [tab.video, tab.face, tab.strength, tab.point]
     for trigger in (tab.video.change, tab.face.submit, tab.strength.release, tab.point.change):
         trigger(lambda *v: mask_preview(ctx, *v), preview_inputs, [tab.preview_frame, tab.preview_info], **raw)
