@@ -56,10 +56,19 @@ def session_in_queue(queue, session: str) -> bool:
 
 
 def page_alive(ctx, session: str | None):
-    """For `stream_job(alive=...)`: whether the page's event is still in Gradio's queue (None: cannot tell)."""
+    """For `stream_job(alive=...)`: whether the page's event is still in Gradio's queue (None: cannot tell). An
+    event seen there once and gone since was cancelled; one never seen there (a direct call) is not judged."""
     if ctx.session_in_queue is None or not session or session in ("local", "direct"):
         return None
-    return lambda: ctx.session_in_queue(session)
+    seen = [False]
+
+    def alive() -> bool:
+        if ctx.session_in_queue(session):
+            seen[0] = True
+            return True
+        return not seen[0]
+
+    return alive
 
 
 def _live(ctx) -> dict:

@@ -51,6 +51,10 @@ class StudioOptions:
     # Reverse proxies in front of the studio whose X-Forwarded-For hop is believed for the per-address cap
     # (HUMO_TRUSTED_PROXIES; 1 on a Space). 0: the socket's peer, the header is ignored.
     trusted_proxies: int = 0
+    # Or the addresses of those proxies (HUMO_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16"): the server itself then takes
+    # the client's address from X-Forwarded-For only when the connection comes from one of them (uvicorn's
+    # forwarded_allow_ips). Empty: no address is trusted.
+    proxy_addresses: str = ""
 
     @property
     def frame_cap(self) -> int:
@@ -86,6 +90,7 @@ class StudioContext:
     session_in_queue: Callable[[str], bool] | None = None
     board: JobBoard = field(default_factory=JobBoard)  # the Generate tab's queue list (studio/queue_view.py)
     startup_report: str = ""
+    visitor_key: bytes = b""  # signs the visitor ids this studio issues (studio/owners.py); never leaves the server
 
     @classmethod
     def create(cls, options: StudioOptions) -> StudioContext:
@@ -102,6 +107,7 @@ class StudioContext:
             f"{removed['unreferenced']} unreferenced file(s) removed"
         )
         from studio.eta import load_costs
+        from studio.owners import visitor_key
 
         return cls(
             options=options,
@@ -109,6 +115,7 @@ class StudioContext:
             default_model=options.model or best_available_model(),
             seconds_per_pass=load_costs(store),  # what this machine measured before the restart
             startup_report=report,
+            visitor_key=visitor_key(store.data_dir),
         )
 
     def pipeline(self, model_id: str | None = None):

@@ -220,29 +220,43 @@ def run_job(
         raise
     gid = row.id
     stop_event = stop_event or threading.Event()
-    try:
-        with ctx.turn(stop_event):  # the row stays queued until the studio's pipelines are free
-            video_rel = DataPaths.video_rel(gid)
-            started = time.perf_counter()
-            if ctx.options.gpus > 1:
-                ctx.store.mark_running(gid)
-                path, settings = run_worker_group(
-                    ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
-                )
-            else:
-                pipe = ctx.pipeline(model_id)
-                ctx.store.mark_running(gid)
-                estimate = _estimate(ctx, request, frames, model_id)
-                callback = _progress_callback(ctx, gid, stop_event, on_progress, estimate)
-                from studio.advanced import applied
 
-                with applied(pipe, advanced, ctx.options.device):
-                    path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
-                                                      callback_on_step_end=callback,
-                                                      advanced=advanced.record(names) if advanced else None)  # fmt: skip
-            _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
-            return _finish(ctx, gid, video_rel, path, settings)
-    except BaseException as exc:
+    def work() -> JobResult:
+        video_rel = DataPaths.video_rel(gid)
+        started = time.perf_counter()
+        if ctx.options.gpus > 1:
+            ctx.store.mark_running(gid)
+            path, settings = run_worker_group(
+                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
+            )
+        else:
+            pipe = ctx.pipeline(model_id)
+            ctx.store.mark_running(gid)
+            callback = _progress_callback(ctx, gid, stop_event, on_progress, _estimate(ctx, request, frames, model_id))
+            from studio.advanced import applied
+
+            with applied(pipe, advanced, ctx.options.device):
+                path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
+                                                  callback_on_step_end=callback,
+                                                  advanced=advanced.record(names) if advanced else None)  # fmt: skip
+        _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
+        return _finish(ctx, gid, video_rel, path, settings)
+
+    return _in_turn(ctx, gid, stop_event, work)
+
+
+def _in_turn(ctx: StudioContext, gid: int, stop_event: threading.Event, work: Callable[[], JobResult]) -> JobResult:
+    """Run a job's `work` in the studio's one job turn (the row stays queued until the pipelines are free) and end
+    its row while the turn is still held, so the next job's row never runs beside it."""
+    from engine.pipeline import GenerationInterrupted
+
+    try:
+        with ctx.turn(stop_event):
+            try:
+                return work()
+            except BaseException as exc:
+                return _end_row(ctx, gid, exc)
+    except GenerationInterrupted as exc:  # stopped while it waited for its turn
         return _end_row(ctx, gid, exc)
 
 
@@ -554,14 +568,13 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
         raise
     gid = row.id
     stop_event = stop_event or threading.Event()
-    try:
-        with ctx.turn(stop_event):  # one job at a time on the pipelines, as run_job
-            pipe = ctx.pipeline(model_id)
-            ctx.store.mark_running(gid)
-            callback = _progress_callback(ctx, gid, stop_event, on_progress)
-            video_rel = DataPaths.video_rel(gid)
-            path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan,
-                                         names=names)  # fmt: skip
-            return _finish(ctx, gid, video_rel, path, settings)
-    except BaseException as exc:
-        return _end_row(ctx, gid, exc)
+
+    def work() -> JobResult:
+        pipe = ctx.pipeline(model_id)
+        ctx.store.mark_running(gid)
+        callback = _progress_callback(ctx, gid, stop_event, on_progress)
+        video_rel = DataPaths.video_rel(gid)
+        path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
+        return _finish(ctx, gid, video_rel, path, settings)
+
+    return _in_turn(ctx, gid, stop_event, work)

@@ -183,7 +183,7 @@ class DubRunner:
         the studio's own process."""
         ctx = self.ctx
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
         except InputError as exc:
             yield None, None, f"✖ {exc}", gr.update()
             return
@@ -198,7 +198,8 @@ class DubRunner:
                    consent=None, mask=None, point=None, owner=None):  # fmt: skip
         """One dub of `owner` as (video, gallery id, status, preview) updates (on ZeroGPU: in the GPU worker)."""
         ctx = self.ctx
-        self.stop_events[tab] = stop = threading.Event()
+        stop = threading.Event()
+        self.stop_events[tab] = (owner, stop)  # Stop in this tab, by this owner, ends this dub
         try:
             job_request, names = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point,
                                                   consent=consent, mask=mask)  # fmt: skip
@@ -223,7 +224,7 @@ class DubRunner:
         ctx = self.ctx
         visitor = args[len(API_INPUTS) + 1] if len(args) > len(API_INPUTS) + 1 else None
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
             address = admission.client_address(request, ctx.options.trusted_proxies)
             refusal = admission.admit(ctx, owner, address, getattr(request, "session_hash", None))
         except InputError as exc:
@@ -233,9 +234,14 @@ class DubRunner:
             checks[0] = gr.validate(False, refusal)
         return checks
 
-    def on_stop(self, request: gr.Request):
-        event = self.stop_events.get(getattr(request, "session_hash", None) or "local")
-        if event is None:
+    def on_stop(self, request: gr.Request, visitor=None):
+        """Stop this tab's dub: only its owner's Stop counts."""
+        try:
+            owner = request_owner(self.ctx.options.public, request, visitor, self.ctx.visitor_key)
+        except InputError as exc:
+            return f"✖ {exc}"
+        owned, event = self.stop_events.get(getattr(request, "session_hash", None) or "local") or (None, None)
+        if event is None or owned != owner:
             return "Nothing is dubbing in this tab."
         event.set()
         return "■ Stopping at the next step…"
@@ -284,6 +290,6 @@ def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     # the public API: (video, audio, prompt, face, strength, steps, seed, consent, mask) -> (video, id, status, preview)
     api = gr.Button(visible=False)
     api_event = api.click(runner.on_dub, form, outputs, api_name="dub", **job)
-    tab.stop.click(runner.on_stop, None, [tab.status], **PRIVATE)
+    tab.stop.click(runner.on_stop, [visitor], [tab.status], **PRIVATE)
     tab.job_events += [page, api_event]
     return tab
