@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 
 from studio.context import StudioOptions, env_flag
 
@@ -78,7 +79,19 @@ def main(argv=None) -> None:
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
     print(f"Gallery database: {ctx.store.engine.url!r} (this front-end: instance {ctx.store.instance_id}).")
     print(f"At start-up: {ctx.startup_report}.")
-    demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
+    # Docker, systemd and Spaces stop a server with SIGTERM: shut down as on Ctrl+C (Gradio closes the server, the
+    # cache sweeper's shutdown empties the cache), and empty it here too should the server not get that far.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
+    finally:
+        from studio.serving import sweep_cache
+
+        sweep_cache(demo, None)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
