@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 
 from studio.context import StudioOptions, env_flag
 
@@ -44,6 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def trusted_proxies(value: str) -> dict:
+    """HUMO_TRUSTED_PROXIES: a number of proxy hops whose X-Forwarded-For hop is believed (a Space: 1), or the
+    proxies' addresses (comma-separated IPs or networks, for the server's forwarded_allow_ips); empty: none."""
+    value = value.strip()
+    if not value or value.isdigit():
+        return {"trusted_proxies": int(value or 0)}
+    return {"proxy_addresses": value}
+
+
 def main(argv=None) -> None:
     from studio import spaces  # its prepare_models imports the `spaces` package before any weight is placed
     from studio.app import create_app, launch_options
@@ -60,7 +70,7 @@ def main(argv=None) -> None:
         device=args.device,
         gpus=args.gpus,
         auth=parse_auth(args.auth),
-        trusted_proxies=int(os.environ.get("HUMO_TRUSTED_PROXIES", "1" if spaces.on_space() else "0")),
+        **trusted_proxies(os.environ.get("HUMO_TRUSTED_PROXIES", "1" if spaces.on_space() else "")),
     )
     if spaces.on_zero_gpu():  # 30 steps of HuMo-1.7B at 480p do not fit one ZeroGPU call (studio/spaces.py)
         options.max_steps_public = int(os.environ.get("HUMO_PUBLIC_MAX_STEPS", "12"))
@@ -69,7 +79,19 @@ def main(argv=None) -> None:
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
     print(f"Gallery database: {ctx.store.engine.url!r} (this front-end: instance {ctx.store.instance_id}).")
     print(f"At start-up: {ctx.startup_report}.")
-    demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
+    # Docker, systemd and Spaces stop a server with SIGTERM: shut down as on Ctrl+C (Gradio closes the server, the
+    # cache sweeper's shutdown empties the cache), and empty it here too should the server not get that far.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, **launch_options(ctx))
+    finally:
+        from studio.serving import sweep_cache
+
+        sweep_cache(demo, None)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from engine import media
-from engine.audio import SAMPLING_RATE, check_voice, load_audio, num_video_frames, snap_frames
+from engine.audio import SAMPLING_RATE, check_voice, load_audio, num_video_frames, probe_audio, snap_frames
 from engine.errors import InputError
 
 FPS = 25  # the model's frame rate; sources at other rates are resampled and the settings say so
@@ -87,7 +87,32 @@ def probe_video(path: str | os.PathLike, display_name: str | None = None) -> dic
         )
     if not stream.get("width") or not stream.get("height"):
         raise InputError(f"Could not read the frame size of {name}; re-export it as an H.264 mp4.", field="video")
+    frames = header_frames(header)
+    if frames < 2:  # a one-frame GIF has no duration; a dub's cost is read from the header, so it needs one
+        what = "has no duration in its header" if frames < 0 else f"is {frames} frame(s) long"
+        raise InputError(f"{name} {what}: it is a still image, a one-frame animation or a stream without a length. "
+                         "Give footage of the speaker as an mp4, mov or webm.", field="video")  # fmt: skip
     return header
+
+
+def header_frames(header: dict[str, Any]) -> int:
+    """The source's frames at the model's 25 fps, from its header's duration (-1 when the header has none)."""
+    seconds = header.get("duration")
+    return -1 if not seconds else int(seconds * FPS)
+
+
+def planned_frames(request: DubRequest, names: dict[str, str] | None = None, max_audio_s: float | None = None) -> int:
+    """The frames a dub will make (after ping-pong or trim), from the headers of its video and voice and
+    arithmetic: nothing decoded but, when the voice's header has no length, the voice itself (cheap, bounded by
+    `max_audio_s`). What every cap of a dub is checked against before `plan_dub` decodes the video."""
+    names = names or {}
+    header = probe_video(request.video, names.get(request.video))
+    audio_name = names.get(request.audio) or Path(request.audio).name
+    info = probe_audio(request.audio, display_name=audio_name)
+    seconds = info.duration_s
+    if seconds is None or (max_audio_s is not None and seconds > max_audio_s):
+        seconds = len(load_audio(request.audio, max_seconds=max_audio_s, display_name=audio_name)) / SAMPLING_RATE
+    return clip_length(header_frames(header), max(1, int(seconds * FPS)), request.extend)
 
 
 def load_video(
@@ -448,6 +473,9 @@ def plan_dub(request: DubRequest, names: dict[str, str] | None = None, max_audio
     _check_mask_settings(request.strength, request.dilate, request.feather)
     if request.extend not in EXTEND_POLICIES:
         raise InputError(f"extend must be one of {', '.join(EXTEND_POLICIES)} (got {request.extend!r}).", "extend")
+    if request.mask and (request.face is not None or request.point is not None):
+        raise InputError("A mask chooses the region itself: a face index or a clicked face is not used with it. "
+                         "Set Face to -1 and clear the clicked point, or remove the mask.", field="face")  # fmt: skip
     probe_video(request.video, video_name)
     waveform = load_audio(request.audio, max_seconds=max_audio_s, display_name=audio_name)
     check_voice(waveform, audio_name)

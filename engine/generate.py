@@ -79,6 +79,15 @@ def versions() -> dict[str, str]:
     }
 
 
+def shown_model_id(model_id: str) -> str:
+    """A model id as a video's label and settings show it: a file or folder (a fine-tune's `checkpoint:<folder>`)
+    by its name, never the server's path to it."""
+    prefix, sep, rest = model_id.partition(":")
+    if sep and prefix == "checkpoint":
+        return f"checkpoint:{Path(rest).name}"
+    return Path(model_id).name if Path(model_id).is_absolute() or Path(model_id).exists() else model_id
+
+
 def settings_record(
     pipe: HuMoPipeline, request: GenerationRequest, output: HuMoPipelineOutput, schedule: GuidanceSchedule
 ) -> dict[str, Any]:
@@ -95,7 +104,7 @@ def settings_record(
             "mode": output.mode,
             "num_frames": output.num_frames,
             "guidance": schedule.to_dict(),
-            "model_id": Path(pipe.model_id).name if Path(pipe.model_id).is_file() else pipe.model_id,  # no server path
+            "model_id": shown_model_id(pipe.model_id),  # no server path in the file's label or settings
             "model_hashes": pipe.model_hashes,
             "variant": pipe.variant,
             "scheduler": type(pipe.scheduler).__name__,

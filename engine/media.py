@@ -179,14 +179,17 @@ def write_video(
     outputs += ["-map_metadata", "2" if audio is not None else "1"]  # the ffmetadata input, after video (and audio)
     outputs += ["-movflags", "+faststart", "-f", "mp4", str(tmp)]
 
-    # The tags travel in a file in a private temporary folder, removed on every exit path (a killed process leaves
-    # it only inside the system temporary folder).
-    with tempfile.TemporaryDirectory(prefix="humo-tags-") as tag_dir, tempfile.TemporaryFile() as log:
-        tag_file = Path(tag_dir) / "tags.ffmetadata"
-        tag_file.write_text(ffmetadata_text(tags), encoding="utf-8")
-        args = [*inputs, "-f", "ffmetadata", "-i", str(tag_file), *outputs]
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+    # The tags (the prompt among them) travel in a half-written file beside the output's own, removed on every exit
+    # path; a killed process leaves it where the output's leftovers are (`*.part.*`: the studio removes them at
+    # start), never in the system's shared temporary folder.
+    tag_file, proc = tmp.with_name(tmp.name.replace(".part.mp4", ".part.ffmetadata")), None
+    with tempfile.TemporaryFile() as log:
         try:
+            fd = os.open(tag_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(ffmetadata_text(tags))
+            args = [*inputs, "-f", "ffmetadata", "-i", str(tag_file), *outputs]
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
             try:
                 proc.stdin.write(_even(first).tobytes())
                 for frame in iterator:
@@ -204,11 +207,13 @@ def write_video(
                 raise RuntimeError(f"ffmpeg could not write {path.name}: {detail}")
             os.replace(tmp, path)
         except BaseException:
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            tag_file.unlink(missing_ok=True)
     return path
 
 

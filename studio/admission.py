@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 MAX_JOBS_PER_ADDRESS = 2  # several visitors may share an address (a campus, a proxy); API clients rotate ids
@@ -53,11 +55,29 @@ def session_in_queue(queue, session: str) -> bool:
     return True  # cannot tell: keep the ticket (the TTL still bounds it)
 
 
+def page_alive(ctx, session: str | None):
+    """For `stream_job(alive=...)`: whether the page's event is still in Gradio's queue (None: cannot tell). An
+    event seen there once and gone since was cancelled; one never seen there (a direct call) is not judged."""
+    if ctx.session_in_queue is None or not session or session in ("local", "direct"):
+        return None
+    seen = [False]
+
+    def alive() -> bool:
+        if ctx.session_in_queue(session):
+            seen[0] = True
+            return True
+        return not seen[0]
+
+    return alive
+
+
 def _live(ctx) -> dict:
     """The tickets not yet expired and whose page's event is still queued or running (dropping the rest)."""
     now, ttl = time.monotonic(), ctx.options.admission_ttl_s
     alive = ctx.session_in_queue
     for key, (_, taken) in list(ctx.admissions.items()):
+        if ctx.working.get(key):  # its job's work has not ended (a closed page's job stops at its next step)
+            continue
         session = ctx.admission_sessions.get(key)
         dropped = alive is not None and session and now - taken > ARRIVAL_GRACE_S and not alive(session)
         if now - taken > ttl or dropped:
@@ -86,7 +106,32 @@ def admit(ctx, owner: str, address: str, session: str | None = None) -> str | No
 
 
 def release(ctx, owner: str) -> None:
-    """Give the owner's ticket back (the job ended, or was refused)."""
+    """Give the owner's ticket back (the job ended, or was refused); while a worker thread of the owner's still
+    works (its page went away: it stops at its next step) the ticket comes back when that thread ends."""
     with _LOCK:
-        ctx.admissions.pop(owner, None)
-        ctx.admission_sessions.pop(owner, None)
+        if ctx.working.get(owner):
+            ctx.release_pending.add(owner)
+            return
+        _drop(ctx, owner)
+
+
+def _drop(ctx, owner: str) -> None:
+    ctx.admissions.pop(owner, None)
+    ctx.admission_sessions.pop(owner, None)
+    ctx.release_pending.discard(owner)
+
+
+@contextmanager
+def working(ctx, owner: str) -> Iterator[None]:
+    """Around a job's worker thread: the owner's ticket is not given back before the work has really ended."""
+    with _LOCK:
+        ctx.working[owner] = ctx.working.get(owner, 0) + 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            left = ctx.working.pop(owner) - 1
+            if left:
+                ctx.working[owner] = left
+            elif owner in ctx.release_pending:
+                _drop(ctx, owner)

@@ -11,7 +11,8 @@ from engine.errors import HuMoError
 from studio import admission
 from studio.api_values import FileValueGuard
 from studio.context import StudioContext, StudioOptions
-from studio.owners import new_visitor_id, studio_secret
+from studio.guards import LoginRequired, SessionGuard
+from studio.owners import BROWSER_STORAGE_SECRET, renew_visitor
 from studio.serving import SERVED, cache_sweeper
 from studio.store import LOCAL_OWNER
 from studio.tab_gallery import build_gallery_tab
@@ -67,8 +68,8 @@ def single_file_models() -> list[str]:
 def build_app(ctx: StudioContext) -> gr.Blocks:
     opts = ctx.options
     with gr.Blocks(title="HuMo Studio") as demo:  # the cache is aged out by launch_options' cache_sweeper
-        # The anonymous visitor's id (public mode), kept encrypted in the browser with the studio's own secret.
-        visitor = gr.BrowserState(None, storage_key="humo-visitor", secret=studio_secret(ctx.store.data_dir))
+        # The anonymous visitor's id (public mode): issued and signed by the studio, kept in the browser.
+        visitor = gr.BrowserState(None, storage_key="humo-visitor", secret=BROWSER_STORAGE_SECRET)
         gr.Markdown("# HuMo Studio\nA face, a voice and a prompt → a lip-synced video. " + AI_NOTICE)
         if ctx.is_demo_model:
             gr.Markdown(DEMO_BANNER, elem_id="demo-banner")
@@ -97,10 +98,10 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 if build_train_tab is not None:
                     with gr.Tab("Train", id="train"):
                         build_train_tab(ctx, model_picker=generate.form.model)  # finished runs join the picker
-        # First load: give a new visitor an id; then fill the gallery and the last settings of this owner.
+        # First load: give a new visitor an id (renew a valid one, replace anything else); then fill the gallery and the last settings of this owner.
         private = {"queue": False, "api_visibility": "private"}
         load_fn, load_inputs, load_outputs = gallery["_load"]
-        opened = demo.load(lambda v: v or new_visitor_id(), visitor, visitor, **private)
+        opened = demo.load(lambda v: renew_visitor(ctx.visitor_key, v), visitor, visitor, **private)
         opened.then(load_fn, load_inputs, load_outputs, **private)
         wire_page_load(ctx, generate, opened, visitor)
         for job_event in generate.job_events + dubbing.job_events:  # the gallery shows a job's row when it ends
@@ -129,8 +130,14 @@ def launch_options(ctx: StudioContext) -> dict:
     (`--auth`) are on when given."""
     opts = ctx.options
     data = ctx.store.data_dir
+    # Forwarded addresses: uvicorn believes X-Forwarded-For only from HUMO_TRUSTED_PROXIES' addresses (none by
+    # default; its own default trusts loopback, so any local client could name itself); it reads this when launch
+    # builds its config.
+    os.environ["FORWARDED_ALLOW_IPS"] = opts.proxy_addresses
+    guards = [Middleware(LoginRequired)] if opts.auth else []  # every route but the login needs one
+    guards.append(Middleware(SessionGuard, trusted_proxies=opts.trusted_proxies))
     app_kwargs = {
-        "middleware": [Middleware(FileValueGuard)],
+        "middleware": [*guards, Middleware(FileValueGuard)],
         "lifespan": cache_sweeper(max(1, opts.cache_ttl_s // 4), opts.cache_ttl_s),
     }
     return {

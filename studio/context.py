@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class StudioOptions:
     max_audio_seconds: float = 600.0  # a 10-minute voice; longer uploads are refused in well under a second
     max_frames_plain: int = 401  # frames one window may have without *Long video* (16 s)
     max_extra_images: int = 3
+    # A dub's source video: frames larger than full HD are refused (the model works at 480p/720p; decoding a
+    # 4096×4096 clip costs gigabytes before any check could run otherwise)
+    max_video_pixels: int = 1920 * 1080
     max_upload: str = "1gb"
     cache_ttl_s: int = 3600  # Gradio's cache of uploads and served media is aged out after this
 
@@ -47,10 +51,18 @@ class StudioOptions:
     # Reverse proxies in front of the studio whose X-Forwarded-For hop is believed for the per-address cap
     # (HUMO_TRUSTED_PROXIES; 1 on a Space). 0: the socket's peer, the header is ignored.
     trusted_proxies: int = 0
+    # Or the addresses of those proxies (HUMO_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16"): the server itself then takes
+    # the client's address from X-Forwarded-For only when the connection comes from one of them (uvicorn's
+    # forwarded_allow_ips). Empty: no address is trusted.
+    proxy_addresses: str = ""
 
     @property
     def frame_cap(self) -> int:
         return self.max_frames_public if self.public else self.max_frames_plain
+
+    @property
+    def video_pixel_cap(self) -> int:
+        return self.max_pixels_public if self.public else self.max_video_pixels
 
     @property
     def audio_cap_s(self) -> float:
@@ -67,11 +79,18 @@ class StudioContext:
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
     admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
     admission_sessions: dict = field(default_factory=dict)  # owner -> the page session its ticket was taken for
+    # owner -> how many of its jobs' worker threads are alive; a ticket given back meanwhile waits for them to end
+    working: dict = field(default_factory=dict)
+    release_pending: set = field(default_factory=set)
+    # One job at a time on this studio's pipelines (and GPU), whatever Gradio's queue does: a job whose page went away
+    # keeps its turn until its worker thread has really ended (DESIGN.md decision 11).
+    _turn: threading.Lock = field(default_factory=threading.Lock)
     # session hash -> whether Gradio's queue still holds (or runs) an event of that page; set by the app once the
     # queue exists (studio.admission.watch_queue). A ticket of a page whose event the queue dropped is given back.
     session_in_queue: Callable[[str], bool] | None = None
     board: JobBoard = field(default_factory=JobBoard)  # the Generate tab's queue list (studio/queue_view.py)
     startup_report: str = ""
+    visitor_key: bytes = b""  # signs the visitor ids this studio issues (studio/owners.py); never leaves the server
 
     @classmethod
     def create(cls, options: StudioOptions) -> StudioContext:
@@ -88,6 +107,7 @@ class StudioContext:
             f"{removed['unreferenced']} unreferenced file(s) removed"
         )
         from studio.eta import load_costs
+        from studio.owners import visitor_key
 
         return cls(
             options=options,
@@ -95,6 +115,7 @@ class StudioContext:
             default_model=options.model or best_available_model(),
             seconds_per_pass=load_costs(store),  # what this machine measured before the restart
             startup_report=report,
+            visitor_key=visitor_key(store.data_dir),
         )
 
     def pipeline(self, model_id: str | None = None):
@@ -109,6 +130,20 @@ class StudioContext:
                 else:
                     self._pipelines[model_id] = load_pipeline(model_id, device=self.options.device)
             return self._pipelines[model_id]
+
+    @contextmanager
+    def turn(self, stop_event: threading.Event | None = None) -> Iterator[None]:
+        """Hold the studio's one job turn while a job loads and runs its pipeline: a pipeline (its scheduler keeps
+        per-run state) never runs two jobs at once. A job stopped while it waits leaves without its turn."""
+        from engine.pipeline import GenerationInterrupted
+
+        while not self._turn.acquire(timeout=0.1):
+            if stop_event is not None and stop_event.is_set():
+                raise GenerationInterrupted("stopped before it started")
+        try:
+            yield
+        finally:
+            self._turn.release()
 
     @property
     def is_demo_model(self) -> bool:

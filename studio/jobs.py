@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import random
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from studio.paths import DataPaths
 from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
 from studio.store import LOCAL_OWNER
 
+log = logging.getLogger(__name__)
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul; one a second keeps the page lively and cheap
 
 
@@ -219,7 +220,8 @@ def run_job(
         raise
     gid = row.id
     stop_event = stop_event or threading.Event()
-    try:
+
+    def work() -> JobResult:
         video_rel = DataPaths.video_rel(gid)
         started = time.perf_counter()
         if ctx.options.gpus > 1:
@@ -239,7 +241,22 @@ def run_job(
                                                   advanced=advanced.record(names) if advanced else None)  # fmt: skip
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         return _finish(ctx, gid, video_rel, path, settings)
-    except BaseException as exc:
+
+    return _in_turn(ctx, gid, stop_event, work)
+
+
+def _in_turn(ctx: StudioContext, gid: int, stop_event: threading.Event, work: Callable[[], JobResult]) -> JobResult:
+    """Run a job's `work` in the studio's one job turn (the row stays queued until the pipelines are free) and end
+    its row while the turn is still held, so the next job's row never runs beside it."""
+    from engine.pipeline import GenerationInterrupted
+
+    try:
+        with ctx.turn(stop_event):
+            try:
+                return work()
+            except BaseException as exc:
+                return _end_row(ctx, gid, exc)
+    except GenerationInterrupted as exc:  # stopped while it waited for its turn
         return _end_row(ctx, gid, exc)
 
 
@@ -260,10 +277,14 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     if isinstance(exc, InputError):
         ctx.store.mark_failed(gid, str(exc))
         return JobResult(gid, "failed", error=str(exc), field=exc.field)
-    ctx.store.mark_failed(gid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+    # The row and the page get a sentence, never the raw exception (it may name server paths or internals); the
+    # server's log keeps the traceback under the job's number.
+    log.error("job %s failed", gid, exc_info=(type(exc), exc, exc.__traceback__))
+    message = f"Job {gid} failed inside the studio ({type(exc).__name__}); the server's log has the details."
+    ctx.store.mark_failed(gid, message)
     if not isinstance(exc, Exception):
         raise exc
-    return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")  # keep serving: the row says what went wrong
+    return JobResult(gid, "failed", error=message)  # keep serving: the row says that it failed
 
 
 def worker_group_command(
@@ -412,15 +433,24 @@ def _remaining(estimate: eta.Estimate | None, elapsed: float, fraction: float) -
     return elapsed / max(fraction, 1e-6) * (1 - fraction)
 
 
-def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) -> Iterator[JobProgress | JobResult]:
+def stream_job(ctx, request, model_id=None, stop_event=None, run=None, alive=None,
+               **job) -> Iterator[JobProgress | JobResult]:  # fmt: skip
     """Run a job in a worker thread and yield its progress events, then its result (for Gradio generators).
-    `job`: run_job's owner, names and consent; `run`: the job function (default run_job; a dub: run_dub_job)."""
+    `job`: run_job's owner, names and consent; `run`: the job function (default run_job; a dub: run_dub_job).
+
+    The job belongs to the studio, not to the page: when the consumer goes away (Gradio closes the generator on a
+    cancel or a closed tab, or `alive()` says the page's event left the queue) the job is stopped at its next step;
+    its thread keeps the pipeline's turn and the owner's admission ticket until it has really ended."""
+    from studio import admission
+
     events: queue.Queue = queue.Queue()
     holder: dict = {}
+    stop_event = stop_event if stop_event is not None else threading.Event()
 
     def work():
         try:
-            holder["result"] = (run or run_job)(ctx, request, model_id, stop_event, on_progress=events.put, **job)
+            with admission.working(ctx, job.get("owner", LOCAL_OWNER)):
+                holder["result"] = (run or run_job)(ctx, request, model_id, stop_event, on_progress=events.put, **job)
         except InputError as exc:
             holder["error"] = exc
         finally:
@@ -428,11 +458,20 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) ->
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    while True:
-        event = events.get()
-        if event is None:
-            break
-        yield event
+    try:
+        while True:
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:  # quiet (loading, waiting for the turn): is anyone still waiting for this job?
+                if alive is not None and not alive():
+                    stop_event.set()
+                continue
+            if event is None:
+                break
+            yield event
+    finally:
+        if thread.is_alive():  # the page went away: stop at the next step; the thread ends (and frees) on its own
+            stop_event.set()
     thread.join()
     if "error" in holder:
         raise holder["error"]
@@ -441,33 +480,33 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, **job) ->
 
 # ---------------------------------------------------------------------------------------------- dubbing (issue #15)
 def check_dub_video(opts, path: str, name: str | None = None) -> dict:
-    """The source video's header checks (engine.dub.probe_video: readable, a video, not a still) and, in public mode,
-    its caps: duration, pixels per frame and file size, all read from the header and the file system, before any
-    frame is decoded."""
+    """The source video's header checks (engine.dub.probe_video: readable, a video with a length, not a still) and
+    its caps in every mode: duration and pixels per frame (public mode: also the file size), all read from the
+    header and the file system, before any frame is decoded."""
     from gradio.utils import _parse_file_size  # Gradio's own reading of max_file_size ("50mb")
 
     from engine import dub
 
     name = name or Path(path).name
     header = dub.probe_video(path, name)
-    if not opts.public:
-        return header
     stream, seconds = header["video"], header.get("duration") or 0.0
+    who = "this public studio" if opts.public else "the studio"
     if seconds > opts.audio_cap_s:
-        raise InputError(f"{name} is {seconds:.1f} s long; this public studio dubs videos up to "
-                         f"{opts.audio_cap_s:.0f} s: trim it.", field="video")  # fmt: skip
-    if stream["width"] * stream["height"] > opts.max_pixels_public:
-        raise InputError(f"{name} is {stream['width']}×{stream['height']}; this public studio takes videos up to "
-                         "480×832 pixels per frame: scale it down.", field="video")  # fmt: skip
-    if Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
+        raise InputError(f"{name} is {seconds:.1f} s long; {who} dubs videos up to {opts.audio_cap_s:.0f} s: trim it.",
+                         field="video")  # fmt: skip
+    if stream["width"] * stream["height"] > opts.video_pixel_cap:
+        size = "480×832" if opts.public else "1920×1080"
+        raise InputError(f"{name} is {stream['width']}×{stream['height']}; {who} takes videos up to {size} pixels "
+                         "per frame: scale it down.", field="video")  # fmt: skip
+    if opts.public and Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
         raise InputError(f"{name} is larger than {opts.max_upload_public}: export it smaller.", field="video")
     return header
 
 
 def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = None):
-    """Every check of a dub before a row or a file exists (engine.dub.DubRequest -> its DubPlan): numbers and text,
-    the source video's header caps, then engine.dub.plan_dub (voice within the length cap, frames, face, mask) and
-    the frame cap on what the job makes."""
+    """Every check of a dub before a row or a file exists (engine.dub.DubRequest -> its DubPlan). Its cost first,
+    from headers and arithmetic (the source's size and length, the voice's length, the frames after ping-pong or
+    trim against the frame caps), then engine.dub.plan_dub, which decodes (voice, frames, face, mask)."""
     from engine import dub
     from studio import inputs
 
@@ -479,15 +518,20 @@ def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = Non
     if opts.public and request.num_inference_steps > opts.max_steps_public:
         raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
     check_dub_video(opts, request.video, names.get(request.video))
+    _check_dub_frames(opts, request, dub.planned_frames(request, names, max_audio_s=opts.audio_cap_s))
     plan = dub.plan_dub(request, names, max_audio_s=opts.audio_cap_s)
-    if opts.public and plan.num_frames > opts.max_frames_public:
-        limit = opts.max_frames_public
-        raise InputError(f"This dub would make {plan.num_frames} frames; this public studio makes at most {limit} "
-                         f"({limit / 25:.1f} s): trim the voice.", field="audio")  # fmt: skip
-    if not request.window_frames and plan.num_frames > opts.max_frames_plain:
-        raise InputError(f"The voice sets {plan.num_frames} frames, more than one window of {opts.max_frames_plain}: "
-                         "trim the voice.", field="audio")  # fmt: skip
+    _check_dub_frames(opts, request, plan.num_frames)  # the decoded truth, should a header have lied
     return plan
+
+
+def _check_dub_frames(opts, request, frames: int) -> None:
+    if opts.public and frames > opts.max_frames_public:
+        limit = opts.max_frames_public
+        raise InputError(f"This dub would make {frames} frames; this public studio makes at most {limit} "
+                         f"({limit / 25:.1f} s): trim the voice.", field="audio")  # fmt: skip
+    if not request.window_frames and frames > opts.max_frames_plain:
+        raise InputError(f"The voice sets {frames} frames, more than one window of {opts.max_frames_plain}: "
+                         "trim the voice.", field="audio")  # fmt: skip
 
 
 def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_event: threading.Event | None = None,
@@ -524,12 +568,13 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
         raise
     gid = row.id
     stop_event = stop_event or threading.Event()
-    try:
+
+    def work() -> JobResult:
         pipe = ctx.pipeline(model_id)
         ctx.store.mark_running(gid)
         callback = _progress_callback(ctx, gid, stop_event, on_progress)
         video_rel = DataPaths.video_rel(gid)
         path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
         return _finish(ctx, gid, video_rel, path, settings)
-    except BaseException as exc:
-        return _end_row(ctx, gid, exc)
+
+    return _in_turn(ctx, gid, stop_event, work)

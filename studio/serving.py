@@ -114,10 +114,29 @@ def sweep_cache(blocks, age_s: float | None) -> int:
     return removed
 
 
+def sweep_stale(age_s: float) -> int:
+    """At start: remove files of the cache folder older than `age_s` (uploads and copies from before a restart are
+    in no set of this process, so `sweep_cache` would never age them out); returns how many went."""
+    folder, now, removed = cache_folder(), time.time(), 0
+    if not folder.is_dir():
+        return 0
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # files, then their folders
+        try:
+            if path.is_symlink() or path.is_file():
+                if now - path.lstat().st_mtime > age_s:
+                    path.unlink()
+                    removed += 1
+            elif path.is_dir():
+                path.rmdir()  # only once empty
+        except OSError:
+            continue
+    return removed
+
+
 def cache_sweeper(every_s: float, age_s: float):
     """A lifespan (for `launch(app_kwargs={"lifespan": ...})`) that runs `sweep_cache` every `every_s` seconds
-    and `evict_orphans` every `ORPHAN_EVERY_S`, and empties the cache at shutdown, as Gradio's `delete_cache`
-    would."""
+    and `evict_orphans` every `ORPHAN_EVERY_S`, ages out what an earlier run left at start (`sweep_stale`), and
+    empties the cache at shutdown, as Gradio's `delete_cache` would."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -133,6 +152,7 @@ def cache_sweeper(every_s: float, age_s: float):
                 except Exception:  # never let one bad sweep end the schedule
                     log.exception("cache sweep failed")
 
+        await anyio.to_thread.run_sync(sweep_stale, age_s)
         task = asyncio.create_task(loop())
         try:
             yield

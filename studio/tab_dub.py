@@ -70,9 +70,24 @@ def make_dub_request(ctx: StudioContext, video, audio, prompt=None, face=None, s
     return request, names
 
 
+PREVIEW_SLOTS = threading.BoundedSemaphore(2)  # previews made at once, across all visitors
+BUSY_PREVIEW = "⚠ The studio is making other previews right now: choose the face again in a moment."
+
+
 def mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None) -> tuple[np.ndarray | None, str]:
     """The first frame with the mask the dub would use tinted red, and a line saying which face; or the reason
-    there is none. Reads only the first second (header caps first)."""
+    there is none. Reads only the first second (header caps first). Its cost is bounded without a ticket: it runs
+    outside Gradio's queue (a flood of previews never fills the places jobs wait in) and at most two run at once;
+    one more is answered at once with a busy line."""
+    if not PREVIEW_SLOTS.acquire(blocking=False):
+        return None, BUSY_PREVIEW
+    try:
+        return _mask_preview(ctx, video, face, strength, point)
+    finally:
+        PREVIEW_SLOTS.release()
+
+
+def _mask_preview(ctx: StudioContext, video, face=None, strength=None, point=None) -> tuple[np.ndarray | None, str]:
     try:
         source = inputs.upload(video, "video")
         if source is None:
@@ -168,7 +183,7 @@ class DubRunner:
         the studio's own process."""
         ctx = self.ctx
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
         except InputError as exc:
             yield None, None, f"✖ {exc}", gr.update()
             return
@@ -183,12 +198,15 @@ class DubRunner:
                    consent=None, mask=None, point=None, owner=None):  # fmt: skip
         """One dub of `owner` as (video, gallery id, status, preview) updates (on ZeroGPU: in the GPU worker)."""
         ctx = self.ctx
-        self.stop_events[tab] = stop = threading.Event()
+        stop = threading.Event()
+        self.stop_events[tab] = (owner, stop)  # Stop in this tab, by this owner, ends this dub
         try:
             job_request, names = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point,
                                                   consent=consent, mask=mask)  # fmt: skip
             job = {"owner": owner, "names": names, "consent": True if ctx.options.public else None}
-            for event in stream_job(ctx, job_request, ctx.default_model, stop, run=run_dub_job, **job):
+            for event in stream_job(
+                ctx, job_request, ctx.default_model, stop, run=run_dub_job, alive=admission.page_alive(ctx, tab), **job
+            ):
                 if isinstance(event, JobProgress):
                     preview = event.preview if event.preview is not None else gr.update()
                     yield None, event.generation_id, format_progress(event).replace("Generation", "Dub"), preview
@@ -206,7 +224,7 @@ class DubRunner:
         ctx = self.ctx
         visitor = args[len(API_INPUTS) + 1] if len(args) > len(API_INPUTS) + 1 else None
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
             address = admission.client_address(request, ctx.options.trusted_proxies)
             refusal = admission.admit(ctx, owner, address, getattr(request, "session_hash", None))
         except InputError as exc:
@@ -216,9 +234,14 @@ class DubRunner:
             checks[0] = gr.validate(False, refusal)
         return checks
 
-    def on_stop(self, request: gr.Request):
-        event = self.stop_events.get(getattr(request, "session_hash", None) or "local")
-        if event is None:
+    def on_stop(self, request: gr.Request, visitor=None):
+        """Stop this tab's dub: only its owner's Stop counts."""
+        try:
+            owner = request_owner(self.ctx.options.public, request, visitor, self.ctx.visitor_key)
+        except InputError as exc:
+            return f"✖ {exc}"
+        owned, event = self.stop_events.get(getattr(request, "session_hash", None) or "local") or (None, None)
+        if event is None or owned != owner:
             return "Nothing is dubbing in this tab."
         event.set()
         return "■ Stopping at the next step…"
@@ -234,8 +257,9 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     from engine.schedulers import official_timesteps
     from studio.spaces import JobCost, gpu_seconds
 
-    request, _ = make_dub_request(ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent,
-                                  mask=mask)
+    request, _ = make_dub_request(
+        ctx, video, audio, prompt, face, strength, steps, seed, point, consent=consent, mask=mask
+    )
     spec = registry.get_spec(ctx.default_model)
     frames = snap_frames(max(1, int(probe_audio(request.audio).duration_s * dub.FPS)))
     timesteps = official_timesteps(request.num_inference_steps, spec.flow_shift)
@@ -252,10 +276,9 @@ def on_frame_click(evt: gr.SelectData) -> str:
 def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     tab = layout(ctx)
     runner = DubRunner(ctx)
-    # the preview decodes a second of video and runs the face detector: queued, two at a time, so visitors
-    # changing inputs cannot pile that work up in the web server (Gradio's bounded queue also applies)
-    raw = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False,
-           "concurrency_id": "dub-preview", "concurrency_limit": 2}  # fmt: skip
+    # the preview decodes a second of video (within the header caps) and runs the face detector: outside Gradio's
+    # queue, so previews never take the places jobs wait in, and bounded to two at once by mask_preview itself
+    raw = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False, "queue": False}
     preview_inputs = [tab.video, tab.face, tab.strength, tab.point]
     for trigger in (tab.video.change, tab.face.submit, tab.strength.release, tab.point.change):
         trigger(lambda *v: mask_preview(ctx, *v), preview_inputs, [tab.preview_frame, tab.preview_info], **raw)
@@ -267,6 +290,6 @@ def build_dub_tab(ctx: StudioContext, visitor: gr.BrowserState) -> DubTab:
     # the public API: (video, audio, prompt, face, strength, steps, seed, consent, mask) -> (video, id, status, preview)
     api = gr.Button(visible=False)
     api_event = api.click(runner.on_dub, form, outputs, api_name="dub", **job)
-    tab.stop.click(runner.on_stop, None, [tab.status], **PRIVATE)
+    tab.stop.click(runner.on_stop, [visitor], [tab.status], **PRIVATE)
     tab.job_events += [page, api_event]
     return tab

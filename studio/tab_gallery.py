@@ -141,7 +141,7 @@ def build_gallery_tab(
             c["download"] = gr.File(label="Download", interactive=False)
 
     def owner_of(request, visitor) -> str:
-        return request_owner(ctx.options.public, request, visitor)
+        return request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
 
     def load(request: gr.Request, page, query, visitor=None):
         items, ids, label, pages = gallery_page(ctx, page, query, owner_of(request, visitor))

@@ -790,7 +790,8 @@ class JobRunner:
         blank = ["" for _ in ERROR_FIELDS]
         if on_zero_gpu():  # a forked worker must never reuse the parent's pooled connections
             ctx.store.engine.dispose(close=False)
-        self.stop_events[tab_id] = stop = threading.Event()  # Stop in this tab ends this job
+        stop = threading.Event()
+        self.stop_events[tab_id] = (owner, stop)  # Stop in this tab, by this owner, ends this job
         try:
             job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
             extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
@@ -801,7 +802,9 @@ class JobRunner:
             model_id = values["model"] or ctx.default_model
             job = {"owner": owner, "names": {**names, **lora_names}, "consent": True if ctx.options.public else None,
                    "advanced": None if extra.is_default() else extra}  # fmt: skip
-            for event in stream_job(ctx, job_request, model_id=model_id, stop_event=stop, **job):
+            for event in stream_job(
+                ctx, job_request, model_id=model_id, stop_event=stop, alive=admission.page_alive(ctx, tab_id), **job
+            ):
                 if isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
                     preview = event.preview if event.preview is not None else gr.update()
@@ -829,7 +832,7 @@ class JobRunner:
         ctx = self.ctx
         keyframes, phases, variations, options, visitor = _page_values(page)
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
         except InputError as exc:
             yield refusal(exc)
             return
@@ -864,7 +867,7 @@ class JobRunner:
         keyframes, phases, variations, _, visitor = _page_values(args[len(API_INPUTS) :])
         session = getattr(request, "session_hash", None)
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
             address = admission.client_address(request, ctx.options.trusted_proxies)
             refusal_text = admission.admit(ctx, owner, address, session)
         except InputError as exc:
@@ -879,17 +882,22 @@ class JobRunner:
             ctx.board.arrive(owner, session, prompt, count, seconds=waiting_estimate(ctx, values, keyframes, phases))
         return checks
 
-    def on_stop(self, request: gr.Request):
-        event = self.stop_events.get(_tab(request))
-        self.ctx.board.stop_running(getattr(request, "session_hash", None))  # and no further variation
-        if event is None:
+    def on_stop(self, request: gr.Request, visitor=None):
+        """Stop this tab's job: only its owner's Stop counts (a session hash alone stops nothing of anyone's)."""
+        try:
+            owner = self.owner(request, visitor)
+        except InputError as exc:
+            return f"✖ {exc}"
+        owned, event = self.stop_events.get(_tab(request)) or (None, None)
+        if event is None or owned != owner:
             return "Nothing is running in this tab (a waiting job is cancelled from the queue list)."
+        self.ctx.board.stop_running(getattr(request, "session_hash", None))  # and no further variation
         event.set()
         return "■ Stopping at the next step…"
 
     # -------------------------------------------------------------- queue list
     def owner(self, request, visitor) -> str:
-        return request_owner(self.ctx.options.public, request, visitor)
+        return request_owner(self.ctx.options.public, request, visitor, self.ctx.visitor_key)
 
     def queue_rows(self, request: gr.Request, visitor=None):
         self.ctx.board.prune(self.ctx.session_in_queue)
@@ -978,7 +986,7 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
     tab.job_events += [run_event, api_event]
     # Stop sets the job's event (next step); under ZeroGPU the job runs in a forked worker, so Stop also cancels
     # the event, which closes the generator and ends the worker.
-    tab.result.stop.click(runner.on_stop, None, [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
+    tab.result.stop.click(runner.on_stop, [visitor], [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
                           **PRIVATE)  # fmt: skip
 
 
@@ -1057,7 +1065,7 @@ def wire_page_load(ctx: StudioContext, tab: GenerateTab, opened, visitor: gr.Bro
     outputs = [*tab.form.get(REMEMBERED), *tab.form.get(MEDIA_FIELDS), tab.helpers.restore_info]
 
     def restore(request: gr.Request, visitor=None):
-        return restore_last_settings(ctx, request_owner(ctx.options.public, request, visitor))
+        return restore_last_settings(ctx, request_owner(ctx.options.public, request, visitor, ctx.visitor_key))
 
     restored = opened.then(restore, [visitor], outputs, **PRIVATE)
     for fn, fn_inputs, fn_outputs in tab.on_load:

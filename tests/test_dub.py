@@ -365,6 +365,30 @@ def test_public_caps_on_the_source_video_come_from_its_header(tmp_path, monkeypa
     assert check_dub_video(StudioOptions(public=False, max_pixels_public=1), str(clip))["video"]["width"] == 64
 
 
+def test_a_dubs_frames_and_caps_come_from_headers_before_any_decode(tmp_path, monkeypatch):
+    """Issue 27: frames after ping-pong / trim from the two headers and arithmetic; a one-frame GIF and a mask with
+    a face index are refused; the local studio caps the source's frame size too."""
+    from studio.context import StudioOptions
+    from studio.jobs import check_dub_video
+
+    clip, voice_b, _ = write_clip(tmp_path, "hdr", frames=17)  # 0.68 s of video
+    long_voice = write_wav(tmp_path / "long.wav", np.zeros(16000 * 3, np.float32))  # 3 s: 75 frames
+    monkeypatch.setattr(dub, "load_video", lambda *a, **k: pytest.fail("decoded before the header checks"))
+    assert dub.planned_frames(dub.DubRequest(video=str(clip), audio=str(long_voice))) == 73  # ping-pong: the voice's
+    assert dub.planned_frames(dub.DubRequest(video=str(clip), audio=str(long_voice), extend="trim")) == 17
+    gif = tmp_path / "one.gif"
+    PIL.Image.new("RGB", (64, 64), (200, 10, 10)).save(gif)
+    with pytest.raises(InputError, match=r"one\.gif has no duration in its header: it is a still image"):
+        dub.planned_frames(dub.DubRequest(video=str(gif), audio=str(voice_b)))
+    mask = tmp_path / "mask.png"
+    PIL.Image.fromarray(np.full((64, 64), 255, np.uint8)).save(mask)
+    with pytest.raises(InputError, match=r"A mask chooses the region itself") as err:
+        dub.plan_dub(dub.DubRequest(video=str(clip), audio=str(voice_b), mask=str(mask), face=4))
+    assert err.value.field == "face"
+    with pytest.raises(InputError, match=r"hdr\.mp4 is 64×64; the studio takes videos up to 1920×1080"):
+        check_dub_video(StudioOptions(public=False, max_video_pixels=32 * 32), str(clip))
+
+
 def test_dub_api_returns_the_video_and_its_gallery_row(tmp_path):
     from gradio_client import Client, handle_file
 

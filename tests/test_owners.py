@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from types import SimpleNamespace
 
 import pytest
 from alembic import command
 
 from engine.errors import InputError
-from studio.owners import new_visitor_id, parse_auth, request_owner
+from studio import owners
+from studio.owners import issue_visitor, parse_auth, request_owner, visitor_key
 from studio.paths import DataPaths
 from studio.store import LOCAL_OWNER, NotFoundError, Store, alembic_config
 from tests.test_store import _finish, _new, _upload
@@ -107,17 +109,50 @@ def test_clean_leftovers_removes_partials_and_unreferenced_files(store, tmp_path
     assert not store.abs_path(orphan_rel).exists()
 
 
-def test_request_owner_rules():
-    visitor = new_visitor_id()
+def test_request_owner_rules(tmp_path):
+    key = visitor_key(tmp_path)
+    visitor = issue_visitor(key)
+    visitor_id = visitor.split(".")[1]
     page = SimpleNamespace(username=None, session_hash="s1")
-    assert request_owner(False, page, visitor) == LOCAL_OWNER
-    assert request_owner(True, page, visitor) == f"anon:{visitor}"
-    assert request_owner(True, page, None) == "anon:session-s1"  # an API client: its own session
-    assert request_owner(True, page, "short") == "anon:session-s1"  # not an id we made
-    assert request_owner(True, SimpleNamespace(username="ada", session_hash="s"), visitor) == "user:ada"
-    assert request_owner(False, SimpleNamespace(username="ada"), None) == "user:ada"
+    assert request_owner(False, page, visitor, key) == LOCAL_OWNER
+    assert request_owner(True, page, visitor, key) == f"anon:{visitor_id}"
+    api = request_owner(True, page, None, key)  # an API client: an id issued from its session
+    assert api.startswith("anon:api-") and api == request_owner(True, page, None, key)
+    assert api != request_owner(True, SimpleNamespace(username=None, session_hash="s2"), None, key)
+    assert request_owner(True, SimpleNamespace(username="ada", session_hash="s"), visitor, key) == "user:ada"
+    assert request_owner(False, SimpleNamespace(username="ada"), None, key) == "user:ada"
     signed_in = SimpleNamespace(username=None, session={"oauth_info": {"userinfo": {"preferred_username": "bo"}}})
-    assert request_owner(True, signed_in, visitor) == "user:bo"  # a Hugging Face login on a Space
+    assert request_owner(True, signed_in, visitor, key) == "user:bo"  # a Hugging Face login on a Space
+
+
+def test_only_visitor_ids_the_studio_issued_are_owners(tmp_path):
+    """Issue 27: ids are signed with a key kept in the data folder, expire, and a chosen, forged, re-signed (with
+    another key) or expired value is refused, as is a browser value that names an API client's owner."""
+    key = visitor_key(tmp_path)
+    assert key == visitor_key(tmp_path) and len(key) == 32  # created once, then read
+    assert (tmp_path / owners.KEY_FILE).stat().st_mode & 0o077 == 0  # the server's alone
+    page = SimpleNamespace(username=None, session_hash="s1")
+    good = issue_visitor(key)
+    version, vid, expiry, sig = good.split(".")
+    forged = [
+        "a" * 32,  # any 20–64 characters were an id before
+        "session-" + "s1" * 10,  # a browser value naming an API client's owner
+        f"v1.{vid}.{int(expiry) + 10**6}.{sig}",  # a longer expiry under the old signature
+        f"v1.{'b' * 32}.{expiry}.{sig}",  # another id under this signature
+        issue_visitor(b"k" * 32),  # signed with a published / other key
+        issue_visitor(key, now=0),  # expired long ago
+        good + "x",
+    ]
+    for value in forged:
+        with pytest.raises(InputError, match="no valid visitor id"):
+            request_owner(True, page, value, key)
+    old = issue_visitor(key, vid, now=time.time() - 0.75 * owners.VISITOR_TTL_S)  # past half its life
+    renewed = owners.renew_visitor(key, old)
+    assert renewed != old and owners.verify_visitor(key, renewed)[0] == vid  # the same visitor, a later expiry
+    assert owners.verify_visitor(key, renewed)[1] > owners.verify_visitor(key, old)[1]
+    assert owners.renew_visitor(key, good) == good  # fresh: kept
+    assert owners.renew_visitor(key, "a" * 32).split(".")[1] != "a" * 32  # anything else: a new id
+
     assert parse_auth("ada:pw1, bob:pw2") == [("ada", "pw1"), ("bob", "pw2")]
     assert parse_auth("") is None
     with pytest.raises(InputError):

@@ -74,6 +74,25 @@ def test_tag_file_is_removed_on_success_and_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="ffmpeg could not write"):
         media.write_video(scene(2, 64), tmp_path / "bad.mp4", metadata={"a": 1}, preset="no-such-preset")
     assert list(scratch.iterdir()) == [] and not (tmp_path / "bad.mp4").exists()
+    assert not [p for p in tmp_path.iterdir() if ".part." in p.name]  # nor beside the output
+
+
+def test_a_fine_tunes_label_and_settings_name_no_server_path(tmp_path):
+    """Issue 27: a fine-tune's model id is `checkpoint:<absolute folder>`; its video shows the folder's name only."""
+    from engine.generate import GenerationRequest, generate_to_file, shown_model_id
+    from engine.registry import load_pipeline
+
+    folder = tmp_path / "data" / "runs" / "my-voice" / "checkpoint-final"
+    assert shown_model_id(f"checkpoint:{folder}") == "checkpoint:checkpoint-final"
+    assert shown_model_id("humo-1.7b") == "humo-1.7b" and shown_model_id(str(folder / "w.gguf")) == "w.gguf"
+    pipe = load_pipeline("tiny")
+    pipe.model_id = f"checkpoint:{folder}"
+    request = GenerationRequest(prompt="a man talks", images=[str(FACE)], audio=str(SPEECH), height=32, width=32,
+                                num_frames=5, num_inference_steps=1, seed=1)  # fmt: skip
+    out, settings = generate_to_file(pipe, request, tmp_path / "ft.mp4")
+    tags = media.read_metadata(out)
+    assert settings["model_id"] == media.read_settings(out)["model_id"] == "checkpoint:checkpoint-final"
+    assert str(tmp_path) not in json.dumps(tags) and "checkpoint-final" in tags["description"]
 
 
 def test_settings_hold_no_absolute_path(generated):

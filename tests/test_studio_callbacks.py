@@ -150,6 +150,33 @@ def test_stream_job_yields_progress_then_result(ctx, tmp_path):
     assert [e.step for e in events[:-1]] == [1, 2, 3]
 
 
+def test_a_closed_stream_stops_its_job_and_keeps_the_ticket_until_the_work_ends(tmp_path):
+    """Decision 11: the consumer going away (Gradio closes the generator) stops the job at its next step; the
+    owner's admission ticket comes back only when the worker thread has ended, and the turn is free again."""
+    from studio import admission
+
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny", public=True))
+    try:
+        assert admission.admit(ctx, "anon:a", "1.2.3.4") is None
+        stream = stream_job(ctx, request(tmp_path, num_inference_steps=20), "tiny", owner="anon:a")
+        first = next(stream)
+        stream.close()  # the page went away
+        admission.release(ctx, "anon:a")  # what on_generate's finally does at once
+        assert "already have a job" in admission.admit(ctx, "anon:a", "1.2.3.4")  # the work has not ended yet
+        for _ in range(600):
+            if ctx.store.get(first.generation_id, owner="anon:a").status != "running":
+                break
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.3)  # the worker thread's last lines (the ticket) after the row's mark
+        row = ctx.store.get(first.generation_id, owner="anon:a")
+        assert row.status == "stopped" and row.step < 20, (row.status, row.step)
+        assert ctx.working == {} and admission.admit(ctx, "anon:a", "1.2.3.4") is None
+        with ctx.turn():
+            pass  # free again
+    finally:
+        ctx.store.close()
+
+
 def test_gallery_paging_search_delete(ctx, tmp_path):
     ids = [
         run_job(ctx, request(tmp_path, prompt=f"clip number {i}", num_inference_steps=1), "tiny").generation_id

@@ -119,7 +119,7 @@ def classify(answer: Answer, private_paths: list[str] = ()) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- data folder audit
-ALLOWED_TOP = {"humo.db", "humo.db-wal", "humo.db-shm", "secret.key"}
+ALLOWED_TOP = {"humo.db", "humo.db-wal", "humo.db-shm", "visitor-signing.key"}
 
 
 def all_rows(store) -> list:

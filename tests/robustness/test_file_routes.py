@@ -112,7 +112,7 @@ def test_file_routes_serve_no_data_folder_or_repository_file(app_dir, good_media
             "humo.db": db,
             "humo.db-wal": data / "humo.db-wal",
             "humo.db-shm": data / "humo.db-shm",
-            "secret.key": data / "secret.key",
+            "visitor-signing.key": data / "visitor-signing.key",
             "an upload (inputs/)": data / row.input_paths[0],
             "a video (videos/)": data / row.video_path,
             "a thumbnail (thumbs/)": data / row.thumbnail_path,
@@ -130,8 +130,8 @@ def test_file_routes_serve_no_data_folder_or_repository_file(app_dir, good_media
         probes["symlinked folder in the cache → data/humo.db"] = (
             f"/gradio_api/file={link_dir / 'data-link' / 'humo.db'}"
         )
-        probes["symlinked folder in the cache → data/secret.key"] = (
-            f"/gradio_api/file={link_dir / 'data-link' / 'secret.key'}"
+        probes["symlinked folder in the cache → data/visitor-signing.key"] = (
+            f"/gradio_api/file={link_dir / 'data-link' / 'visitor-signing.key'}"
         )
         probes["the data folder itself"] = f"/gradio_api/file={data}"
         answers = {name: get(url, path) for name, path in probes.items()}

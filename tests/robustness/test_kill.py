@@ -32,10 +32,10 @@ pytestmark = pytest.mark.slow
 class StudioProcess:
     """`python app.py --model tiny` on a free port, in its own process group (SIGKILL takes ffmpeg along)."""
 
-    def __init__(self, data: Path, cache: Path, log: Path):
+    def __init__(self, data: Path, cache: Path, log: Path, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "PYTHONPATH": str(ROOT), **(env or {})}
         command = [sys.executable, "app.py", "--port", str(self.port), "--data-dir", str(data), "--model", "tiny"]
         self.log = log.open("w")
         self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -105,8 +105,11 @@ def test_sigkill_mid_denoise_and_during_mp4_write_then_restart(tmp_path, good_me
     assert killed_denoise[1] == "running" and killed_denoise[3] == 200
     assert part_files(data) == []  # nothing is written before the last step
 
-    # 2. restart; a job killed while ffmpeg writes its mp4 (a .part file exists)
-    studio = StudioProcess(data, gradio_cache, tmp_path / "studio2.log")
+    # 2. restart; a job killed while ffmpeg writes its mp4 (a .part file exists); the prompt's tags file lies
+    # beside it (removed at the restart), none in the system's temporary folder
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    studio = StudioProcess(data, gradio_cache, tmp_path / "studio2.log", env={"TMPDIR": str(system_tmp)})
     client = Client(studio.url, verbose=False)
     job = client.submit(*args(media, 64, 97, 2), api_name="/generate")
     deadline = time.monotonic() + 120
@@ -118,6 +121,7 @@ def test_sigkill_mid_denoise_and_during_mp4_write_then_restart(tmp_path, good_me
     killed_write = latest_row(db)
     figures["mp4-write kill: row"] = killed_write[1:]
     figures["mp4-write kill: part files"] = part_files(data)
+    assert not list(system_tmp.glob("humo-tags-*")), list(system_tmp.iterdir())
     assert killed_write[1] == "running" and killed_write[2] == killed_write[3] == 2
 
     # 3. leftovers a crash may leave: a hidden half-written mp4, an input saved but never recorded, a stray video
@@ -145,3 +149,31 @@ def test_sigkill_mid_denoise_and_during_mp4_write_then_restart(tmp_path, good_me
         assert_clean(audit(ctx.store))
     figures["read-only polls of the live database"] = polls
     print("\nkill test:", figures)
+
+
+def test_sigterm_empties_the_cache_and_a_start_ages_out_old_uploads(tmp_path, good_media, gradio_cache):
+    """Docker, systemd and Spaces stop with SIGTERM: the studio shuts down as on Ctrl+C and empties Gradio's cache;
+    uploads an earlier run left (no set of the new process knows them) are aged out at the next start."""
+    import httpx
+
+    stale = gradio_cache / "f00d" / "left-from-before.wav"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an upload from before a restart")
+    old = time.time() - 2 * 3600  # older than the cache's age limit (an hour)
+    os.utime(stale, (old, old))
+    studio = StudioProcess(tmp_path / "data", gradio_cache, tmp_path / "studio.log")
+    try:
+        deadline = time.monotonic() + 30
+        while stale.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not stale.exists()
+        with good_media["image"].open("rb") as f:
+            uploaded = Path(httpx.post(studio.url + "gradio_api/upload", files=[("files", ("face.png", f))]).json()[0])
+        assert uploaded.is_file()
+        os.killpg(studio.proc.pid, signal.SIGTERM)
+        code = studio.proc.wait(timeout=60)
+    finally:
+        if studio.proc.poll() is None:
+            studio.kill()
+        studio.log.close()
+    assert not uploaded.exists(), (code, (tmp_path / "studio.log").read_text()[-2000:])
