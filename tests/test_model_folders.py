@@ -67,7 +67,9 @@ def test_diffusers_transformer_folder_finds_its_base_by_config(final, tmp_path):
     spec = get_spec(str(bare))
     assert spec.base == "tiny" and "HuMo transformer" in spec.description
     pipe = load_pipeline(str(bare), device="cpu")
-    assert torch.equal(pipe.transformer.proj_out.weight, load_pipeline(str(final), device="cpu").transformer.proj_out.weight)
+    assert torch.equal(
+        pipe.transformer.proj_out.weight, load_pipeline(str(final), device="cpu").transformer.proj_out.weight
+    )
 
 
 @pytest.mark.skipif(not nano.is_student_present(), reason="assets/humo-nano-4step missing")
