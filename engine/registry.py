@@ -241,8 +241,8 @@ def resolve(model_id: str) -> ResolvedModel:
 
 def get_spec(model_id: str) -> ModelSpec:
     """The spec of a registered id, a model folder (`folder_spec`) or one transformer file (`file_spec`)."""
-    if model_id in MODELS:
-        return MODELS[model_id]
+    if model_id in MODELS or model_id in NAMED:
+        return MODELS.get(model_id) or NAMED[model_id]
     path = Path(str(model_id))
     if path.is_dir():
         return folder_spec(str(path.resolve()), _mtime(path))
@@ -259,10 +259,38 @@ def get_spec(model_id: str) -> ModelSpec:
     )
 
 
+# Model folders registered under a name by a front end (the studio's fine-tunes: "run:<name>"); not in MODELS, so
+# `list_models` and the default-model choice stay the registered ones; the studio says whose each one is.
+NAMED: dict[str, ModelSpec] = {}
+
+
+def register_folder(model_id: str, path: str | Path) -> ModelSpec:
+    """Name a model folder (`folder_spec`): every door that takes an id takes the name, and what it records is the
+    name, not the server path. Returns its spec; a folder that is not a model raises the usual InputError."""
+    import dataclasses
+
+    NAMED[model_id] = dataclasses.replace(get_spec(str(path)), id=model_id)
+    return NAMED[model_id]
+
+
+def model_source(model_id: str) -> str:
+    """What another process loads for an id: a named folder's path (it has no registration), else the id."""
+    spec = NAMED.get(model_id)
+    return str(spec.folder()) if spec is not None else model_id
+
+
+def find_spec(model_id: str | None) -> ModelSpec | None:
+    """The spec of an id (registered, named, a model folder or file), or None where it names no model."""
+    try:
+        return get_spec(model_id) if model_id else None
+    except InputError:
+        return None
+
+
 def display_id(model_id: str) -> str:
-    """The id an mp4, a gallery row or a label records: a registered id as is, a folder or file by its name (a
-    trainer's `final/` with its run's: `run/final`), never a server path."""
-    if model_id in MODELS or not Path(str(model_id)).exists():
+    """The id an mp4, a gallery row or a label records: a registered or named id as is, a folder or file by its name
+    (a trainer's `final/` with its run's: `run/final`), never a server path."""
+    if model_id in MODELS or model_id in NAMED or not Path(str(model_id)).exists():
         return model_id
     path = Path(str(model_id)).resolve()
     return f"{path.parent.name}/{path.name}" if path.name == "final" else path.name
@@ -572,7 +600,8 @@ def load_pipeline(
 def _path_model(model_id: str) -> ModelSpec | None:
     """The spec of a folder or file model id, or None for anything else (an id `place` is given need not be
     registered)."""
-    return get_spec(model_id) if model_id not in MODELS and Path(str(model_id)).exists() else None
+    named = model_id in NAMED or (model_id not in MODELS and Path(str(model_id)).exists())
+    return get_spec(model_id) if named else None
 
 
 def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "auto"):

@@ -24,6 +24,7 @@ from pathlib import Path
 from engine.errors import InputError
 from engine.generate import GenerationRequest, generate_to_file
 from engine.pipeline import DEFAULT_FRAMES, GenerationInterrupted, mode_from_inputs
+from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
 from studio.paths import DataPaths
@@ -270,7 +271,7 @@ def worker_group_command(
     request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path
 ) -> list[str]:
     """`python -m engine generate --gpus N ...` reproducing `request` (the CLI relaunches itself under torchrun)."""
-    command = [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus), "--model", model_id,
+    command = [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus), "--model", model_source(model_id),
                "--prompt", request.prompt, "--height", str(request.height), "--width", str(request.width),
                "--steps", str(request.num_inference_steps), "--seed", str(request.seed), "--out", str(out),
                "--resize-mode", request.resize_mode]  # fmt: skip

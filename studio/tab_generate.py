@@ -87,7 +87,7 @@ def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale
 
 def sampling_shift(model_id: str) -> float:
     """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls)."""
-    spec = registry.MODELS.get(model_id)
+    spec = registry.find_spec(model_id)  # a fine-tune samples on its base's grid (HuMo-nano's: shift 2)
     return spec.flow_shift if spec else DEFAULT_SHIFT
 
 
@@ -120,8 +120,8 @@ def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frame
 
 def default_steps(model_id: str) -> int:
     """Sampling steps a model is used with: its registry spec's (distilled students 4, the untrained tiny 8,
-    HuMo-nano its evaluated count, the official models 50); 50 for a fine-tuned checkpoint."""
-    spec = registry.MODELS.get(model_id)
+    HuMo-nano its evaluated count, the official models 50; a fine-tune its base's)."""
+    spec = registry.find_spec(model_id)
     return spec.steps() if spec is not None else 50
 
 
@@ -140,19 +140,13 @@ def example_rows() -> list[list[str]]:
 def starting_scales(ctx: StudioContext) -> dict:
     """The sliders' first values: the official scales of the default model's variant (1.7B and 17B differ, and
     HuMo-nano samples as 1.7B); a trained checkpoint's variant is only known once loaded, so it starts on 17B's."""
-    from engine.registry import MODELS
-
-    spec = MODELS.get(ctx.default_model)
+    spec = registry.find_spec(ctx.default_model)
     return guidance_lib.DEFAULT_SCALES[spec.variant if spec else "17b"]
 
 
 def _variant(ctx: StudioContext, model_id: str | None) -> str:
-    from engine.registry import MODELS
-
-    model_id = model_id or ctx.default_model
-    if model_id in MODELS:
-        return MODELS[model_id].variant
-    return ctx.pipeline(model_id).variant
+    spec = registry.find_spec(model_id or ctx.default_model)  # a fine-tune's is its base's: no load needed
+    return spec.variant if spec is not None else ctx.pipeline(model_id).variant
 
 
 def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
@@ -174,7 +168,8 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
     if RESOLUTIONS.get(resolution):
         height, width = RESOLUTIONS[resolution]
     elif _blank(height) or _blank(width):  # API calls may leave the size out: the model's default size
-        height, width = registry.MODELS[model].default_size if model in registry.MODELS else (64, 64)
+        spec = registry.find_spec(model)
+        height, width = spec.default_size if spec is not None else (64, 64)
     height = inputs.number(height, "height", "Height", minimum=16, maximum=side, integer=True)
     width = inputs.number(width, "width", "Width", minimum=16, maximum=side, integer=True)
     frames = inputs.number(frames, "num_frames", "Frames", minimum=0, maximum=opts.frame_cap, integer=True, default=0)
