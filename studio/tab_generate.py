@@ -599,9 +599,8 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
     c = {}
     with gr.Row():
         c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
-        small = ctx.is_demo_model or ctx.is_nano_model
-        default_res = "64×64 (HuMo-nano, tiny)" if small else "480×832 (landscape, official)"
-        size = RESOLUTIONS[default_res]
+        size = start_defaults(ctx).size  # the default model's own (HuMo-nano's 64x64)
+        default_res = resolution_of(ctx, *size)
         c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution",
                                       elem_id="resolution")  # fmt: skip
         side = max_side(ctx)
@@ -637,7 +636,10 @@ def _guidance_editor(ctx: StudioContext) -> dict:
     scales = starting_scales(ctx)
     c = {
         "preset": gr.Radio(
-            list(guidance_lib.GUIDANCE_PRESETS), value="official", label="Formula (preset)", elem_id="preset"
+            list(guidance_lib.GUIDANCE_PRESETS),
+            value=start_defaults(ctx).guidance_preset,
+            label="Formula (preset)",
+            elem_id="preset",
         )
     }
     c["label"] = gr.Markdown("**Schedule: official**", elem_id="schedule-label")
@@ -1028,9 +1030,12 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     control_outputs = [f.scale_t, f.scale_i, f.scale_a, f.switch, g.notes]
     for comp in control_inputs:
         comp.change(lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs, **RAW)
-    for comp in (f.preset, f.model):  # .input: a restored preset keeps its restored scales (the old reuse bug)
-        comp.input(lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a), control_inputs,
+    # .input: a restored preset keeps its restored scales (the old reuse bug)
+    f.preset.input(lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a), control_inputs,
                    [f.scale_t, f.scale_i, f.scale_a], **RAW)  # fmt: skip
+    # a model picked by the user brings its own steps, preset (and its scales) and size
+    f.model.input(lambda m, i, e, a: model_defaults(ctx, m, i, e, a), [f.model, f.image, f.extra_images, f.audio],
+                  [f.steps, f.preset, f.scale_t, f.scale_i, f.scale_a, f.resolution, f.height, f.width], **RAW)  # fmt: skip
     return [(view, view_inputs, view_outputs), (lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs)]
 
 
@@ -1111,6 +1116,28 @@ def _served_inputs(ctx: StudioContext, row) -> dict:
     images = [p for p in paths if not p.lower().endswith(audio_ext)]
     audio = next((p for p in paths if p.lower().endswith(audio_ext)), None)
     return {"image": images[0] if images else None, "extra_images": images[1:] or None, "audio": audio}
+
+
+def start_defaults(ctx: StudioContext):
+    """The default model's sampling defaults (engine.defaults.SamplingDefaults): the form's first values."""
+    from engine.defaults import SamplingDefaults
+
+    spec = registry.find_spec(ctx.default_model)
+    return spec.sampling_defaults() if spec is not None else SamplingDefaults()
+
+
+def model_defaults(ctx, model_id, image, extra_images, audio) -> tuple:
+    """The controls a picked model puts its own defaults in: (steps, preset, scale_t, scale_i, scale_a, resolution,
+    height, width): its steps (a student's 4), its guidance preset with that preset's scales for the mode (a
+    student's single pass), its size (HuMo-nano's 64x64). What `pipe(...)` would use for what the form leaves out."""
+    spec = registry.find_spec(model_id or ctx.default_model)
+    if spec is None:
+        return (gr.update(),) * 8
+    defaults = spec.sampling_defaults()
+    steps = min(defaults.num_inference_steps, ctx.options.max_steps_public if ctx.options.public else 100)
+    scales = preset_scales(ctx, defaults.guidance_preset, model_id, image, extra_images, audio)
+    height, width = defaults.size
+    return steps, defaults.guidance_preset, *scales, resolution_of(ctx, height, width), height, width
 
 
 def preset_scales(ctx, preset, model_id, image, extra_images, audio):

@@ -133,3 +133,78 @@ def test_python_api_with_only_inputs_renders_what_the_cli_renders(model, final, 
     pipe = load_pipeline(model, device="cpu")
     api = pipe(prompt=PROMPT, image=str(FACE), audio=voice, seed=11).frames[0]
     np.testing.assert_array_equal(media.to_uint8(api), _cli_frames(model, voice, tmp_path, monkeypatch))
+
+
+# ---------------------------------------------------------------------------------------------- the studio's doors
+@pytest.fixture()
+def studio(tmp_path, final):
+    """A studio whose data folder holds a finished run (its final/ is the `run:my-run` model)."""
+    from studio.context import StudioContext, StudioOptions
+    from studio.tab_train import runs_dir
+
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
+    shutil.copytree(final, runs_dir(ctx.store.data_dir) / "my-run" / "final")
+    yield ctx
+    ctx.store.close()
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("tiny", (8, "official", 64, 64)),
+        ("humo-nano", (30, "official", 64, 64)),
+        ("humo-nano-4step", (4, "single pass", 64, 64)),
+        ("run:my-run", (8, "official", 64, 64)),  # a fine-tune of tiny: its base's
+    ],
+)
+def test_picking_a_model_puts_its_own_defaults_in_the_controls(model, expected, studio):
+    from studio.app import model_choices
+    from studio.tab_generate import model_defaults
+
+    if model.startswith("humo-nano") and not nano.is_student_present():
+        pytest.skip("assets/humo-nano(-4step) missing")
+    assert model in model_choices(studio)
+    steps, preset, scale_t, scale_i, scale_a, resolution, height, width = model_defaults(studio, model, str(FACE),
+                                                                                         None, str(SPEECH))  # fmt: skip
+    assert (steps, preset, height, width) == expected
+    assert resolution == "64×64 (HuMo-nano, tiny)"
+    official = {"scale_t": 7.0, "scale_i": 4.0, "scale_a": 7.5}  # 1.7B's (tiny and HuMo-nano sample as 1.7B)
+    assert (scale_t, scale_i, scale_a) == tuple(preset_scales_of(preset, official))
+
+
+def preset_scales_of(preset: str, official: dict) -> list:
+    from engine.guidance import DEFAULT_SCALES, preset_schedule
+
+    scales = {**DEFAULT_SCALES["1.7b"], **preset_schedule(preset, "1.7b", "TIA").scales}
+    assert preset != "official" or scales == official
+    return [scales["scale_t"], scales["scale_i"], scales["scale_a"]]
+
+
+@pytest.mark.parametrize("model", ["tiny", "humo-nano", "humo-nano-4step", "run:my-run"])
+def test_studio_default_controls_render_what_the_python_api_renders(model, studio, voice, monkeypatch):
+    """The Generate tab's make_request with the controls a picked model puts in (and the form's other defaults),
+    run as a studio job, hands the mp4 writer the frames `pipe(prompt=, image=, audio=, seed=)` gives."""
+    from studio.app import model_choices
+    from studio.jobs import run_job
+    from studio.tab_generate import make_request, model_defaults
+
+    if model.startswith("humo-nano") and not nano.is_student_present():
+        pytest.skip("assets/humo-nano(-4step) missing")
+    model_choices(studio)  # the studio's start-up scan names the run
+    steps, preset, scale_t, scale_i, scale_a, resolution, height, width = model_defaults(studio, model, str(FACE),
+                                                                                         None, voice)  # fmt: skip
+    request, names = make_request(studio, PROMPT, str(FACE), voice, "", model, resolution, height, width, 0, steps,
+                                  11, preset, scale_t, scale_i, scale_a, 980)  # fmt: skip
+    seen = {}
+    real = generate.write_generated
+
+    def capture(frames, *args, **kwargs):
+        seen["frames"] = np.array(frames)
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(generate, "write_generated", capture)
+    assert run_job(studio, request, model, names=names).status == "done"
+    api = studio.pipeline(model)(prompt=PROMPT, image=str(FACE), audio=voice, seed=11).frames[0]
+    np.testing.assert_array_equal(seen["frames"], media.to_uint8(api))
+    row = studio.store.list_generations(page=1, page_size=1)[0][0]
+    assert row.model_id == model  # a named id: no server path in the gallery
