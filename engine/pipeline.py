@@ -38,6 +38,7 @@ from engine.defaults import SamplingDefaults
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
 from engine.long_video import DEFAULT_WINDOW_OVERLAP, ContextWindows, accumulate_window, match_colors, window_slice
+from engine.plan import DEFAULT_FRAMES, plan_run
 
 # The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
 WAN_NEGATIVE_PROMPT = (
@@ -46,7 +47,6 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 TEXT_LEN = 512  # the official text context is zero-padded to 512 tokens with no mask
-DEFAULT_FRAMES = 97  # trained length when no audio gives one
 MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
 
 
@@ -647,6 +647,8 @@ class HuMoPipeline(DiffusionPipeline):
             num_steps=len(timesteps),
             source=source,
         )
+        plan = plan_run(schedule, timesteps, num_frames, height, width, num_ref, window_frames, window_overlap,
+                        window_shift, bool(batch_branches), self.vae_scale_factor_spatial)  # fmt: skip
 
         # 6. Denoising loop (long videos: every step blends its windows)
         step_times = []
@@ -671,6 +673,7 @@ class HuMoPipeline(DiffusionPipeline):
             "step_s": step_times,
             "passes_per_step": schedule.passes_per_step(timesteps),
             "batched_branches": bool(batch_branches),
+            "plan": plan.to_dict(),  # what was run, as engine.plan plans it before a run (the studio's estimate)
         }
         output = HuMoPipelineOutput(frames=[frames], seed=seed, mode=mode, num_frames=num_frames, timings=timings)
         return output if return_dict else (output.frames,)

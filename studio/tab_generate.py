@@ -103,7 +103,8 @@ def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd
     return pd.DataFrame(rows, columns=["step", "weight", "modality"])
 
 
-def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int) -> str:
+def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int,
+                  window_frames: int | None = None) -> str:  # fmt: skip
     """Passes per step and the job's time from this machine's measured costs (studio/eta.py). The inputs present
     are read off the schedule's branches (a reference image / the audio is used where some branch uses it)."""
     from studio import eta
@@ -114,7 +115,7 @@ def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frame
     branches = schedule.all_branches(timesteps)
     references = int(any(b.image == "ref" for b in branches))
     audio = any(b.audio == "on" for b in branches)
-    est = eta.estimate(ctx, model_id, schedule, steps, frames, height, width, references, audio)
+    est = eta.estimate(ctx, model_id, schedule, steps, frames, height, width, references, audio, window_frames)
     return f"**{per_step} transformer passes per step** · " + eta.describe(est)
 
 
@@ -407,7 +408,7 @@ def editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_
 
 
 def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
-                  steps, frames, height, width, phases=None) -> tuple:  # fmt: skip
+                  steps, frames, height, width, phases=None, long_video=False) -> tuple:  # fmt: skip
     """(plot SVG, estimate + formulas, preset label) for the editor's raw values; a bad value leaves the plot and
     says what to change."""
     mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
@@ -421,9 +422,24 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
         return gr.update(), f"⚠ {exc}", gr.update()
     grid = _grid(ctx, model_id, steps)
     plot = guidance_editor.plot_svg(schedule, grid)
-    text = estimate_text(ctx, model_id, schedule, len(grid), frames or DEFAULT_FRAMES, height, width)
+    frames, window = planned_frames_of(audio, frames, long_video)
+    text = estimate_text(ctx, model_id, schedule, len(grid), frames, height, width, window)
     formulas = guidance_editor.describe(schedule, grid).replace("\n", "  \n")
     return plot, f"{text}\n\n{formulas}", guidance_editor.preset_label(schedule)
+
+
+def planned_frames_of(audio, frames: int, long_video) -> tuple[int, int | None]:
+    """(frames, window_frames) the job will run, as engine.plan counts them: Frames 0 -> the voice's whole length
+    (97 without one); Long video -> windows of the trained 97 frames."""
+    from engine.plan import run_frames, voice_frames
+
+    voice = None
+    try:
+        upload = inputs.upload(audio, "audio")
+        voice = voice_frames(upload[0]) if upload else None
+    except InputError:  # a bad voice is said next to the audio input; the estimate plans without it
+        pass
+    return run_frames(int(frames) or None, voice), (DEFAULT_FRAMES if inputs.flag(long_video) else None)
 
 
 def phases_from_editor(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
@@ -1015,7 +1031,7 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     picked by the user puts its scales on the sliders. Returns (fn, inputs, outputs) for the page load."""
     f, g = tab.form, tab.guidance
     view_inputs = [f.model, f.image, f.extra_images, f.audio, f.preset, f.scale_t, f.scale_i, f.scale_a, f.switch,
-                   f.keyframes, f.steps, f.frames, f.height, f.width, f.phases]  # fmt: skip
+                   f.keyframes, f.steps, f.frames, f.height, f.width, f.phases, f.long_video]  # fmt: skip
     view_outputs = [g.plot, g.estimate, g.label]
 
     def view(*a):
