@@ -181,6 +181,36 @@ def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
     )
 
 
+def generate_argv(request, model: str, out, guidance_file=None, options: dict | None = None) -> list[str]:
+    """`generate` arguments that make this GenerationRequest with these speed and LoRA options (`options`:
+    {"loras": [(path, scale)], "lora_partial", "step_cache", "compile", "attention_backend", "memory_mode"}): how
+    a worker group (`--gpus N`, which relaunches the CLI on every rank) receives the whole request. The guidance
+    travels as a --guidance-json file (`guidance_file`)."""
+    argv = ["--model", model, "--prompt", request.prompt, "--out", str(out), "--resize-mode", request.resize_mode,
+            "--window-overlap", str(request.window_overlap)]  # fmt: skip
+    named = {"--height": request.height, "--width": request.width, "--steps": request.num_inference_steps,
+             "--seed": request.seed, "--frames": request.num_frames, "--negative-prompt": request.negative_prompt,
+             "--audio": request.audio, "--window-frames": request.window_frames}  # fmt: skip
+    argv += [item for flag, value in named.items() if value is not None for item in (flag, str(value))]
+    argv += [item for image in request.images for item in ("--image", str(image))]
+    if request.guidance:
+        Path(guidance_file).write_text(json.dumps(request.guidance))
+        argv += ["--guidance-json", str(guidance_file)]
+    argv += ["--vae-tiling"] if request.vae_tiling else []
+    argv += ["--sequential-branches"] if request.batch_branches is False else []
+    options = options or {}
+    argv += [item for path, scale in options.get("loras", ()) for item in ("--lora", f"{path}:{scale}")]
+    argv += ["--lora-partial"] if options.get("lora_partial") else []
+    argv += ["--compile"] if options.get("compile") else []
+    if options.get("step_cache"):
+        argv += ["--step-cache", str(options["step_cache"])]
+    if options.get("attention_backend") not in (None, "native"):
+        argv += ["--attention-backend", options["attention_backend"]]
+    if options.get("memory_mode") not in (None, "auto"):
+        argv += ["--memory-mode", options["memory_mode"]]
+    return argv
+
+
 def clean_case_prompt(prompt: str) -> str:
     """The official case-file prompt clean-up: strip, underscores to spaces, surrounding double quotes removed."""
     prompt = prompt.strip().replace("_", " ")

@@ -415,12 +415,18 @@ class HuMoPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, tiling: bool = False) -> torch.Tensor:
-        """[1, 16, F_vid, h, w] -> video [1, 3, F, H, W] in [-1, 1], decoded in fp32 (§4.9)."""
-        if tiling:
+        """[1, 16, F_vid, h, w] -> video [1, 3, F, H, W] in [-1, 1], decoded in fp32 (§4.9). `tiling` tiles this
+        decode only (a memory mode's "vae_tiling" keeps it on for every decode)."""
+        switch_on = tiling and not getattr(self.vae, "use_tiling", False)
+        if switch_on:
             self.vae.enable_tiling()
-        vae_device = next(self.vae.parameters()).device
-        z = self._vae_denormalize(latents.float()).to(vae_device, self.vae.dtype)
-        video = self.vae.decode(z, return_dict=False)[0]
+        try:
+            vae_device = next(self.vae.parameters()).device
+            z = self._vae_denormalize(latents.float()).to(vae_device, self.vae.dtype)
+            video = self.vae.decode(z, return_dict=False)[0]
+        finally:
+            if switch_on:  # the next job decodes as it asks, not as this one did
+                self.vae.disable_tiling()
         return video.float().clamp(-1, 1)
 
     # ------------------------------------------------------------------ denoising loop

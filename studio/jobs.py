@@ -7,7 +7,6 @@ UI-free: the Generate tab, the API and the tests drive it the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import random
@@ -232,7 +231,7 @@ def run_job(
         if ctx.options.gpus > 1:
             ctx.store.mark_running(gid)
             path, settings = run_worker_group(
-                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
+                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress, advanced
             )
         else:
             pipe = ctx.pipeline(model_id)
@@ -273,38 +272,28 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     return JobResult(gid, "failed", error=f"{type(exc).__name__}: {exc}")  # keep serving: the row says what went wrong
 
 
-def worker_group_command(
-    request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path
-) -> list[str]:
-    """`python -m engine generate --gpus N ...` reproducing `request` (the CLI relaunches itself under torchrun)."""
-    command = [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus), "--model", model_source(model_id),
-               "--prompt", request.prompt, "--height", str(request.height), "--width", str(request.width),
-               "--steps", str(request.num_inference_steps), "--seed", str(request.seed), "--out", str(out),
-               "--resize-mode", request.resize_mode]  # fmt: skip
-    for image in request.images:
-        command += ["--image", image]
-    if request.audio:
-        command += ["--audio", request.audio]
-    if request.negative_prompt:
-        command += ["--negative-prompt", request.negative_prompt]
-    if request.num_frames:
-        command += ["--frames", str(request.num_frames)]
-    if request.guidance:
-        guidance_file.write_text(json.dumps(request.guidance))
-        command += ["--guidance-json", str(guidance_file)]
-    if request.window_frames:
-        command += ["--window-frames", str(request.window_frames), "--window-overlap", str(request.window_overlap)]
-    return command
+def worker_group_command(request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path,
+                         advanced=None) -> list[str]:  # fmt: skip
+    """`python -m engine generate --gpus N ...` reproducing `request` with its LoRA and speed options (`advanced`,
+    studio.advanced.AdvancedOptions) on every rank (the CLI relaunches itself under torchrun)."""
+    from dataclasses import asdict
+
+    from engine.cli import generate_argv
+
+    options = asdict(advanced) if advanced is not None else None
+    return [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus),
+            *generate_argv(request, model_source(model_id), out, guidance_file, options)]  # fmt: skip
 
 
-def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on_progress) -> tuple[Path, dict]:
+def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on_progress,
+                     advanced=None) -> tuple[Path, dict]:  # fmt: skip
     """Generate on all GPUs with a torchrun worker group; rank 0 reports progress on stdout and writes the file."""
     from engine.media import read_settings
     from engine.pipeline import GenerationInterrupted
 
     guidance_file = ctx.store.paths.logs / f"guidance-{gid}.json"
     guidance_file.parent.mkdir(parents=True, exist_ok=True)
-    command = worker_group_command(request, model_id, ctx.options.gpus, out, guidance_file)
+    command = worker_group_command(request, model_id, ctx.options.gpus, out, guidance_file, advanced)
     env = {**os.environ, "HUMO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

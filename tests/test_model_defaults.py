@@ -131,3 +131,14 @@ def test_download_info_and_verify_on_every_registered_model(model_id, tmp_path, 
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0
     assert "verdict: AI-generated" in capsys.readouterr().out
+
+
+def test_vae_tiling_is_turned_off_again_for_the_next_job():
+    """`vae_tiling=True` tiles that call's decode only; a memory mode's tiling (enabled on the VAE) stays on."""
+    pipe = load_pipeline("tiny", device="cpu")
+    kw = dict(prompt="a person talks", num_frames=5, height=32, width=32, num_inference_steps=1, seed=1)
+    pipe(**kw, vae_tiling=True)
+    assert pipe.vae.use_tiling is False
+    pipe.vae.enable_tiling()  # what engine.memory's "+vae_tiling" does
+    pipe(**kw, vae_tiling=True)
+    assert pipe.vae.use_tiling is True
