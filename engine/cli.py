@@ -132,7 +132,7 @@ def cmd_dub(args) -> int:
     plan = dub.plan_dub(request)
     pipe = load_pipeline(args.model or best_available_model(), device=args.device, scheduler=args.scheduler,
                          memory_mode=args.memory_mode)  # fmt: skip
-    request.num_inference_steps = args.steps or _spec_default(pipe, "default_steps", 50)
+    request.num_inference_steps = args.steps or pipe.sampling_defaults.num_inference_steps
     request.guidance = _schedule_for(pipe, "TIA", args)
     path, record = dub.dub_to_file(pipe, request, args.out, callback_on_step_end=_progress_printer(), plan=plan)
     print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} face={record['dub']['face_box']}")
@@ -145,7 +145,7 @@ def _schedule_for(pipe, mode: str, args) -> dict:
     if args.guidance_json:
         return guidance.GuidanceSchedule.from_dict(json.loads(Path(args.guidance_json).read_text())).to_dict()
     schedule = guidance.preset_schedule(
-        args.guidance_preset or _spec_default(pipe, "guidance_preset", "official"),
+        args.guidance_preset or pipe.sampling_defaults.guidance_preset,
         pipe.variant,
         mode,
         scale_t=args.scale_t,
@@ -156,33 +156,21 @@ def _schedule_for(pipe, mode: str, args) -> dict:
     return schedule.to_dict()
 
 
-def _spec_default(pipe, name: str, fallback):
-    """A sampling default of the loaded model's registry entry (students: 4 steps, one pass), else `fallback`."""
-    from engine.registry import get_spec
-
-    try:
-        spec = get_spec(pipe.model_id)  # a file model carries its base model's defaults
-    except HuMoError:
-        spec = None
-    value = getattr(spec, name, None)
-    return (value() if callable(value) else value) or fallback
-
-
 def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
     from engine.generate import GenerationRequest
     from engine.pipeline import mode_from_inputs
 
     mode = mode_from_inputs(bool(images), audio is not None)
-    spec_h, spec_w = pipe.default_size
+    defaults = pipe.sampling_defaults  # the model's own: a student's 4 steps and single pass, HuMo-nano's 64x64
     return GenerationRequest(
         prompt=prompt,
         images=list(images),
         audio=audio,
         negative_prompt=args.negative_prompt,
-        height=args.height or spec_h,
-        width=args.width or spec_w,
+        height=args.height or defaults.height,
+        width=args.width or defaults.width,
         num_frames=args.frames,
-        num_inference_steps=args.steps or _spec_default(pipe, "default_steps", 50),
+        num_inference_steps=args.steps or defaults.num_inference_steps,
         seed=args.seed,
         guidance=_schedule_for(pipe, mode, args),
         resize_mode=args.resize_mode,
@@ -191,6 +179,36 @@ def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
         window_frames=args.window_frames,
         window_overlap=args.window_overlap,
     )
+
+
+def generate_argv(request, model: str, out, guidance_file=None, options: dict | None = None) -> list[str]:
+    """`generate` arguments that make this GenerationRequest with these speed and LoRA options (`options`:
+    {"loras": [(path, scale)], "lora_partial", "step_cache", "compile", "attention_backend", "memory_mode"}): how
+    a worker group (`--gpus N`, which relaunches the CLI on every rank) receives the whole request. The guidance
+    travels as a --guidance-json file (`guidance_file`)."""
+    argv = ["--model", model, "--prompt", request.prompt, "--out", str(out), "--resize-mode", request.resize_mode,
+            "--window-overlap", str(request.window_overlap)]  # fmt: skip
+    named = {"--height": request.height, "--width": request.width, "--steps": request.num_inference_steps,
+             "--seed": request.seed, "--frames": request.num_frames, "--negative-prompt": request.negative_prompt,
+             "--audio": request.audio, "--window-frames": request.window_frames}  # fmt: skip
+    argv += [item for flag, value in named.items() if value is not None for item in (flag, str(value))]
+    argv += [item for image in request.images for item in ("--image", str(image))]
+    if request.guidance:
+        Path(guidance_file).write_text(json.dumps(request.guidance))
+        argv += ["--guidance-json", str(guidance_file)]
+    argv += ["--vae-tiling"] if request.vae_tiling else []
+    argv += ["--sequential-branches"] if request.batch_branches is False else []
+    options = options or {}
+    argv += [item for path, scale in options.get("loras", ()) for item in ("--lora", f"{path}:{scale}")]
+    argv += ["--lora-partial"] if options.get("lora_partial") else []
+    argv += ["--compile"] if options.get("compile") else []
+    if options.get("step_cache"):
+        argv += ["--step-cache", str(options["step_cache"])]
+    if options.get("attention_backend") not in (None, "native"):
+        argv += ["--attention-backend", options["attention_backend"]]
+    if options.get("memory_mode") not in (None, "auto"):
+        argv += ["--memory-mode", options["memory_mode"]]
+    return argv
 
 
 def clean_case_prompt(prompt: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -435,7 +435,7 @@ class DubRequest:
     extend: str = "pingpong"  # audio longer than the video: "pingpong" the video or "trim" the audio
     height: int | None = None  # model size; None: the source scaled to the model's default pixel count
     width: int | None = None
-    num_inference_steps: int = 50
+    num_inference_steps: int | None = None  # None: the model's (pipe.sampling_defaults)
     seed: int | None = None
     guidance: dict | None = None
     window_frames: int | None = None
@@ -531,7 +531,7 @@ def run_dub(pipe, request: DubRequest, plan: DubPlan, callback_on_step_end=None,
         height=height,
         width=width,
         num_frames=plan.num_frames,
-        num_inference_steps=int(request.num_inference_steps),
+        num_inference_steps=request.num_inference_steps,
         guidance=schedule,
         seed=request.seed,
         window_frames=request.window_frames,
@@ -567,6 +567,8 @@ def dub_to_file(
 
     signer = c2pa_signer()  # before the render: a bad certificate fails first
     plan = plan or plan_dub(request, names)
+    steps = request.num_inference_steps or pipe.sampling_defaults.num_inference_steps
+    request = replace(request, num_inference_steps=steps)  # recorded as run
     schedule = dub_schedule(pipe, request)
     frames, output = run_dub(pipe, request, plan, callback_on_step_end, schedule)
     conditioning = GenerationRequest(
@@ -599,7 +601,7 @@ def dub_to_file(
 
 
 def dub_schedule(pipe, request: DubRequest):
-    """The request's guidance schedule, else the model's official TIA preset (the reference is a source frame)."""
+    """The request's guidance schedule, else the model's TIA preset (the reference is a source frame)."""
     from engine.guidance import GuidanceSchedule
 
     return GuidanceSchedule.from_dict(request.guidance) if request.guidance else pipe.default_guidance("TIA")

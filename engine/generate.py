@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +16,26 @@ import transformers
 from engine import media, provenance
 from engine.guidance import GuidanceSchedule
 from engine.pipeline import HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
-from engine.registry import MODELS
+from engine.registry import MODELS, display_id
 
 ENGINE_VERSION = "0.1.0"
 
 
 @dataclass
 class GenerationRequest:
-    """Everything a user chooses for one video. Fields mirror `HuMoPipeline.__call__`."""
+    """Everything a user chooses for one video. Fields mirror `HuMoPipeline.__call__`; those left None are the
+    model's (`with_model_defaults`)."""
 
     prompt: str
     images: list[str] = field(default_factory=list)
     audio: str | None = None
     negative_prompt: str | None = None
-    height: int = 480
-    width: int = 832
+    height: int | None = None
+    width: int | None = None
     num_frames: int | None = None
-    num_inference_steps: int = 50
+    num_inference_steps: int | None = None
     seed: int | None = None
-    guidance: dict | None = None  # GuidanceSchedule.to_dict(); None -> the official preset
+    guidance: dict | None = None  # GuidanceSchedule.to_dict(); None -> the model's preset
     resize_mode: str = "pad"
     batch_branches: bool | None = None
     vae_tiling: bool = False
@@ -47,10 +48,10 @@ class GenerationRequest:
             "image": list(self.images) or None,
             "audio": self.audio,
             "negative_prompt": self.negative_prompt,
-            "height": int(self.height),
-            "width": int(self.width),
+            "height": None if self.height is None else int(self.height),
+            "width": None if self.width is None else int(self.width),
             "num_frames": self.num_frames,
-            "num_inference_steps": int(self.num_inference_steps),
+            "num_inference_steps": None if self.num_inference_steps is None else int(self.num_inference_steps),
             "seed": self.seed,
             "guidance": GuidanceSchedule.from_dict(self.guidance) if self.guidance else None,
             "resize_mode": self.resize_mode,
@@ -59,6 +60,20 @@ class GenerationRequest:
             "window_frames": self.window_frames,
             "window_overlap": self.window_overlap,
         }
+
+
+def with_model_defaults(pipe: HuMoPipeline, request: GenerationRequest) -> GenerationRequest:
+    """The request with every field it leaves None set to what the model samples with (`pipe.sampling_defaults`),
+    exactly what `pipe(**request.pipeline_kwargs())` would use, so the mp4 and the gallery row record them."""
+    defaults = pipe.sampling_defaults
+    mode = mode_from_inputs(bool(request.images), bool(request.audio))
+    return replace(
+        request,
+        height=defaults.height if request.height is None else request.height,
+        width=defaults.width if request.width is None else request.width,
+        num_inference_steps=request.num_inference_steps or defaults.num_inference_steps,
+        guidance=request.guidance or pipe.default_guidance(mode).to_dict(),
+    )
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -79,15 +94,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def shown_model_id(model_id: str) -> str:
-    """A model id as a video's label and settings show it: a file or folder (a fine-tune's `checkpoint:<folder>`)
-    by its name, never the server's path to it."""
-    prefix, sep, rest = model_id.partition(":")
-    if sep and prefix == "checkpoint":
-        return f"checkpoint:{Path(rest).name}"
-    return Path(model_id).name if Path(model_id).is_absolute() or Path(model_id).exists() else model_id
-
-
 def settings_record(
     pipe: HuMoPipeline, request: GenerationRequest, output: HuMoPipelineOutput, schedule: GuidanceSchedule
 ) -> dict[str, Any]:
@@ -104,7 +110,7 @@ def settings_record(
             "mode": output.mode,
             "num_frames": output.num_frames,
             "guidance": schedule.to_dict(),
-            "model_id": shown_model_id(pipe.model_id),  # no server path in the file's label or settings
+            "model_id": display_id(pipe.model_id),  # a folder or file by its name: never a server path
             "model_hashes": pipe.model_hashes,
             "variant": pipe.variant,
             "scheduler": type(pipe.scheduler).__name__,
@@ -136,9 +142,9 @@ def generate_to_file(
     Returns the path and the settings record. Nothing is written when generation fails or is stopped.
     """
     signer = c2pa_signer()
+    request = with_model_defaults(pipe, request)
     kwargs = request.pipeline_kwargs()
-    schedule = kwargs["guidance"] or pipe.default_guidance(mode_from_inputs(bool(request.images), bool(request.audio)))
-    kwargs["guidance"] = schedule
+    schedule = kwargs["guidance"]
     # One loop for short and long clips: with window_frames the callback runs after every window of a step, with
     # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
     output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)

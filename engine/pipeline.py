@@ -34,9 +34,11 @@ from engine import audio as audio_lib
 from engine import guidance as guidance_lib
 from engine import media, speed
 from engine import schedulers as _schedulers  # noqa: F401  (registers the HuMo schedulers for from_pretrained)
+from engine.defaults import SamplingDefaults
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
 from engine.long_video import DEFAULT_WINDOW_OVERLAP, ContextWindows, accumulate_window, match_colors, window_slice
+from engine.plan import DEFAULT_FRAMES, plan_run
 
 # The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
 WAN_NEGATIVE_PROMPT = (
@@ -45,7 +47,6 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 TEXT_LEN = 512  # the official text context is zero-padded to 512 tokens with no mask
-DEFAULT_FRAMES = 97  # trained length when no audio gives one
 MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
 
 
@@ -100,7 +101,17 @@ class HuMoPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->audio_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "noise_pred"]
 
-    def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler, audio_encoder, feature_extractor):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        transformer,
+        scheduler,
+        audio_encoder,
+        feature_extractor,
+        sampling_defaults: dict | None = None,
+    ):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -121,7 +132,8 @@ class HuMoPipeline(DiffusionPipeline):
         # What the loader knows and the outputs record; engine.registry.load_pipeline fills them in.
         self.model_id = "custom"
         self.model_hashes: dict[str, str] = {}  # weights file -> fingerprint (engine.registry.file_fingerprint)
-        self.default_size: tuple[int, int] = (480, 832)  # (height, width) the model was trained for
+        # Steps, guidance preset, size, sampler: in the config, so save_pretrained keeps them (engine/defaults.py)
+        self.register_to_config(sampling_defaults=SamplingDefaults.from_dict(sampling_defaults).to_dict())
         # How it runs; set by engine.memory.apply_memory_mode, engine.speed.enable_step_cache/set_attention_backend.
         self.memory_mode: str | None = None
         self.step_cache: str | None = None  # "first_block" | "mag" once enabled
@@ -140,9 +152,27 @@ class HuMoPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """What a call leaves out is taken from here: the model's steps, guidance preset and size."""
+        return SamplingDefaults.from_dict(self.config.sampling_defaults)
+
+    @sampling_defaults.setter
+    def sampling_defaults(self, value: SamplingDefaults) -> None:
+        self.register_to_config(sampling_defaults=value.to_dict())
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the model was trained for."""
+        return self.sampling_defaults.size
+
+    @default_size.setter
+    def default_size(self, value: tuple[int, int]) -> None:
+        self.sampling_defaults = self.sampling_defaults.with_size(*value)
+
     def default_guidance(self, mode: str, **scales) -> GuidanceSchedule:
-        """The official guidance schedule of this model variant for a mode (§4.8)."""
-        return guidance_lib.default_schedule(self.variant, mode, **scales)
+        """This model's guidance schedule for a mode: its preset (official §4.8; a distilled student's single pass)."""
+        return self.sampling_defaults.guidance(self.variant, mode, **scales)
 
     # ------------------------------------------------------------------ text
     @torch.no_grad()
@@ -385,12 +415,18 @@ class HuMoPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, tiling: bool = False) -> torch.Tensor:
-        """[1, 16, F_vid, h, w] -> video [1, 3, F, H, W] in [-1, 1], decoded in fp32 (§4.9)."""
-        if tiling:
+        """[1, 16, F_vid, h, w] -> video [1, 3, F, H, W] in [-1, 1], decoded in fp32 (§4.9). `tiling` tiles this
+        decode only (a memory mode's "vae_tiling" keeps it on for every decode)."""
+        switch_on = tiling and not getattr(self.vae, "use_tiling", False)
+        if switch_on:
             self.vae.enable_tiling()
-        vae_device = next(self.vae.parameters()).device
-        z = self._vae_denormalize(latents.float()).to(vae_device, self.vae.dtype)
-        video = self.vae.decode(z, return_dict=False)[0]
+        try:
+            vae_device = next(self.vae.parameters()).device
+            z = self._vae_denormalize(latents.float()).to(vae_device, self.vae.dtype)
+            video = self.vae.decode(z, return_dict=False)[0]
+        finally:
+            if switch_on:  # the next job decodes as it asks, not as this one did
+                self.vae.disable_tiling()
         return video.float().clamp(-1, 1)
 
     # ------------------------------------------------------------------ denoising loop
@@ -484,10 +520,10 @@ class HuMoPipeline(DiffusionPipeline):
         video=None,
         mask=None,
         negative_prompt: str | None = None,
-        height: int = 480,
-        width: int = 832,
+        height: int | None = None,
+        width: int | None = None,
         num_frames: int | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance: GuidanceSchedule | dict | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -517,8 +553,10 @@ class HuMoPipeline(DiffusionPipeline):
                 F >= num_frames, H, W = height, width); `mask` is 1 where to generate, 0 where to keep the source:
                 pixels [F, H, W] or the latent grid [F_lat, H/8, W/8]. Outside the mask the latents are the source's,
                 noised to each step's level (RePaint / diffusers inpainting); engine.dub composites the pixels.
+            height / width / num_inference_steps: None -> the model's (`sampling_defaults`, set by its loader).
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
-            guidance: a `GuidanceSchedule` (or its dict); None -> the official preset of this variant and mode.
+            guidance: a `GuidanceSchedule` (or its dict); None -> the model's preset for this mode (official, or a
+                distilled student's single pass).
             prompt_embeds / negative_prompt_embeds: [1, L, text_dim], L <= 512; zero-padded to 512 (§4.3).
             audio_embeds: precomputed windows [F_vid, 8, 5, C] (or with the reference windows, [F_total, ...]).
             batch_branches: evaluate the guidance branches in one batched forward (None: when memory allows).
@@ -542,6 +580,10 @@ class HuMoPipeline(DiffusionPipeline):
         images = [] if image is None else (list(image) if isinstance(image, (list, tuple)) else [image])
         has_audio = audio is not None or audio_embeds is not None
         mode = mode_from_inputs(bool(images), has_audio)
+        defaults = self.sampling_defaults
+        height = defaults.height if height is None else height
+        width = defaults.width if width is None else width
+        num_inference_steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
 
         # 1. Check inputs
         self.check_inputs(prompt, height, width, num_frames, num_inference_steps, images, audio, prompt_embeds,
@@ -611,6 +653,8 @@ class HuMoPipeline(DiffusionPipeline):
             num_steps=len(timesteps),
             source=source,
         )
+        plan = plan_run(schedule, timesteps, num_frames, height, width, num_ref, window_frames, window_overlap,
+                        window_shift, bool(batch_branches), self.vae_scale_factor_spatial)  # fmt: skip
 
         # 6. Denoising loop (long videos: every step blends its windows)
         step_times = []
@@ -635,6 +679,7 @@ class HuMoPipeline(DiffusionPipeline):
             "step_s": step_times,
             "passes_per_step": schedule.passes_per_step(timesteps),
             "batched_branches": bool(batch_branches),
+            "plan": plan.to_dict(),  # what was run, as engine.plan plans it before a run (the studio's estimate)
         }
         output = HuMoPipelineOutput(frames=[frames], seed=seed, mode=mode, num_frames=num_frames, timings=timings)
         return output if return_dict else (output.frames,)

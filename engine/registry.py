@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from engine import nano
+from engine.defaults import SamplingDefaults
 from engine.errors import InputError, MissingWeightsError
 from engine.nano import NANO_SHIFT
 from engine.schedulers import DEFAULT_SHIFT
@@ -85,9 +86,17 @@ class ModelSpec:
     present: Callable[[], bool] | None = None  # None: every component is found
     untrained: bool = False  # random weights built in code: its videos are noise (the studio says so)
     base: str | None = None  # a single-file model: the registered model whose VAE, encoders and defaults it uses
+    scheduler: str | None = None  # the sampler it must use (a student learnt Euler segments); None: the one asked for
 
     def steps(self) -> int:
         return int(self.default_steps() if callable(self.default_steps) else self.default_steps)
+
+    def sampling_defaults(self, size: tuple[int, int] | None = None, scheduler: str = "unipc") -> SamplingDefaults:
+        """What its loaded pipeline samples with when a call leaves it out (`HuMoPipeline.sampling_defaults`);
+        `size`: the one its files say (HuMo-nano's nano.json), else `default_size`."""
+        height, width = size or self.default_size
+        return SamplingDefaults(self.steps(), self.guidance_preset, int(height), int(width),
+                                self.scheduler or scheduler, float(self.flow_shift))  # fmt: skip
 
     def is_present(self) -> bool:
         if self.present is not None:
@@ -143,6 +152,7 @@ MODELS: dict[str, ModelSpec] = {
         flow_shift=NANO_SHIFT,
         default_steps=4,
         guidance_preset="single pass",
+        scheduler="euler",
         loader=lambda **kw: nano.load_nano_student_pipeline(torch_dtype=kw["torch_dtype"], scheduler=kw["scheduler"]),
         folder=lambda: nano.student_dir(),
         present=lambda: nano.is_student_present(),
@@ -230,14 +240,144 @@ def resolve(model_id: str) -> ResolvedModel:
 
 
 def get_spec(model_id: str) -> ModelSpec:
-    if model_id not in MODELS:
+    """The spec of a registered id, a model folder (`folder_spec`) or one transformer file (`file_spec`)."""
+    if model_id in MODELS or model_id in NAMED:
+        return MODELS.get(model_id) or NAMED[model_id]
+    path = Path(str(model_id))
+    if path.is_dir():
+        return folder_spec(str(path.resolve()), _mtime(path))
+    if path.is_file():
         from engine.models.single_file import is_weights_file
 
-        if is_weights_file(model_id) and Path(model_id).is_file():
-            stat = Path(model_id).stat()
-            return file_spec(model_id, stat.st_mtime_ns, stat.st_size)
-        raise InputError(f"Unknown model {model_id!r}: use one of {', '.join(MODELS)}.", field="model")
-    return MODELS[model_id]
+        if not is_weights_file(str(path)):
+            raise InputError(f"{model_id} is not a model: {NOT_A_MODEL}", field="model")
+        stat = path.stat()
+        return file_spec(model_id, stat.st_mtime_ns, stat.st_size)
+    raise InputError(
+        f"Unknown model {model_id!r}: use one of {', '.join(MODELS)}, or the path of a model folder or file.",
+        field="model",
+    )
+
+
+# Model folders registered under a name by a front end (the studio's fine-tunes: "run:<name>"); not in MODELS, so
+# `list_models` and the default-model choice stay the registered ones; the studio says whose each one is.
+NAMED: dict[str, ModelSpec] = {}
+
+
+def register_folder(model_id: str, path: str | Path) -> ModelSpec:
+    """Name a model folder (`folder_spec`): every door that takes an id takes the name, and what it records is the
+    name, not the server path. Returns its spec; a folder that is not a model raises the usual InputError."""
+    import dataclasses
+
+    NAMED[model_id] = dataclasses.replace(get_spec(str(path)), id=model_id)
+    return NAMED[model_id]
+
+
+def model_source(model_id: str) -> str:
+    """What another process loads for an id: a named folder's path (it has no registration), else the id."""
+    spec = NAMED.get(model_id)
+    return str(spec.folder()) if spec is not None else model_id
+
+
+def find_spec(model_id: str | None) -> ModelSpec | None:
+    """The spec of an id (registered, named, a model folder or file), or None where it names no model."""
+    try:
+        return get_spec(model_id) if model_id else None
+    except InputError:
+        return None
+
+
+def display_id(model_id: str) -> str:
+    """The id an mp4, a gallery row or a label records: a registered or named id as is, a folder or file by its name
+    (a trainer's `final/` with its run's: `run/final`), never a server path."""
+    if model_id in MODELS or model_id in NAMED or not Path(str(model_id)).exists():
+        return model_id
+    path = Path(str(model_id)).resolve()
+    return f"{path.parent.name}/{path.name}" if path.name == "final" else path.name
+
+
+# -- model folders: a fine-tune (the trainer's final/), a distilled student, a diffusers-format transformer -----------
+NOT_A_MODEL = (
+    "expected a fine-tune folder (the trainer's final/: config.json, weights and humo_base.json), a distilled "
+    "student folder (student.json and transformer/), a diffusers-format HuMo transformer folder (config.json and "
+    "*.safetensors, e.g. from `python -m engine convert`), or one checkpoint file (.pth, .safetensors, .gguf)."
+)
+STUDENT_FILE = "student.json"
+
+
+def _mtime(path: Path) -> int:
+    """A folder's identity for the spec cache: the newest mtime of it and its files (a re-saved fine-tune is new)."""
+    return max([path.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in path.iterdir()])
+
+
+def _transformer_folder(path: Path) -> Path | None:
+    """The diffusers HuMo transformer folder in `path` (itself, or its transformer/), or None."""
+    for folder in (path, path / "transformer"):
+        config = folder / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("_class_name") == "HuMoTransformer3DModel":
+            return folder
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def folder_spec(path: str, mtime_ns: int = 0) -> ModelSpec:
+    """A model folder as a model id, on the VAE, encoders and sampling defaults of the registered model it belongs to:
+    a fine-tune's recorded base (`BASE_FILE`), a student's teacher (with the student's own steps, sampler and
+    guidance from student.json), else the model whose transformer config it matches (`base_for_config`)."""
+    import dataclasses
+
+    root = Path(path)
+    transformer = _transformer_folder(root)
+    if transformer is None:
+        raise InputError(f"{path} is not a model: {NOT_A_MODEL}", field="model")
+    if (root / STUDENT_FILE).exists():
+        info = json.loads((root / STUDENT_FILE).read_text())
+        base = get_spec(info.get("teacher", "humo-nano"))
+        overrides = {"default_steps": int(info.get("sample_steps", 4)), "scheduler": info.get("scheduler", "euler"),
+                     "guidance_preset": info.get("guidance_preset", "single pass"),
+                     "description": f"distilled student of {base.id} ({root.name})"}  # fmt: skip
+    elif (root / BASE_FILE).exists():
+        base = get_spec(read_base(root)["base_model"])
+        overrides = {"description": f"fine-tune of {base.id} ({display_id(path)})"}
+    else:
+        config = json.loads((transformer / "config.json").read_text())
+        base = MODELS[base_for_config({k: v for k, v in config.items() if not k.startswith("_")})]
+        overrides = {"description": f"HuMo transformer on {base.id}'s VAE and encoders ({root.name})"}
+    return dataclasses.replace(
+        base, id=path, transformer=None, base=base.id, folder=lambda: root, untrained=False,
+        loader=lambda **kw: _load_folder_model(root, transformer, base.id, **kw),
+        present=lambda: _transformer_folder(root) is not None and base.is_present(), **overrides,
+    )  # fmt: skip
+
+
+def _load_folder_model(root: Path, transformer_dir: Path, base_id: str, device, torch_dtype, scheduler):
+    """The base model's pipeline with this folder's transformer; a fine-tune whose training cache was encoded with
+    other encoder weights than the base has now is refused by name (`BASE_FILE`'s fingerprints)."""
+    from engine.models import HuMoTransformer3DModel
+
+    base = get_spec(base_id)
+    # the dtypes load_pipeline(base) would give on the device (the fingerprints include them): official files at the
+    # device's default, a model with its own loader at the loader's
+    official = base.loader is None
+    dtype = torch_dtype or ((torch.bfloat16 if device.type == "cuda" else torch.float32) if official else None)
+    pipe = load_pipeline(base_id, device="cpu", torch_dtype=dtype, scheduler=scheduler, memory_mode=None)
+    recorded = read_base(root).get("encoders") or {} if (root / BASE_FILE).exists() else {}
+    current = encoder_fingerprints(pipe) if recorded else {}
+    changed = [name for name, value in recorded.items() if current.get(name) != value]
+    if changed:
+        raise InputError(
+            f"{root} was trained on a cache encoded with other {', '.join(changed)} weights than "
+            f"{base_id} has now ({', '.join(f'{n} {recorded[n]} vs {current.get(n)}' for n in changed)}): "
+            "render it with the base it was trained with, or fine-tune again.",
+            field="model",
+        )
+    transformer = HuMoTransformer3DModel.from_pretrained(transformer_dir, torch_dtype=pipe.transformer.dtype)
+    pipe.register_modules(transformer=transformer.eval())
+    pipe.model_hashes = {
+        display_id(str(root)): hashlib.sha256(b"".join(
+            file_fingerprint(f).encode() for f in sorted(transformer_dir.glob("*.safetensors")))).hexdigest()[:16]
+    }  # fmt: skip
+    return pipe
 
 
 # -- single-file transformers (GGUF, safetensors / .pth repacks) ---------------------------------------------------
@@ -422,33 +562,9 @@ def read_base(folder: str | Path) -> dict:
 
 
 def load_finetune(folder: str | Path, device=None, memory_mode: str | None = "auto"):
-    """A fine-tuned transformer (a diffusers folder written by the trainer) on its base model's VAE and encoders,
-    which must be the ones its training cache was encoded with (a rebuilt or swapped base is refused by name)."""
-    from engine.models import HuMoTransformer3DModel
-
-    base = read_base(folder)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # the dtypes load_pipeline(base, device) would give (the fingerprints include them): official files at the
-    # device's default, a model with its own loader at the loader's
-    official = get_spec(base["base_model"]).loader is None
-    dtype = (torch.bfloat16 if device.type == "cuda" else torch.float32) if official else None
-    # loaded on the CPU and placed after the swap, so an offload mode hooks the fine-tuned transformer
-    pipe = load_pipeline(base["base_model"], device="cpu", torch_dtype=dtype, memory_mode=None)
-    recorded = base.get("encoders") or {}
-    current = encoder_fingerprints(pipe) if recorded else {}
-    changed = [name for name, value in recorded.items() if current.get(name) != value]
-    if changed:
-        raise InputError(
-            f"{folder} was trained on a cache encoded with other {', '.join(changed)} weights than "
-            f"{base['base_model']} has now ({', '.join(f'{n} {recorded[n]} vs {current.get(n)}' for n in changed)}): "
-            "render it with the base it was trained with, or fine-tune again.",
-            field="model",
-        )
-    transformer = HuMoTransformer3DModel.from_pretrained(folder, torch_dtype=pipe.transformer.dtype)
-    pipe.register_modules(transformer=transformer)
-    pipe = place(pipe, base["base_model"], device, memory_mode)
-    pipe.model_id = f"checkpoint:{folder}"
-    return pipe
+    """A fine-tune folder (the trainer's final/) on its base model's VAE and encoders: `load_pipeline(folder)`."""
+    read_base(folder)  # a folder without its base record gets that message, not the generic one
+    return load_pipeline(str(folder), device=device, memory_mode=memory_mode)
 
 
 def load_pipeline(
@@ -458,7 +574,9 @@ def load_pipeline(
     scheduler: str = "unipc",
     memory_mode: str | None = "auto",
 ):
-    """A ready HuMoPipeline for a model id ("humo-17b", "humo-1.7b", "tiny", or one registered later).
+    """A ready HuMoPipeline for a model id ("humo-17b", "humo-1.7b", "tiny", or one registered later), a model folder
+    (a fine-tune's final/, a distilled student, a diffusers-format transformer) or one checkpoint file, carrying
+    the model's sampling defaults (`pipe.sampling_defaults`: what `pipe(...)` uses for what a call leaves out).
 
     Real models: transformer from the official files (strict, streamed) in `torch_dtype` (default bf16 on CUDA,
     fp32 on CPU), VAE and Whisper in fp32 (as the official code), umT5 in bf16.
@@ -468,21 +586,22 @@ def load_pipeline(
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     spec = get_spec(model_id)
+    scheduler = spec.scheduler or scheduler  # a student samples with the sampler it learnt
     if spec.loader is not None:
         pipe = spec.loader(device=device, torch_dtype=torch_dtype, scheduler=scheduler)
     else:
         pipe = _load_official(resolve(model_id), device, torch_dtype, make_scheduler(scheduler))
     pipe.model_id = model_id
-    if spec.folder is None:  # a model with its own files reads its size from them (HuMo-nano: nano.json)
-        pipe.default_size = spec.default_size
+    # a model with its own files read its size from them (HuMo-nano: nano.json); the rest is the registry's
+    pipe.sampling_defaults = spec.sampling_defaults(pipe.default_size if spec.folder else None, scheduler)
     return place(pipe, model_id, device, memory_mode)
 
 
-def _file_model(model_id: str) -> ModelSpec | None:
-    """The spec of a file model id, or None for anything else (an id `place` is given need not be registered)."""
-    from engine.models.single_file import is_weights_file
-
-    return get_spec(model_id) if is_weights_file(model_id) and Path(model_id).is_file() else None
+def _path_model(model_id: str) -> ModelSpec | None:
+    """The spec of a folder or file model id, or None for anything else (an id `place` is given need not be
+    registered)."""
+    named = model_id in NAMED or (model_id not in MODELS and Path(str(model_id)).exists())
+    return get_spec(model_id) if named else None
 
 
 def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "auto"):
@@ -492,7 +611,7 @@ def place(pipe, model_id: str, device: torch.device, memory_mode: str | None = "
         from engine.system import free_ram_bytes
 
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-        base = getattr(MODELS.get(model_id) or _file_model(model_id), "base", None)
+        base = getattr(MODELS.get(model_id) or _path_model(model_id), "base", None)
         weights = transformer_bytes(pipe.transformer) / GB if base else None  # a file: what it takes loaded
         memory_mode = choose_memory_mode(base or model_id, free, free_ram_bytes(), *pipe.default_size,
                                          weights_gb=weights, prequantized=is_prequantized(pipe.transformer))  # fmt: skip

@@ -42,12 +42,26 @@ def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
         try:  # finished fine-tuning checkpoints, when the training tab is installed
             from studio.tab_train import list_checkpoints
 
-            choices += [f"checkpoint:{path}" for _, path in list_checkpoints(ctx.store.data_dir, owner)]
+            choices += [finetune_id(name, path) for name, path in list_checkpoints(ctx.store.data_dir, owner)]
         except ImportError:
             pass
+        choices = [c for c in choices if c]
     if ctx.default_model not in choices:
         choices.insert(0, ctx.default_model)
     return choices
+
+
+def finetune_id(run: str, final: str) -> str | None:
+    """A finished run's `final/` as a named model, "run:<run>" (engine.registry.register_folder): every door takes
+    the name, and the gallery and the mp4 record it rather than the server path. None where the folder is not a
+    model (a broken or foreign final/)."""
+    from engine.errors import InputError
+    from engine.registry import register_folder
+
+    try:
+        return register_folder(f"run:{run}", final).id
+    except InputError:
+        return None
 
 
 def single_file_models() -> list[str]:

@@ -120,15 +120,12 @@ class StudioContext:
 
     def pipeline(self, model_id: str | None = None):
         """The loaded pipeline for a model id (loaded once, kept; the lock keeps two jobs from loading twice)."""
-        from engine.registry import load_finetune, load_pipeline
+        from engine.registry import load_pipeline
 
-        model_id = model_id or self.default_model
+        model_id = model_id or self.default_model  # a fine-tune is a named folder ("run:<name>", studio.app)
         with self._lock:
             if model_id not in self._pipelines:
-                if model_id.startswith("checkpoint:"):  # a fine-tune, on its recorded base's VAE and encoders
-                    self._pipelines[model_id] = load_finetune(model_id.split(":", 1)[1], self.options.device)
-                else:
-                    self._pipelines[model_id] = load_pipeline(model_id, device=self.options.device)
+                self._pipelines[model_id] = load_pipeline(model_id, device=self.options.device)
             return self._pipelines[model_id]
 
     @contextmanager

@@ -70,22 +70,14 @@ def plan_job(
     window_overlap: int = 4,
     batched: bool = True,
 ) -> Plan:
-    """Passes, forwards and tokens of a job, the way HuMoPipeline will run it (same timestep grid, same windows)."""
-    from engine.audio import latent_frame_count as latent_frames
-    from engine.long_video import plan_windows
+    """Passes, forwards and tokens of a job: the engine's plan of the run (engine.plan, what HuMoPipeline executes)
+    on the model's timestep grid."""
+    from engine.plan import plan_run
     from engine.schedulers import official_timesteps
 
-    timesteps = official_timesteps(max(1, int(steps)), shift)
-    per_step = schedule.passes_per_step(timesteps)
-    f_vid = latent_frames(frames)
-    window = latent_frames(window_frames) if window_frames else f_vid
-    counts = [
-        len(plan_windows(f_vid, window, window_overlap, k)) if f_vid > window else 1 for k in range(len(per_step))
-    ]
-    passes = sum(p * n for p, n in zip(per_step, counts))
-    forwards = sum(counts) if batched else passes
-    tokens = (min(window, f_vid) + max(1, references)) * (height // 16) * (width // 16)
-    return Plan(len(per_step), passes, forwards, tokens, max(counts), frames, height, width, max(1, references),
+    run = plan_run(schedule, official_timesteps(max(1, int(steps)), shift), frames, height, width, references,
+                   window_frames, window_overlap, batched=batched)  # fmt: skip
+    return Plan(run.steps, run.passes, run.forwards, run.tokens, run.windows, frames, height, width, run.references,
                 frames / FPS if audio else 0.0)  # fmt: skip
 
 
@@ -480,16 +472,16 @@ def estimate(
 
 def estimate_request(ctx, request, frames: int, model_id: str | None = None, probe: bool = False) -> Estimate:
     """The estimate of a GenerationRequest that will make `frames` frames (jobs.validate_request's count)."""
-    from engine import guidance
+    from engine import guidance, registry
     from engine.pipeline import mode_from_inputs
-    from studio.tab_generate import _variant
 
     model_id = model_id or ctx.default_model
     mode = mode_from_inputs(bool(request.images), bool(request.audio))
     if request.guidance:
         schedule = guidance.GuidanceSchedule.from_dict(request.guidance)
-    else:  # what the pipeline runs when none is given
-        schedule = guidance.default_schedule(_variant(ctx, model_id), mode)
+    else:  # what the pipeline runs when none is given: the model's preset
+        spec = registry.get_spec(model_id)
+        schedule = spec.sampling_defaults().guidance(spec.variant, mode)
     return estimate(ctx, model_id, schedule, request.num_inference_steps, frames, request.height, request.width,
                     len(request.images), bool(request.audio), request.window_frames,
                     request.window_overlap, probe)  # fmt: skip

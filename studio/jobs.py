@@ -7,7 +7,6 @@ UI-free: the Generate tab, the API and the tests drive it the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -21,9 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from engine import registry
 from engine.errors import InputError
 from engine.generate import GenerationRequest, generate_to_file
-from engine.pipeline import DEFAULT_FRAMES, GenerationInterrupted, mode_from_inputs
+from engine.pipeline import GenerationInterrupted, mode_from_inputs
+from engine.plan import plan_run, run_frames
+from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
 from studio.paths import DataPaths
@@ -62,7 +64,7 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     cap, audio within the length cap), then the job's real cost: the frames the audio sets, long video included.
     Messages name the user's files (`names`: path -> the name they uploaded), never a stored hash.
     """
-    from engine.audio import check_voice, load_audio, num_video_frames, snap_frames
+    from engine.audio import check_voice, load_audio, num_video_frames
     from engine.media import load_image
     from studio import inputs
 
@@ -94,13 +96,13 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
         _check_passes(opts.max_passes_public, request.guidance)
     for image in request.images:
         load_image(image, display_name=names.get(image))  # header first: the pixel cap holds before any decode
-    frames = request.num_frames or DEFAULT_FRAMES
+    voice = None
     if request.audio:
         shown = names.get(request.audio) or Path(request.audio).name
         waveform = load_audio(request.audio, max_seconds=opts.audio_cap_s, display_name=shown)
         check_voice(waveform, shown)
-        if not request.num_frames or request.window_frames:
-            frames = snap_frames(max(1, num_video_frames(len(waveform))))
+        voice = max(1, num_video_frames(len(waveform)))
+    frames = run_frames(request.num_frames, voice)  # what the pipeline will make (engine.plan)
     _check_frames(opts, request, frames)
     if on_zero_gpu():  # a job that cannot finish inside one ZeroGPU slot is refused here, next to its input
         gpu_seconds(job_cost(ctx, request, frames))
@@ -108,12 +110,11 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
 
 
 def planned_frames(request: GenerationRequest) -> int:
-    """The frames a job will make, from the audio file's header (no decode): what a GPU slot is sized for."""
-    if request.audio and (not request.num_frames or request.window_frames):
-        from engine.audio import probe_audio, snap_frames
+    """The frames a job will make (engine.plan, the voice's length when none are asked): what a GPU slot is sized
+    for."""
+    from engine.plan import voice_frames
 
-        return snap_frames(max(1, int(probe_audio(request.audio).duration_s * 25)))
-    return request.num_frames or DEFAULT_FRAMES
+    return run_frames(request.num_frames, voice_frames(request.audio) if request.num_frames is None else None)
 
 
 def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str | None = None) -> JobCost:
@@ -125,11 +126,16 @@ def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_
     model_id = model_id or ctx.default_model
     schedule = GuidanceSchedule.from_dict(request.guidance) if request.guidance else None
     timesteps = official_timesteps(request.num_inference_steps, sampling_shift(model_id))
-    passes = sum(schedule.passes_per_step(timesteps)) if schedule else 4 * request.num_inference_steps
+    if schedule is None:  # what the pipeline runs when none is given: the model's preset
+        spec = registry.get_spec(model_id)
+        schedule = spec.sampling_defaults().guidance(spec.variant, mode_from_inputs(bool(request.images),
+                                                                                    bool(request.audio)))  # fmt: skip
+    plan = plan_run(schedule, timesteps, frames, request.height, request.width, len(request.images),
+                    request.window_frames, request.window_overlap)  # fmt: skip
     window = request.window_frames or frames
-    windows = 1 if frames <= window else -(-(frames - window) // max(1, window - 4 * request.window_overlap)) + 1
     return JobCost(model_id, request.num_inference_steps, min(frames, window), request.height, request.width,
-                   passes, windows=windows, window_frames=window, references=max(1, len(request.images)))  # fmt: skip
+                   sum(plan.passes_per_step), windows=plan.windows, window_frames=window,
+                   references=plan.references)  # fmt: skip
 
 
 def _check_passes(limit: int, guidance: dict | None) -> None:
@@ -227,7 +233,7 @@ def run_job(
         if ctx.options.gpus > 1:
             ctx.store.mark_running(gid)
             path, settings = run_worker_group(
-                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress
+                ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress, advanced
             )
         else:
             pipe = ctx.pipeline(model_id)
@@ -287,38 +293,28 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     return JobResult(gid, "failed", error=message)  # keep serving: the row says that it failed
 
 
-def worker_group_command(
-    request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path
-) -> list[str]:
-    """`python -m engine generate --gpus N ...` reproducing `request` (the CLI relaunches itself under torchrun)."""
-    command = [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus), "--model", model_id,
-               "--prompt", request.prompt, "--height", str(request.height), "--width", str(request.width),
-               "--steps", str(request.num_inference_steps), "--seed", str(request.seed), "--out", str(out),
-               "--resize-mode", request.resize_mode]  # fmt: skip
-    for image in request.images:
-        command += ["--image", image]
-    if request.audio:
-        command += ["--audio", request.audio]
-    if request.negative_prompt:
-        command += ["--negative-prompt", request.negative_prompt]
-    if request.num_frames:
-        command += ["--frames", str(request.num_frames)]
-    if request.guidance:
-        guidance_file.write_text(json.dumps(request.guidance))
-        command += ["--guidance-json", str(guidance_file)]
-    if request.window_frames:
-        command += ["--window-frames", str(request.window_frames), "--window-overlap", str(request.window_overlap)]
-    return command
+def worker_group_command(request: GenerationRequest, model_id: str, gpus: int, out: Path, guidance_file: Path,
+                         advanced=None) -> list[str]:  # fmt: skip
+    """`python -m engine generate --gpus N ...` reproducing `request` with its LoRA and speed options (`advanced`,
+    studio.advanced.AdvancedOptions) on every rank (the CLI relaunches itself under torchrun)."""
+    from dataclasses import asdict
+
+    from engine.cli import generate_argv
+
+    options = asdict(advanced) if advanced is not None else None
+    return [sys.executable, "-m", "engine", "generate", "--gpus", str(gpus),
+            *generate_argv(request, model_source(model_id), out, guidance_file, options)]  # fmt: skip
 
 
-def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on_progress) -> tuple[Path, dict]:
+def run_worker_group(ctx, request, model_id, out: Path, gid: int, stop_event, on_progress,
+                     advanced=None) -> tuple[Path, dict]:  # fmt: skip
     """Generate on all GPUs with a torchrun worker group; rank 0 reports progress on stdout and writes the file."""
     from engine.media import read_settings
     from engine.pipeline import GenerationInterrupted
 
     guidance_file = ctx.store.paths.logs / f"guidance-{gid}.json"
     guidance_file.parent.mkdir(parents=True, exist_ok=True)
-    command = worker_group_command(request, model_id, ctx.options.gpus, out, guidance_file)
+    command = worker_group_command(request, model_id, ctx.options.gpus, out, guidance_file, advanced)
     env = {**os.environ, "HUMO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -534,6 +530,21 @@ def _check_dub_frames(opts, request, frames: int) -> None:
                          "trim the voice.", field="audio")  # fmt: skip
 
 
+def _dub_estimate(ctx: StudioContext, pipe, request, plan, model_id: str) -> eta.Estimate | None:
+    """A dub's time, like a generation's: the engine's plan of its run (the voice's frames at the model size, the
+    dub's schedule, its windows), priced with this machine's measured costs (probed in the job's own slot)."""
+    from engine import dub
+
+    steps = request.num_inference_steps or pipe.sampling_defaults.num_inference_steps
+    height, width = (request.height, request.width) if request.height and request.width else dub.model_size(
+        plan.frames.shape[1:3], pipe.default_size)  # fmt: skip
+    try:
+        return eta.estimate(ctx, model_id, dub.dub_schedule(pipe, request), steps, plan.num_frames, height, width, 1,
+                            True, request.window_frames, request.window_overlap, probe=True)  # fmt: skip
+    except Exception:  # a time estimate never fails a job (as `_estimate`)
+        return None
+
+
 def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_event: threading.Event | None = None,
                 on_progress: Callable[[JobProgress], None] | None = None, owner: str = LOCAL_OWNER,
                 names: dict[str, str] | None = None, consent: bool | None = None) -> JobResult:  # fmt: skip
@@ -572,7 +583,8 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
     def work() -> JobResult:
         pipe = ctx.pipeline(model_id)
         ctx.store.mark_running(gid)
-        callback = _progress_callback(ctx, gid, stop_event, on_progress)
+        estimate = _dub_estimate(ctx, pipe, request, plan, model_id)
+        callback = _progress_callback(ctx, gid, stop_event, on_progress, estimate)
         video_rel = DataPaths.video_rel(gid)
         path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
         return _finish(ctx, gid, video_rel, path, settings)

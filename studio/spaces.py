@@ -103,10 +103,10 @@ class JobCost:
 
 
 def _variant(model_id: str) -> str:
-    from engine.registry import MODELS
+    from engine.registry import find_spec
 
-    spec = MODELS.get(model_id)
-    return spec.variant if spec is not None else "1.7b"  # fine-tuned checkpoints: the small layout unless known
+    spec = find_spec(model_id)
+    return spec.variant if spec is not None else "1.7b"
 
 
 def _small(model_id: str) -> bool:

@@ -250,10 +250,9 @@ class DubRunner:
 def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None, face=None, strength=None,
                     steps=None, seed=-1, consent=None, mask=None, point=None, owner=None) -> int:  # fmt: skip
     """The ZeroGPU slot for one dub: the frames the new voice sets (from its header), the model's size, and the
-    official TIA schedule's passes over the steps; InputError (shown to the visitor) when no slot is long enough."""
+    TIA schedule's passes over the steps (its preset: a student's single pass); InputError (shown to the visitor) when no slot is long enough."""
     from engine import registry
     from engine.audio import probe_audio, snap_frames
-    from engine.guidance import preset_schedule
     from engine.schedulers import official_timesteps
     from studio.spaces import JobCost, gpu_seconds
 
@@ -263,7 +262,7 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     spec = registry.get_spec(ctx.default_model)
     frames = snap_frames(max(1, int(probe_audio(request.audio).duration_s * dub.FPS)))
     timesteps = official_timesteps(request.num_inference_steps, spec.flow_shift)
-    passes = sum(preset_schedule("official", spec.variant, "TIA").passes_per_step(timesteps))
+    passes = sum(spec.sampling_defaults().guidance(spec.variant, "TIA").passes_per_step(timesteps))  # the model's
     return gpu_seconds(JobCost(spec.id, request.num_inference_steps, frames, *spec.default_size, passes))
 
 

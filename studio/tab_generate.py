@@ -87,7 +87,7 @@ def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale
 
 def sampling_shift(model_id: str) -> float:
     """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls)."""
-    spec = registry.MODELS.get(model_id)
+    spec = registry.find_spec(model_id)  # a fine-tune samples on its base's grid (HuMo-nano's: shift 2)
     return spec.flow_shift if spec else DEFAULT_SHIFT
 
 
@@ -103,7 +103,8 @@ def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd
     return pd.DataFrame(rows, columns=["step", "weight", "modality"])
 
 
-def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int) -> str:
+def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frames: int, height: int, width: int,
+                  window_frames: int | None = None) -> str:  # fmt: skip
     """Passes per step and the job's time from this machine's measured costs (studio/eta.py). The inputs present
     are read off the schedule's branches (a reference image / the audio is used where some branch uses it)."""
     from studio import eta
@@ -114,14 +115,14 @@ def estimate_text(ctx: StudioContext, model_id: str, schedule, steps: int, frame
     branches = schedule.all_branches(timesteps)
     references = int(any(b.image == "ref" for b in branches))
     audio = any(b.audio == "on" for b in branches)
-    est = eta.estimate(ctx, model_id, schedule, steps, frames, height, width, references, audio)
+    est = eta.estimate(ctx, model_id, schedule, steps, frames, height, width, references, audio, window_frames)
     return f"**{per_step} transformer passes per step** · " + eta.describe(est)
 
 
 def default_steps(model_id: str) -> int:
     """Sampling steps a model is used with: its registry spec's (distilled students 4, the untrained tiny 8,
-    HuMo-nano its evaluated count, the official models 50); 50 for a fine-tuned checkpoint."""
-    spec = registry.MODELS.get(model_id)
+    HuMo-nano its evaluated count, the official models 50; a fine-tune its base's)."""
+    spec = registry.find_spec(model_id)
     return spec.steps() if spec is not None else 50
 
 
@@ -140,19 +141,13 @@ def example_rows() -> list[list[str]]:
 def starting_scales(ctx: StudioContext) -> dict:
     """The sliders' first values: the official scales of the default model's variant (1.7B and 17B differ, and
     HuMo-nano samples as 1.7B); a trained checkpoint's variant is only known once loaded, so it starts on 17B's."""
-    from engine.registry import MODELS
-
-    spec = MODELS.get(ctx.default_model)
+    spec = registry.find_spec(ctx.default_model)
     return guidance_lib.DEFAULT_SCALES[spec.variant if spec else "17b"]
 
 
 def _variant(ctx: StudioContext, model_id: str | None) -> str:
-    from engine.registry import MODELS
-
-    model_id = model_id or ctx.default_model
-    if model_id in MODELS:
-        return MODELS[model_id].variant
-    return ctx.pipeline(model_id).variant
+    spec = registry.find_spec(model_id or ctx.default_model)  # a fine-tune's is its base's: no load needed
+    return spec.variant if spec is not None else ctx.pipeline(model_id).variant
 
 
 def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None, height=None,
@@ -174,7 +169,8 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
     if RESOLUTIONS.get(resolution):
         height, width = RESOLUTIONS[resolution]
     elif _blank(height) or _blank(width):  # API calls may leave the size out: the model's default size
-        height, width = registry.MODELS[model].default_size if model in registry.MODELS else (64, 64)
+        spec = registry.find_spec(model)
+        height, width = spec.default_size if spec is not None else (64, 64)
     height = inputs.number(height, "height", "Height", minimum=16, maximum=side, integer=True)
     width = inputs.number(width, "width", "Width", minimum=16, maximum=side, integer=True)
     frames = inputs.number(frames, "num_frames", "Frames", minimum=0, maximum=opts.frame_cap, integer=True, default=0)
@@ -412,7 +408,7 @@ def editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_
 
 
 def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
-                  steps, frames, height, width, phases=None) -> tuple:  # fmt: skip
+                  steps, frames, height, width, phases=None, long_video=False) -> tuple:  # fmt: skip
     """(plot SVG, estimate + formulas, preset label) for the editor's raw values; a bad value leaves the plot and
     says what to change."""
     mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
@@ -426,9 +422,24 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
         return gr.update(), f"⚠ {exc}", gr.update()
     grid = _grid(ctx, model_id, steps)
     plot = guidance_editor.plot_svg(schedule, grid)
-    text = estimate_text(ctx, model_id, schedule, len(grid), frames or DEFAULT_FRAMES, height, width)
+    frames, window = planned_frames_of(audio, frames, long_video)
+    text = estimate_text(ctx, model_id, schedule, len(grid), frames, height, width, window)
     formulas = guidance_editor.describe(schedule, grid).replace("\n", "  \n")
     return plot, f"{text}\n\n{formulas}", guidance_editor.preset_label(schedule)
+
+
+def planned_frames_of(audio, frames: int, long_video) -> tuple[int, int | None]:
+    """(frames, window_frames) the job will run, as engine.plan counts them: Frames 0 -> the voice's whole length
+    (97 without one); Long video -> windows of the trained 97 frames."""
+    from engine.plan import run_frames, voice_frames
+
+    voice = None
+    try:
+        upload = inputs.upload(audio, "audio")
+        voice = voice_frames(upload[0]) if upload else None
+    except InputError:  # a bad voice is said next to the audio input; the estimate plans without it
+        pass
+    return run_frames(int(frames) or None, voice), (DEFAULT_FRAMES if inputs.flag(long_video) else None)
 
 
 def phases_from_editor(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
@@ -604,9 +615,8 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
     c = {}
     with gr.Row():
         c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
-        small = ctx.is_demo_model or ctx.is_nano_model
-        default_res = "64×64 (HuMo-nano, tiny)" if small else "480×832 (landscape, official)"
-        size = RESOLUTIONS[default_res]
+        size = start_defaults(ctx).size  # the default model's own (HuMo-nano's 64x64)
+        default_res = resolution_of(ctx, *size)
         c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution",
                                       elem_id="resolution")  # fmt: skip
         side = max_side(ctx)
@@ -642,7 +652,10 @@ def _guidance_editor(ctx: StudioContext) -> dict:
     scales = starting_scales(ctx)
     c = {
         "preset": gr.Radio(
-            list(guidance_lib.GUIDANCE_PRESETS), value="official", label="Formula (preset)", elem_id="preset"
+            list(guidance_lib.GUIDANCE_PRESETS),
+            value=start_defaults(ctx).guidance_preset,
+            label="Formula (preset)",
+            elem_id="preset",
         )
     }
     c["label"] = gr.Markdown("**Schedule: official**", elem_id="schedule-label")
@@ -1026,7 +1039,7 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     picked by the user puts its scales on the sliders. Returns (fn, inputs, outputs) for the page load."""
     f, g = tab.form, tab.guidance
     view_inputs = [f.model, f.image, f.extra_images, f.audio, f.preset, f.scale_t, f.scale_i, f.scale_a, f.switch,
-                   f.keyframes, f.steps, f.frames, f.height, f.width, f.phases]  # fmt: skip
+                   f.keyframes, f.steps, f.frames, f.height, f.width, f.phases, f.long_video]  # fmt: skip
     view_outputs = [g.plot, g.estimate, g.label]
 
     def view(*a):
@@ -1041,9 +1054,12 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     control_outputs = [f.scale_t, f.scale_i, f.scale_a, f.switch, g.notes]
     for comp in control_inputs:
         comp.change(lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs, **RAW)
-    for comp in (f.preset, f.model):  # .input: a restored preset keeps its restored scales (the old reuse bug)
-        comp.input(lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a), control_inputs,
+    # .input: a restored preset keeps its restored scales (the old reuse bug)
+    f.preset.input(lambda p, m, i, e, a: preset_scales(ctx, p, m, i, e, a), control_inputs,
                    [f.scale_t, f.scale_i, f.scale_a], **RAW)  # fmt: skip
+    # a model picked by the user brings its own steps, preset (and its scales) and size
+    f.model.input(lambda m, i, e, a: model_defaults(ctx, m, i, e, a), [f.model, f.image, f.extra_images, f.audio],
+                  [f.steps, f.preset, f.scale_t, f.scale_i, f.scale_a, f.resolution, f.height, f.width], **RAW)  # fmt: skip
     return [(view, view_inputs, view_outputs), (lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs)]
 
 
@@ -1124,6 +1140,28 @@ def _served_inputs(ctx: StudioContext, row) -> dict:
     images = [p for p in paths if not p.lower().endswith(audio_ext)]
     audio = next((p for p in paths if p.lower().endswith(audio_ext)), None)
     return {"image": images[0] if images else None, "extra_images": images[1:] or None, "audio": audio}
+
+
+def start_defaults(ctx: StudioContext):
+    """The default model's sampling defaults (engine.defaults.SamplingDefaults): the form's first values."""
+    from engine.defaults import SamplingDefaults
+
+    spec = registry.find_spec(ctx.default_model)
+    return spec.sampling_defaults() if spec is not None else SamplingDefaults()
+
+
+def model_defaults(ctx, model_id, image, extra_images, audio) -> tuple:
+    """The controls a picked model puts its own defaults in: (steps, preset, scale_t, scale_i, scale_a, resolution,
+    height, width): its steps (a student's 4), its guidance preset with that preset's scales for the mode (a
+    student's single pass), its size (HuMo-nano's 64x64). What `pipe(...)` would use for what the form leaves out."""
+    spec = registry.find_spec(model_id or ctx.default_model)
+    if spec is None:
+        return (gr.update(),) * 8
+    defaults = spec.sampling_defaults()
+    steps = min(defaults.num_inference_steps, ctx.options.max_steps_public if ctx.options.public else 100)
+    scales = preset_scales(ctx, defaults.guidance_preset, model_id, image, extra_images, audio)
+    height, width = defaults.size
+    return steps, defaults.guidance_preset, *scales, resolution_of(ctx, height, width), height, width
 
 
 def preset_scales(ctx, preset, model_id, image, extra_images, audio):

@@ -1,7 +1,7 @@
 """Train tab: build a dataset, launch stage 1 / stage 2 fine-tunes as separate processes, follow and stop them.
 
 Runs live in `<data>/runs/<name>/` (config, train.log, metrics.jsonl, checkpoints/, validation/, final/). A finished
-run's `final/` folder appears in the Generate tab's model picker as `checkpoint:<path>`; its validation videos
+run's `final/` folder appears in the Generate tab's model picker as `run:<name>` (studio.app.finetune_id); its validation videos
 (`validation/step_NNNNNN.mp4`, written by the trainer) show in the run status area.
 """
 

@@ -78,21 +78,24 @@ def test_tag_file_is_removed_on_success_and_failure(tmp_path, monkeypatch):
 
 
 def test_a_fine_tunes_label_and_settings_name_no_server_path(tmp_path):
-    """Issue 27: a fine-tune's model id is `checkpoint:<absolute folder>`; its video shows the folder's name only."""
-    from engine.generate import GenerationRequest, generate_to_file, shown_model_id
-    from engine.registry import load_pipeline
+    """Issue 27: a fine-tune's model id is its folder on the server; its video shows the run's name only."""
+    from engine.generate import GenerationRequest, generate_to_file
+    from engine.registry import display_id, load_pipeline
 
-    folder = tmp_path / "data" / "runs" / "my-voice" / "checkpoint-final"
-    assert shown_model_id(f"checkpoint:{folder}") == "checkpoint:checkpoint-final"
-    assert shown_model_id("humo-1.7b") == "humo-1.7b" and shown_model_id(str(folder / "w.gguf")) == "w.gguf"
+    folder = tmp_path / "data" / "runs" / "my-voice" / "final"
+    folder.mkdir(parents=True)
+    assert display_id(str(folder)) == "my-voice/final"
+    assert display_id("humo-1.7b") == "humo-1.7b"
+    (folder / "w.gguf").touch()
+    assert display_id(str(folder / "w.gguf")) == "w.gguf"
     pipe = load_pipeline("tiny")
-    pipe.model_id = f"checkpoint:{folder}"
+    pipe.model_id = str(folder)
     request = GenerationRequest(prompt="a man talks", images=[str(FACE)], audio=str(SPEECH), height=32, width=32,
                                 num_frames=5, num_inference_steps=1, seed=1)  # fmt: skip
     out, settings = generate_to_file(pipe, request, tmp_path / "ft.mp4")
     tags = media.read_metadata(out)
-    assert settings["model_id"] == media.read_settings(out)["model_id"] == "checkpoint:checkpoint-final"
-    assert str(tmp_path) not in json.dumps(tags) and "checkpoint-final" in tags["description"]
+    assert settings["model_id"] == media.read_settings(out)["model_id"] == "my-voice/final"
+    assert str(tmp_path) not in json.dumps(tags) and "my-voice/final" in tags["description"]
 
 
 def test_settings_hold_no_absolute_path(generated):

@@ -12,6 +12,7 @@ from engine.errors import InputError
 from studio import tab_train
 from studio.context import StudioContext, StudioOptions
 from studio.store import LOCAL_OWNER
+from tests.test_model_folders import make_final
 
 
 @pytest.fixture()
@@ -83,8 +84,10 @@ def test_finished_runs_reach_the_model_picker_once(ctx):
     assert update["choices"] == known and not any(c.startswith("checkpoint:") for c in known)
     unchanged, same = tab_train.picker_update(ctx, LOCAL_OWNER, known)
     assert "choices" not in unchanged and same == known
-    final = tab_train.runs_dir(ctx.store.data_dir) / "done-run" / "final"
-    final.mkdir(parents=True)
-    (final / "config.json").write_text("{}")
+    broken = tab_train.runs_dir(ctx.store.data_dir) / "broken-run" / "final"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{}")  # not a model: never offered
+    make_final(tab_train.runs_dir(ctx.store.data_dir) / "done-run")
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, known)
-    assert f"checkpoint:{final}" in update["choices"]
+    assert "run:done-run" in update["choices"] and not any("broken-run" in c for c in known)
+    assert ctx.pipeline("run:done-run").sampling_defaults.num_inference_steps == 8  # its base's (tiny) defaults
