@@ -139,7 +139,7 @@ def generate_chunks(
     audio=None,
     *,
     num_frames: int | None = None,
-    chunk_frames: int = NANO_CHUNK_FRAMES,
+    chunk_frames: int | None = None,
     motion_frames: int = DEFAULT_MOTION_FRAMES,
     seed: int | None = None,
     negative_prompt: str | None = None,
@@ -148,11 +148,13 @@ def generate_chunks(
 ) -> Iterator[Chunk]:
     """Generate a clip chunk by chunk; yields each `Chunk` as soon as it is denoised and decoded.
 
-    audio: a path or a 16 kHz waveform; it sets the length (num_frames None) like the plain call. `pipe_kwargs` go to
+    audio: a path or a 16 kHz waveform; it sets the length (num_frames None) like the plain call. chunk_frames: None ->
+    the model's trained length (`pipe.default_frames`: 97, HuMo-nano's 49). `pipe_kwargs` go to
     every chunk's `pipe(...)` (height, width, num_inference_steps, guidance, resize_mode, batch_branches, ...).
     Closing the generator (or a callback setting `pipe._interrupt`) stops it; the chunks already yielded stay final.
     """
     started = time.perf_counter()
+    chunk_frames = chunk_frames or pipe.default_frames
     check_chunking(chunk_frames, motion_frames)
     for name in ("video", "mask", "motion_frames", "latents", "output_type", "window_frames", "audio_embeds"):
         if name in pipe_kwargs:
@@ -210,6 +212,109 @@ def generate_chunks(
         )
 
 
+# ---------------------------------------------------------------------------------------------- to a file
+def chunked_record(pipe, request, seed: int, num_frames: int, schedule, chunk_frames: int, motion_frames: int) -> dict:
+    """The settings of a chunked generation, known before its first chunk (a streamed file's header holds them, and
+    its watermark payload is their hash, so they carry no timings)."""
+    from engine.generate import settings_record
+    from engine.pipeline import HuMoPipelineOutput, mode_from_inputs
+
+    mode = mode_from_inputs(bool(request.images), bool(request.audio))
+    output = HuMoPipelineOutput(frames=None, seed=seed, mode=mode, num_frames=num_frames, timings={})
+    record = settings_record(pipe, request, output, schedule)
+    record.pop("timings", None)
+    record["live"] = {"chunk_frames": chunk_frames, "motion_frames": motion_frames}
+    return record
+
+
+def chunked_to_file(
+    pipe,
+    request,
+    out_path: str | Path,
+    *,
+    stream: bool = True,
+    chunk_frames: int | None = None,
+    motion_frames: int = DEFAULT_MOTION_FRAMES,
+    callback_on_step_end: Callable | None = None,
+    on_chunk: Callable[[Chunk], None] | None = None,
+    fps: int = 25,
+    advanced: dict | None = None,
+) -> tuple[Path, dict]:
+    """A `GenerationRequest` made chunk by chunk into an mp4 with the watermark, AI label and settings every generation
+    carries (engine/generate.py). `stream`: a fragmented mp4 written as each chunk is final, playable while it grows;
+    else the whole file at the end (the normal writer). Both hold the same frames and settings. `on_chunk` sees every
+    chunk after it is in the file. `advanced`: the run's speed and LoRA options (as `generate_to_file`). Returns the
+    path and the settings record."""
+    from engine import media, provenance
+    from engine.generate import c2pa_signer, write_generated
+    from engine.guidance import GuidanceSchedule
+    from engine.pipeline import mode_from_inputs
+
+    if request.window_frames is not None:
+        raise InputError("Chunked generation replaces windowed long video: leave window_frames unset.", "window_frames")
+    if stream and provenance.c2pa_configured():
+        raise InputError(
+            "C2PA signing needs the finished file: drop --stream (or unset HUMO_C2PA_CERT / HUMO_C2PA_KEY).", "stream"
+        )
+    signer = None if stream else c2pa_signer()
+    chunk_frames = chunk_frames or pipe.default_frames
+    check_chunking(chunk_frames, motion_frames)
+    kwargs = request.pipeline_kwargs()
+    for name in (
+        "prompt",
+        "image",
+        "audio",
+        "num_frames",
+        "seed",
+        "negative_prompt",
+        "window_frames",
+        "window_overlap",
+    ):
+        kwargs.pop(name)
+    schedule = kwargs["guidance"] or pipe.default_guidance(mode_from_inputs(bool(request.images), bool(request.audio)))
+    kwargs["guidance"] = GuidanceSchedule.from_dict(schedule.to_dict())
+    waveform = _voice(request.audio)
+    num_frames = request.num_frames
+    if num_frames is None:
+        num_frames = audio_lib.num_video_frames(len(waveform)) if waveform is not None else chunk_frames
+    num_frames = audio_lib.snap_frames(num_frames)
+    seed = random.randint(0, 2**31 - 1) if request.seed is None else int(request.seed)
+    record = chunked_record(pipe, request, seed, num_frames, schedule, chunk_frames, motion_frames)
+    if advanced:
+        record["advanced"] = advanced  # the run's speed and LoRA options, as engine.generate keeps them
+    base = dict(record)  # the watermark payload is the hash of the settings before their provenance entry
+    label = provenance.ai_label(record["model_id"])
+
+    chunks = generate_chunks(
+        pipe, request.prompt, image=list(request.images) or None, audio=waveform, num_frames=num_frames,
+        chunk_frames=chunk_frames, motion_frames=motion_frames, seed=seed, negative_prompt=request.negative_prompt,
+        callback_on_step_end=callback_on_step_end, **kwargs,
+    )  # fmt: skip
+    writer = None
+    kept = []
+    try:
+        for chunk in chunks:
+            frames = media.to_uint8(chunk.frames)
+            if stream:
+                frames, record["provenance"] = provenance.mark_frames(frames, base)
+                if writer is None:
+                    writer = media.FragmentedMp4Writer(
+                        out_path, num_frames, fps, request.audio, metadata=record, ai_label=label
+                    )
+                writer.write(frames)
+            else:
+                kept.append(frames)
+            if on_chunk is not None:
+                on_chunk(chunk)
+        if stream:
+            return writer.close(), record
+        return write_generated(np.concatenate(kept), record, out_path, request.audio, fps, signer), record
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # the fragments already written stay a playable file
+        raise
+
+
 __all__ = [
     "Chunk",
     "DEFAULT_MOTION_FRAMES",
@@ -217,6 +322,8 @@ __all__ = [
     "check_chunking",
     "check_motion_frames",
     "chunk_seed",
+    "chunked_record",
+    "chunked_to_file",
     "generate_chunks",
     "plan_chunks",
 ]

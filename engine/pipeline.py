@@ -122,6 +122,7 @@ class HuMoPipeline(DiffusionPipeline):
         self.model_id = "custom"
         self.model_hashes: dict[str, str] = {}  # weights file -> fingerprint (engine.registry.file_fingerprint)
         self.default_size: tuple[int, int] = (480, 832)  # (height, width) the model was trained for
+        self.default_frames = DEFAULT_FRAMES  # the clip length it was trained on (live generation's chunk length)
         # How it runs; set by engine.memory.apply_memory_mode, engine.speed.enable_step_cache/set_attention_backend.
         self.memory_mode: str | None = None
         self.step_cache: str | None = None  # "first_block" | "mag" once enabled

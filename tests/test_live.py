@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from engine import live
+from engine import live, media
 from engine.components import build_tiny_components
 from engine.errors import InputError
+from engine.generate import GenerationRequest
 from engine.pipeline import GenerationInterrupted, HuMoPipeline
 from engine.registry import load_pipeline
 from tests.media_files import write_image, write_wav
@@ -114,3 +120,94 @@ def test_stop_mid_clip_keeps_the_finished_chunks(pipe, tmp_path, face):
                                           callback_on_step_end=stop_in_second_chunk, **BASE):  # fmt: skip
             got.append(chunk)
     assert [c.index for c in got] == [0] and len(got[0].frames) == 17
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def _decoded(path, minimum: int, timeout: float = 30.0) -> np.ndarray:
+    """The frames a reader gets from a (growing) file once it holds at least `minimum` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # every coded frame once, as a player shows them (no frame-rate conversion)
+            raw = media.run_ffmpeg(["-v", "error", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
+                                    "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])  # fmt: skip
+            frames = np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+        except RuntimeError:
+            frames = np.zeros((0, H, W, 3), np.uint8)
+        if len(frames) >= minimum or time.monotonic() > deadline:
+            return frames
+        time.sleep(0.2)
+
+
+def test_streamed_file_plays_while_it_grows_and_equals_the_non_streamed_one(pipe, tmp_path, face):
+    audio = write_wav(tmp_path / "voice.wav", 1.5)  # 37 frames -> chunks of 17, 12, 8 new frames
+    request = GenerationRequest(prompt="a person talks", images=[str(face)], audio=str(audio), height=H, width=W,
+                                num_inference_steps=2, seed=5)  # fmt: skip
+    streamed = tmp_path / "live.mp4"
+    seen = {}
+
+    def after(chunk):
+        seen[chunk.index] = media.to_uint8(chunk.frames)
+        if chunk.index == 0:  # the first chunk is readable before the second one is made (but its last frame,
+            # which the muxer writes when the next packet comes: engine.media.FragmentedMp4Writer)
+            seen["partial"] = _decoded(streamed, len(chunk.frames) - 1)
+            seen["settings"] = media.read_settings(streamed)
+
+    path, record = live.chunked_to_file(pipe, request, streamed, chunk_frames=17, on_chunk=after)
+    partial = seen["partial"]
+    assert len(partial) >= 16 and _psnr(partial[:16], seen[0][:16]) > 25
+    assert seen["settings"]["live"] == {"chunk_frames": 17, "motion_frames": 5}
+    assert seen["settings"]["seed"] == 5 and seen["settings"]["num_frames"] == 37
+    final = _decoded(path, 37)
+    assert len(final) == 37 == len(media.read_video_frames(path))
+    # a finished chunk is never rewritten: what a reader decoded while the file grew is what the finished file holds
+    assert np.array_equal(partial[:16], final[:16])
+    made = np.concatenate([seen[0], seen[1], seen[2]])
+    print("PSNR streamed/made", _psnr(final, made))
+    assert _psnr(final, made) > 25  # the tiny model's frames are noise-like: x264 at CRF 18 keeps ~28 dB of them
+
+    whole, whole_record = live.chunked_to_file(pipe, request, tmp_path / "whole.mp4", stream=False, chunk_frames=17)
+    assert whole_record == record  # the same settings, so the same watermark payload
+    other = _decoded(whole, 37)
+    assert len(other) == len(final) == 37
+    print("PSNR whole/made", _psnr(other, made), "streamed/whole", _psnr(other, final))
+    assert _psnr(other, made) > 25 and _psnr(other, final) > 30  # the same frames through two x264 configurations
+    info, whole_info = media.probe(path), media.probe(whole)
+    assert info["audio"] is not None and whole_info["audio"] is not None
+    assert abs(info["duration"] - whole_info["duration"]) < 0.1
+
+
+def test_cli_stream_grows_while_it_runs_and_matches_the_chunked_file(tmp_path):
+    from engine.cli import main
+
+    audio = write_wav(tmp_path / "a.wav", 1.5)  # 37 frames
+    common = ["generate", "--model", "tiny", "--audio", str(audio), "--prompt", "x", "--height", "32", "--width", "32",
+              "--steps", "2", "--seed", "4", "--chunk-frames", "17"]  # fmt: skip
+    streamed = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *common, "--stream", "--out", str(streamed)],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("chunk 1/3"):  # the first chunk is final: a reader gets its frames from the growing file
+            partial = _decoded(streamed, 16)
+            assert len(partial) >= 16
+    assert proc.wait() == 0, lines
+    assert [line.split(":")[0] for line in lines if line.startswith("chunk")] == ["chunk 1/3", "chunk 2/3", "chunk 3/3"]
+    final = _decoded(streamed, 37)
+    assert np.array_equal(partial[:16], final[:16])
+    whole = tmp_path / "whole.mp4"
+    assert main([*common, "--out", str(whole)]) == 0
+    assert media.read_settings(whole) == media.read_settings(streamed)
+    other = _decoded(whole, 37)
+    assert len(other) == len(final) == 37 and _psnr(other, final) > 30
+
+
+def test_cli_refuses_stream_with_windows(capsys):
+    from engine.cli import main
+
+    assert main(["generate", "--model", "tiny", "--prompt", "x", "--stream", "--window-frames", "17"]) != 0
+    assert "--stream / --chunk-frames replace --window-frames" in capsys.readouterr().err
