@@ -35,6 +35,7 @@ import torch
 
 from engine import audio as audio_lib
 from engine.errors import InputError
+from engine.long_video import match_colors
 
 DEFAULT_MOTION_FRAMES = 5  # 4m+1 pixel frames = 2 latent frames of the chunk before: a pose and its motion
 NANO_CHUNK_FRAMES = 49  # HuMo-nano's trained length (2 s)
@@ -143,6 +144,7 @@ def generate_chunks(
     motion_frames: int = DEFAULT_MOTION_FRAMES,
     seed: int | None = None,
     negative_prompt: str | None = None,
+    color_match: bool = True,
     callback_on_step_end: Callable | None = None,
     **pipe_kwargs: Any,
 ) -> Iterator[Chunk]:
@@ -151,7 +153,10 @@ def generate_chunks(
     audio: a path or a 16 kHz waveform; it sets the length (num_frames None) like the plain call. chunk_frames: None ->
     the model's trained length (`pipe.default_frames`: 97, HuMo-nano's 49). `pipe_kwargs` go to
     every chunk's `pipe(...)` (height, width, num_inference_steps, guidance, resize_mode, batch_branches, ...).
-    Closing the generator (or a callback setting `pipe._interrupt`) stops it; the chunks already yielded stay final.
+    `color_match`: every later chunk's per-channel mean and spread are moved to the first chunk's (the windowed long
+    video's colour matching, done causally; the matched frames are the next chunk's motion frames, so no drift builds
+    up). Closing the generator (or a callback setting `pipe._interrupt`) stops it; the chunks already yielded stay
+    final.
     """
     started = time.perf_counter()
     chunk_frames = chunk_frames or pipe.default_frames
@@ -174,6 +179,7 @@ def generate_chunks(
         features = audio_lib.audio_features(waveform, pipe.audio_encoder, pipe.feature_extractor)
 
     previous = None  # float frames of the chunk before
+    first_chunk = None  # the first chunk's frames: the colours every later chunk is matched to
     for index, (start, end) in enumerate(spans):
         length = end - start
         audio_embeds = None if features is None else audio_lib.window_audio_features(features[start:], length)
@@ -191,6 +197,10 @@ def generate_chunks(
             **pipe_kwargs,
         )
         frames = output.frames[0]
+        if color_match and index > 0:  # first chunk + this one; match_colors moves the second block to the first's
+            frames = match_colors(np.concatenate([first_chunk, frames]), len(first_chunk))[len(first_chunk) :]
+        elif index == 0:
+            first_chunk = frames
         first = 0 if index == 0 else motion_frames
         new_start = start + first
         voice = None
@@ -235,6 +245,7 @@ def chunked_to_file(
     stream: bool = True,
     chunk_frames: int | None = None,
     motion_frames: int = DEFAULT_MOTION_FRAMES,
+    color_match: bool = True,
     callback_on_step_end: Callable | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
     fps: int = 25,
@@ -280,6 +291,7 @@ def chunked_to_file(
     num_frames = audio_lib.snap_frames(num_frames)
     seed = random.randint(0, 2**31 - 1) if request.seed is None else int(request.seed)
     record = chunked_record(pipe, request, seed, num_frames, schedule, chunk_frames, motion_frames)
+    record["live"]["color_match"] = bool(color_match)
     if advanced:
         record["advanced"] = advanced  # the run's speed and LoRA options, as engine.generate keeps them
     base = dict(record)  # the watermark payload is the hash of the settings before their provenance entry
@@ -288,7 +300,7 @@ def chunked_to_file(
     chunks = generate_chunks(
         pipe, request.prompt, image=list(request.images) or None, audio=waveform, num_frames=num_frames,
         chunk_frames=chunk_frames, motion_frames=motion_frames, seed=seed, negative_prompt=request.negative_prompt,
-        callback_on_step_end=callback_on_step_end, **kwargs,
+        color_match=color_match, callback_on_step_end=callback_on_step_end, **kwargs,
     )  # fmt: skip
     writer = None
     kept = []

@@ -15,6 +15,7 @@ from engine import live, media
 from engine.components import build_tiny_components
 from engine.errors import InputError
 from engine.generate import GenerationRequest
+from engine.long_video import match_colors
 from engine.pipeline import GenerationInterrupted, HuMoPipeline
 from engine.registry import load_pipeline
 from tests.media_files import write_image, write_wav
@@ -79,9 +80,8 @@ def test_clip_in_one_chunk_equals_the_plain_call(request, tmp_path, face, varian
 
 def test_chunk_is_held_to_the_motion_frames_of_the_chunk_before(pipe, tmp_path, face):
     audio = write_wav(tmp_path / "long.wav", 1.5)  # 37 frames -> chunks (0,17), (12,29), (24,37)
-    chunks = list(
-        live.generate_chunks(pipe, "a person talks", image=face, audio=audio, chunk_frames=17, seed=5, **BASE)
-    )
+    kwargs = dict(image=face, audio=audio, chunk_frames=17, seed=5, **BASE)
+    chunks = list(live.generate_chunks(pipe, "a person talks", color_match=False, **kwargs))
     assert [(c.start_frame, c.end_frame) for c in chunks] == [(0, 17), (17, 29), (29, 37)]
     assert [len(c.frames) for c in chunks] == [17, 12, 8]
     assert chunks[-1].last and not chunks[0].last
@@ -102,6 +102,26 @@ def test_chunk_is_held_to_the_motion_frames_of_the_chunk_before(pipe, tmp_path, 
                  audio_embeds=live.audio_lib.window_audio_features(features[12:], 17),
                  motion_frames=np.zeros_like(first[-5:]), **BASE).frames[0]  # fmt: skip
     assert not np.allclose(other[5:], chunks[1].frames)
+
+
+def test_colour_matching_moves_later_chunks_to_the_first_chunks_colours(pipe, tmp_path, face):
+    audio = write_wav(tmp_path / "long.wav", 1.5)
+    kwargs = dict(image=face, audio=audio, chunk_frames=17, seed=5, **BASE)
+    raw = list(live.generate_chunks(pipe, "a person talks", color_match=False, **kwargs))
+    matched = list(live.generate_chunks(pipe, "a person talks", **kwargs))
+    assert np.array_equal(matched[0].frames, raw[0].frames)  # the first chunk is the reference, untouched
+    # chunk 1 is made from the same motion frames either way; matching moves its whole 17 frames (motion frames
+    # included) to the first chunk's per-channel mean and spread before its new frames are yielded
+    features = live.audio_lib.audio_features(
+        live.audio_lib.load_audio(audio), pipe.audio_encoder, pipe.feature_extractor
+    )
+    made = pipe("a person talks", image=face, num_frames=17, seed=live.chunk_seed(5, 1),
+                audio_embeds=live.audio_lib.window_audio_features(features[12:], 17),
+                motion_frames=raw[0].frames[-5:], **BASE).frames[0]  # fmt: skip
+    assert np.array_equal(made[5:], raw[1].frames)
+    moved = match_colors(np.concatenate([raw[0].frames, made]), 17)[17:]
+    np.testing.assert_allclose(moved.reshape(-1, 3).mean(0), raw[0].frames.reshape(-1, 3).mean(0), atol=2e-3)
+    assert np.array_equal(moved[5:], matched[1].frames) and not np.array_equal(moved[5:], raw[1].frames)
 
 
 def test_stop_mid_clip_keeps_the_finished_chunks(pipe, tmp_path, face):
