@@ -237,37 +237,43 @@ def chunked_record(pipe, request, seed: int, num_frames: int, schedule, chunk_fr
     return record
 
 
-def chunked_to_file(
+@dataclass
+class LiveRun:
+    """A `GenerationRequest` ready to be made chunk by chunk: the settings record (known before the first chunk: a
+    streamed file's header holds it and the watermark payload is its hash) and the chunk generator's arguments."""
+
+    record: dict
+    num_frames: int
+    kwargs: dict
+
+    def chunks(self, pipe, callback_on_step_end: Callable | None = None) -> Iterator[Chunk]:
+        return generate_chunks(pipe, callback_on_step_end=callback_on_step_end, **self.kwargs)
+
+    def mark(self, frames: np.ndarray) -> np.ndarray:
+        """A chunk's float frames as uint8 with the invisible watermark every generation carries (the payload of the
+        whole clip's settings, so the chunks of one clip carry one mark); records the provenance entry."""
+        from engine import media, provenance
+
+        base = {k: v for k, v in self.record.items() if k != "provenance"}
+        marked, self.record["provenance"] = provenance.mark_frames(media.to_uint8(frames), base)
+        return marked
+
+
+def plan_live(
     pipe,
     request,
-    out_path: str | Path,
     *,
-    stream: bool = True,
     chunk_frames: int | None = None,
     motion_frames: int = DEFAULT_MOTION_FRAMES,
     color_match: bool = True,
-    callback_on_step_end: Callable | None = None,
-    on_chunk: Callable[[Chunk], None] | None = None,
-    fps: int = 25,
     advanced: dict | None = None,
-) -> tuple[Path, dict]:
-    """A `GenerationRequest` made chunk by chunk into an mp4 with the watermark, AI label and settings every generation
-    carries (engine/generate.py). `stream`: a fragmented mp4 written as each chunk is final, playable while it grows;
-    else the whole file at the end (the normal writer). Both hold the same frames and settings. `on_chunk` sees every
-    chunk after it is in the file. `advanced`: the run's speed and LoRA options (as `generate_to_file`). Returns the
-    path and the settings record."""
-    from engine import media, provenance
-    from engine.generate import c2pa_signer, write_generated
+) -> LiveRun:
+    """Check a request for chunked generation and fix its seed, length and settings (nothing is generated)."""
     from engine.guidance import GuidanceSchedule
     from engine.pipeline import mode_from_inputs
 
     if request.window_frames is not None:
         raise InputError("Chunked generation replaces windowed long video: leave window_frames unset.", "window_frames")
-    if stream and provenance.c2pa_configured():
-        raise InputError(
-            "C2PA signing needs the finished file: drop --stream (or unset HUMO_C2PA_CERT / HUMO_C2PA_KEY).", "stream"
-        )
-    signer = None if stream else c2pa_signer()
     chunk_frames = chunk_frames or pipe.default_frames
     check_chunking(chunk_frames, motion_frames)
     kwargs = request.pipeline_kwargs()
@@ -294,33 +300,60 @@ def chunked_to_file(
     record["live"]["color_match"] = bool(color_match)
     if advanced:
         record["advanced"] = advanced  # the run's speed and LoRA options, as engine.generate keeps them
-    base = dict(record)  # the watermark payload is the hash of the settings before their provenance entry
-    label = provenance.ai_label(record["model_id"])
+    kwargs.update(prompt=request.prompt, image=list(request.images) or None, audio=waveform, num_frames=num_frames,
+                  chunk_frames=chunk_frames, motion_frames=motion_frames, seed=seed,
+                  negative_prompt=request.negative_prompt, color_match=color_match)  # fmt: skip
+    return LiveRun(record, num_frames, kwargs)
 
-    chunks = generate_chunks(
-        pipe, request.prompt, image=list(request.images) or None, audio=waveform, num_frames=num_frames,
-        chunk_frames=chunk_frames, motion_frames=motion_frames, seed=seed, negative_prompt=request.negative_prompt,
-        color_match=color_match, callback_on_step_end=callback_on_step_end, **kwargs,
-    )  # fmt: skip
+
+def chunked_to_file(
+    pipe,
+    request,
+    out_path: str | Path,
+    *,
+    stream: bool = True,
+    chunk_frames: int | None = None,
+    motion_frames: int = DEFAULT_MOTION_FRAMES,
+    color_match: bool = True,
+    callback_on_step_end: Callable | None = None,
+    on_chunk: Callable[[Chunk], None] | None = None,
+    fps: int = 25,
+    advanced: dict | None = None,
+) -> tuple[Path, dict]:
+    """A `GenerationRequest` made chunk by chunk into an mp4 with the watermark, AI label and settings every generation
+    carries (engine/generate.py). `stream`: a fragmented mp4 written as each chunk is final, playable while it grows;
+    else the whole file at the end (the normal writer). Both hold the same frames and settings. `on_chunk` sees every
+    chunk after it is in the file. `advanced`: the run's speed and LoRA options (as `generate_to_file`). Returns the
+    path and the settings record."""
+    from engine import media, provenance
+    from engine.generate import c2pa_signer, write_generated
+
+    if stream and provenance.c2pa_configured():
+        raise InputError(
+            "C2PA signing needs the finished file: drop --stream (or unset HUMO_C2PA_CERT / HUMO_C2PA_KEY).", "stream"
+        )
+    signer = None if stream else c2pa_signer()
+    run = plan_live(pipe, request, chunk_frames=chunk_frames, motion_frames=motion_frames, color_match=color_match,
+                    advanced=advanced)  # fmt: skip
+    label = provenance.ai_label(run.record["model_id"])
     writer = None
     kept = []
     try:
-        for chunk in chunks:
-            frames = media.to_uint8(chunk.frames)
+        for chunk in run.chunks(pipe, callback_on_step_end):
             if stream:
-                frames, record["provenance"] = provenance.mark_frames(frames, base)
+                frames = run.mark(chunk.frames)
                 if writer is None:
                     writer = media.FragmentedMp4Writer(
-                        out_path, num_frames, fps, request.audio, metadata=record, ai_label=label
+                        out_path, run.num_frames, fps, request.audio, metadata=run.record, ai_label=label
                     )
                 writer.write(frames)
             else:
-                kept.append(frames)
+                kept.append(media.to_uint8(chunk.frames))
             if on_chunk is not None:
                 on_chunk(chunk)
         if stream:
-            return writer.close(), record
-        return write_generated(np.concatenate(kept), record, out_path, request.audio, fps, signer), record
+            return writer.close(), run.record
+        return write_generated(np.concatenate(kept), run.record, out_path, request.audio, fps, signer), run.record
     except BaseException:
         if writer is not None:
             writer.abort()  # the fragments already written stay a playable file
@@ -336,6 +369,8 @@ __all__ = [
     "chunk_seed",
     "chunked_record",
     "chunked_to_file",
+    "LiveRun",
+    "plan_live",
     "generate_chunks",
     "plan_chunks",
 ]
