@@ -425,10 +425,18 @@ def encode_audio(
         waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
     check_voice(waveform, name)
     n25 = num_video_frames(len(waveform))
-    bands = [_band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)]
-    features = _to_25fps(torch.cat(bands, dim=0)[: 2 * n25])
+    features = audio_features(waveform, audio_encoder, feature_extractor, device, dtype)
     num_frames = snap_frames(n25 if num_frames is None else num_frames)
     return window_audio_features(features, num_frames), num_frames
+
+
+@torch.no_grad()
+def audio_features(waveform: np.ndarray, audio_encoder, feature_extractor, device=None, dtype=None) -> torch.Tensor:
+    """25-fps band features [N25, 5, C] of a checked 16 kHz waveform: what `window_audio_features` windows. Chunked
+    generation (engine/live.py) encodes a voice once and windows each chunk's frames from it."""
+    n25 = num_video_frames(len(waveform))
+    bands = [_band_means(h) for h in _iter_whisper_chunks(waveform, audio_encoder, feature_extractor, device, dtype)]
+    return _to_25fps(torch.cat(bands, dim=0)[: 2 * n25])
 
 
 __all__ = [
@@ -444,6 +452,7 @@ __all__ = [
     "window_audio_features",
     "extract_whisper_features",
     "encode_audio",
+    "audio_features",
     "check_voice",
     "ffmpeg_exe",
 ]

@@ -50,6 +50,18 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
         help="long videos: denoise in overlapping windows of this many frames (97 = trained length)",
     )
     p.add_argument("--window-overlap", type=int, default=4, help="latent frames shared by neighbouring windows")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="live: make the clip in chunks and write a fragmented mp4 that plays while it grows (engine/live.py)",
+    )
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=None,
+        help="chunked generation: chunks of this many frames (4n+1; default with --stream: the model's trained length)",
+    )
+    p.add_argument("--motion-frames", type=int, default=5, help="chunked: frames (4m+1) carried from chunk to chunk")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output mp4 (default outputs/<name>_seed<seed>.mp4)")
     from engine.speed import add_scale_args
@@ -231,7 +243,27 @@ def _progress_printer():
     return callback
 
 
-def _run_one(pipe, request, out: Path, advanced: dict | None = None) -> Path | None:
+def _chunked(args) -> dict | None:
+    """--stream / --chunk-frames: the chunked generation's options (engine/live.py), checked before any model work."""
+    if not args.stream and args.chunk_frames is None:
+        return None
+    from engine.live import check_chunking
+
+    if args.window_frames is not None:
+        raise InputError("--stream / --chunk-frames replace --window-frames: choose one.", field="window_frames")
+    if args.gpus > 1:
+        raise InputError("--stream / --chunk-frames run on one device: drop --gpus.", field="gpus")
+    if args.chunk_frames is not None:
+        check_chunking(args.chunk_frames, args.motion_frames)
+    return {"stream": args.stream, "chunk_frames": args.chunk_frames, "motion_frames": args.motion_frames}
+
+
+def _chunk_printer(chunk) -> None:
+    print(f"chunk {chunk.index + 1}/{chunk.count}: frames {chunk.start_frame}-{chunk.end_frame - 1} final "
+          f"at {chunk.elapsed_s:.1f} s", flush=True)  # fmt: skip
+
+
+def _run_one(pipe, request, out: Path, advanced: dict | None = None, chunked: dict | None = None) -> Path | None:
     import random
 
     from engine.distributed import is_main_process
@@ -243,7 +275,13 @@ def _run_one(pipe, request, out: Path, advanced: dict | None = None) -> Path | N
         pipe(**request.pipeline_kwargs(), output_type="latent")
         return None
     out = Path(str(out).replace("{seed}", str(request.seed)))
-    path, record = generate_to_file(pipe, request, out, callback_on_step_end=_progress_printer(), advanced=advanced)
+    if chunked is not None:
+        from engine.live import chunked_to_file
+
+        path, record = chunked_to_file(pipe, request, out, callback_on_step_end=_progress_printer(),
+                                       on_chunk=_chunk_printer, advanced=advanced, **chunked)  # fmt: skip
+    else:
+        path, record = generate_to_file(pipe, request, out, callback_on_step_end=_progress_printer(), advanced=advanced)
     banner = " (untrained demo model: output is noise)" if record.get("untrained_demo_model") else ""
     print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} mode={record['mode']}{banner}")
     return path
@@ -276,6 +314,7 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
         from engine.distributed import device_for_rank
 
         device = device_for_rank()
+    chunked = _chunked(args)
     model_id = args.model or best_available_model()
     from engine.speed import apply_recipe, apply_scale_options, cli_options_record
 
@@ -294,14 +333,14 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
             request = _request(
                 pipe, args, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path")
             )
-            _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4", advanced)
+            _run_one(pipe, request, Path(args.out_dir) / f"{item}_seed{{seed}}.mp4", advanced, chunked)
         _finish_distributed()
         return 0
     if not args.prompt:
         raise InputError("generate needs --prompt (or --cases FILE.json).", field="prompt")
     request = _request(pipe, args, args.prompt, args.image, args.audio)
     out = Path(args.out) if args.out else Path(args.out_dir) / "humo_seed{seed}.mp4"
-    _run_one(pipe, request, out, advanced)
+    _run_one(pipe, request, out, advanced, chunked)
     _finish_distributed()
     return 0
 

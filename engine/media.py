@@ -646,3 +646,116 @@ __all__ = [
     "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
 ]
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+class FragmentedMp4Writer:
+    """An H.264 + AAC mp4 that plays while it grows (live generation, engine/live.py): fed chunk by chunk, written as
+    a fragmented mp4 (`empty_moov`: the header with the tags and settings comes first, then one fragment per packet).
+
+    x264 runs with `-tune zerolatency` (no lookahead, no B-frames), so a frame leaves the encoder as soon as it arrives,
+    and every packet becomes its own fragment (`-frag_duration` of 1 µs). The mp4 muxer writes a fragment when the
+    next packet arrives, so a reader sees every frame written so far but the last one (40 ms), which comes with the next
+    chunk or at `close`. An edit list keeps the voice's AAC priming from shifting the frame timestamps. The file lasts
+    `num_frames` frames (the voice cut to them). Frames equal the non-streamed writer's up to the encoders' rounding.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_frames: int,
+        fps: float = DEFAULT_FPS,
+        audio: str | os.PathLike | None = None,
+        metadata: dict | None = None,
+        ai_label: str | None = None,
+        crf: int = 18,
+    ) -> None:
+        self.path = Path(path)
+        self.num_frames = int(num_frames)
+        self.fps = float(fps)
+        self.audio = None if audio is None else _require_file(audio, "audio", "Audio file")
+        self.tags = ai_label_tags(ai_label) if ai_label else {}
+        if metadata:
+            self.tags[SETTINGS_TAG] = json.dumps(metadata, ensure_ascii=True, separators=(",", ":"), default=str)
+        self.crf = int(crf)
+        self.frames_written = 0
+        self._size: tuple[int, int] | None = None
+        self._proc: subprocess.Popen | None = None
+        self._tag_dir: tempfile.TemporaryDirectory | None = None
+        self._log = None
+
+    def _start(self, first: np.ndarray) -> None:
+        self._size = first.shape[:2]
+        h, w = _even(first).shape[:2]
+        duration = self.num_frames / self.fps
+        self._tag_dir = tempfile.TemporaryDirectory(prefix="humo-tags-")
+        tag_file = Path(self._tag_dir.name) / "tags.ffmetadata"
+        tag_file.write_text(ffmetadata_text(self.tags), encoding="utf-8")
+        args = [ffmpeg_exe(), "-hide_banner", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
+        args += ["-framerate", f"{self.fps}", "-i", "pipe:0"]
+        # The voice is cut on its input: an output -t would put both tracks through ffmpeg's sync queue, which holds
+        # frames back until the other track has passed them.
+        args += ["-t", f"{duration:.6f}"]
+        if self.audio is not None:
+            args += ["-i", str(self.audio)]
+        else:  # a silent track, so players see one layout with or without a voice
+            args += ["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono"]
+        args += ["-f", "ffmetadata", "-i", str(tag_file), "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "2"]
+        args += ["-c:a", "aac", "-b:a", "192k", "-c:v", "libx264", "-preset", "medium", "-crf", str(self.crf)]
+        args += ["-tune", "zerolatency", "-pix_fmt", "yuv420p", "-flush_packets", "1", "-use_editlist", "1"]
+        args += ["-frag_duration", "1", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [*args, "-f", "mp4", str(self.path)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 RGB frames [n, H, W, 3] (a chunk); they become readable in the file within moments."""
+        frames = np.asarray(frames)
+        if len(frames) == 0:
+            return
+        if self.frames_written + len(frames) > self.num_frames:
+            raise InputError(f"The stream holds {self.num_frames} frames; {len(frames)} more do not fit.", "frames")
+        if self._proc is None:
+            self._start(_check_frame(frames[0], None))
+        try:
+            for frame in frames:
+                self._proc.stdin.write(_even(_check_frame(frame, self._size)).tobytes())
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            self._fail()
+        self.frames_written += len(frames)
+
+    def _fail(self) -> None:
+        code = self._proc.wait()
+        self._log.seek(0)
+        raise RuntimeError(f"ffmpeg could not write {self.path.name} (exit {code}): {_last_error(self._log.read())}")
+
+    def close(self) -> Path:
+        """Finish the file (the frames written so far; the voice is cut to them) and wait for ffmpeg."""
+        if self._proc is None:
+            raise InputError("There are no frames to write.", field="frames")
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._proc.wait() != 0:
+            self._fail()
+        self._cleanup()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop ffmpeg now; the fragments already written stay a playable file."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._tag_dir is not None:
+            self._tag_dir.cleanup()
+            self._tag_dir = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -74,6 +74,7 @@ def load_nano_pipeline(device=None, torch_dtype: torch.dtype | None = None, sche
         feature_extractor=build_feature_extractor(),
     )
     pipe.default_size = default_size(root)
+    pipe.default_frames = int(info(root).get("frames", 49))  # its trained length: live generation's chunk
     return pipe.to(device) if device is not None else pipe
 
 

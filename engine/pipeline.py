@@ -134,6 +134,7 @@ class HuMoPipeline(DiffusionPipeline):
         self.model_hashes: dict[str, str] = {}  # weights file -> fingerprint (engine.registry.file_fingerprint)
         # Steps, guidance preset, size, sampler: in the config, so save_pretrained keeps them (engine/defaults.py)
         self.register_to_config(sampling_defaults=SamplingDefaults.from_dict(sampling_defaults).to_dict())
+        self.default_frames = DEFAULT_FRAMES  # the clip length it was trained on (live generation's chunk length)
         # How it runs; set by engine.memory.apply_memory_mode, engine.speed.enable_step_cache/set_attention_backend.
         self.memory_mode: str | None = None
         self.step_cache: str | None = None  # "first_block" | "mag" once enabled
@@ -492,6 +493,16 @@ class HuMoPipeline(DiffusionPipeline):
         latent_mask = dub.latent_mask_tensor(mask, source.shape[2:], self.vae_scale_factor_spatial).to(noise.device)
         return source, latent_mask, noise[:, :, : source.shape[2]].clone()
 
+    def prepare_motion(self, motion_frames, height: int, width: int, noise: torch.Tensor):
+        """Motion frames -> `_Denoising.source`: their latents, a mask that keeps all of them, and the starting noise of
+        those latent frames. `_keep_source` then holds the clip's first latent frames to them at every step."""
+        from engine import dub
+
+        pixels = dub.video_tensor(motion_frames, len(motion_frames), height, width)
+        source = self._vae_encode(pixels).to(noise.device)
+        keep = torch.zeros(1, 1, *source.shape[2:], device=noise.device)
+        return source, keep, noise[:, :, : source.shape[2]].clone()
+
     def _step_end(self, run: _Denoising, step, t, latents, noise_pred, window=None, span=None) -> torch.Tensor:
         """Call `callback_on_step_end`, then stop if it asked to. Returns the (possibly replaced) latents; the
         callback's latents are used only at a step's end (after the last window)."""
@@ -519,6 +530,7 @@ class HuMoPipeline(DiffusionPipeline):
         audio=None,
         video=None,
         mask=None,
+        motion_frames=None,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -554,6 +566,9 @@ class HuMoPipeline(DiffusionPipeline):
                 pixels [F, H, W] or the latent grid [F_lat, H/8, W/8]. Outside the mask the latents are the source's,
                 noised to each step's level (RePaint / diffusers inpainting); engine.dub composites the pixels.
             height / width / num_inference_steps: None -> the model's (`sampling_defaults`, set by its loader).
+            motion_frames: chunked generation (engine/live.py): the last 4m+1 frames [M, H, W, 3] of the chunk before,
+                which begin this clip. Their latents are held as known latents, noised to each step's level (the
+                dubbing mechanism above), so the clip continues them; the rest of the clip is generated.
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
             guidance: a `GuidanceSchedule` (or its dict); None -> the model's preset for this mode (official, or a
                 distilled student's single pass).
@@ -594,6 +609,10 @@ class HuMoPipeline(DiffusionPipeline):
             from engine import dub
 
             dub.check_video_and_mask(video, mask, height, width)
+        if motion_frames is not None:
+            from engine import live
+
+            live.check_motion_frames(motion_frames, video, num_frames, height, width)
 
         # 2. Encode text (any given embeddings are zero-padded to 512 tokens like the encoder's own)
         prompt_embeds, negative_prompt_embeds = self._text_embeds(
@@ -630,6 +649,8 @@ class HuMoPipeline(DiffusionPipeline):
         shape = (1, self.transformer.config.out_channels, f_total, h, w)
         latents = self.prepare_latents(shape, generator, device, latents)
         source = None if video is None else self.prepare_source(video, mask, num_frames, height, width, latents)
+        if motion_frames is not None:
+            source = self.prepare_motion(motion_frames, height, width, latents)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         if batch_branches is None:

@@ -727,10 +727,26 @@ class Store:
         """queued/running -> failed, with the error message shown to the user."""
         return self._transition(generation_id, "failed", error=_clip_error(error), finished_at=utcnow())
 
-    def mark_stopped(self, generation_id: int, error: str | None = None) -> Generation:
-        """queued/running -> stopped (the user pressed Stop)."""
+    def mark_stopped(
+        self,
+        generation_id: int,
+        error: str | None = None,
+        video_path: str | os.PathLike[str] | None = None,
+        thumbnail_path: str | os.PathLike[str] | None = None,
+    ) -> Generation:
+        """queued/running -> stopped (the user pressed Stop). A live job keeps what it finished: the video (and
+        thumbnail) of its finished chunks, which must already exist in the data folder."""
+        values: dict[str, Any] = {}
+        if video_path is not None:
+            values["video_path"] = self._existing_rel(video_path, "video_path")
+        if thumbnail_path is not None:
+            values["thumbnail_path"] = self._existing_rel(thumbnail_path, "thumbnail_path")
         return self._transition(
-            generation_id, "stopped", error=None if error is None else _clip_error(error), finished_at=utcnow()
+            generation_id,
+            "stopped",
+            error=None if error is None else _clip_error(error),
+            finished_at=utcnow(),
+            **values,
         )
 
     def recover_crashed(self) -> int:
