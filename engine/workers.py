@@ -10,7 +10,7 @@
   '{"humo_worker": 1}'` gives one slot. The pool keeps one worker per slot (a group takes `group_size` slots on one
   node), so nodes join and leave while it runs: a new node's slots get workers at the next job, a dead node's
   workers are dropped.
-- A job is plain data (`job_dict`): the model id, the GenerationRequest as a dict (guidance included), the job's
+- A job is plain data (`job_dict`): the model id (a named folder as its path: engine.registry.model_source), the GenerationRequest as a dict (guidance included), the job's
   advanced options (LoRA, step cache, memory mode: engine.speed.job_options) and the output path in the media
   folder every machine mounts at the same path. The worker renders it with engine.generate.generate_to_file, so the
   mp4 and its settings are those of an in-process job.
@@ -40,16 +40,6 @@ WORKER_RESOURCE = "humo_worker"  # a node's worker slots (custom Ray resource); 
 NAMESPACE = "humo"
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul: at most one a second crosses to the studio
 POLL_S = 0.2  # how often the pool asks a busy worker for progress
-
-
-def load_model(model_id: str, device=None):
-    """A pipeline for a model id: a registered model, a folder or file, or "checkpoint:FOLDER" (a fine-tune on its
-    recorded base). The one loader behind the studio's in-process pipelines and every worker."""
-    from engine.registry import load_finetune, load_pipeline
-
-    if model_id.startswith("checkpoint:"):
-        return load_finetune(model_id.split(":", 1)[1], device)
-    return load_pipeline(model_id, device=device)
 
 
 def job_dict(model_id: str, request, out_path: str | Path, options: dict | None = None, record: dict | None = None,
@@ -127,7 +117,9 @@ class HuMoWorker:
             return 0.0
         started = time.perf_counter()
         self.pipe, self.model_id = None, None  # the old model's memory goes before the new one comes
-        pipe = load_model(model_id, self._device())
+        from engine.registry import load_pipeline
+
+        pipe = load_pipeline(model_id, device=self._device())
         if self.world > 1:
             from engine.distributed import setup_parallel
 
@@ -303,11 +295,12 @@ class WorkerPool:
     """Jobs onto resident Ray workers (see the module). Thread-safe: the studio runs one thread per job."""
 
     def __init__(self, address: str | None = None, group_size: int = 1, parallel: str = "auto",
-                 max_retries: int = 1, device: str | None = None, connect: bool = True):  # fmt: skip
+                 max_retries: int = 1, device: str | None = None, resource: str = WORKER_RESOURCE,
+                 connect: bool = True):  # fmt: skip
         if group_size < 1:
             raise InputError(f"a worker group needs at least 1 rank (got {group_size})", field="ray_group_size")
         self.address, self.group_size, self.parallel = address, group_size, parallel
-        self.max_retries, self.device = max_retries, device
+        self.max_retries, self.device, self.resource = max_retries, device, resource
         self.workers: list[WorkerHandle] = []
         self.history: list[dict] = []  # one entry per attempt: job, worker, node, status, queue_s, load_s, render_s
         self._cond = threading.Condition()
@@ -330,7 +323,7 @@ class WorkerPool:
         """Worker slots the live nodes offer now (`humo_worker` resources)."""
         import ray
 
-        return int(ray.cluster_resources().get(WORKER_RESOURCE, 0))
+        return int(ray.cluster_resources().get(self.resource, 0))
 
     def refresh(self) -> None:
         """Drop dead workers, and start one for every slot (group) that has none: nodes that joined get workers."""
@@ -362,14 +355,14 @@ class WorkerPool:
         actor_class = ray.remote(HuMoWorker)
         options = {"max_concurrency": 4, "max_restarts": 0, "num_cpus": 0 if gpus else 1, "num_gpus": gpus}
         if self.group_size == 1:
-            actor = actor_class.options(**options, resources={WORKER_RESOURCE: 1}).remote(worker_id, self.device)
+            actor = actor_class.options(**options, resources={self.resource: 1}).remote(worker_id, self.device)
             handle = WorkerHandle(worker_id, [actor])
             handle.ready_ref = actor.info.remote()
             return handle
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        bundle = {WORKER_RESOURCE: 1, **({"GPU": 1} if gpus else {"CPU": 1})}
+        bundle = {self.resource: 1, **({"GPU": 1} if gpus else {"CPU": 1})}
         group = placement_group([dict(bundle) for _ in range(self.group_size)], strategy="STRICT_PACK")
         actors = [
             actor_class.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(group, i)).remote(

@@ -230,7 +230,10 @@ def run_job(
     def work() -> JobResult:
         video_rel = DataPaths.video_rel(gid)
         started = time.perf_counter()
-        if ctx.options.gpus > 1:
+        if ctx.pool is not None:  # issue 31 hook: a resident Ray worker renders it (studio/pool.py marks it running)
+            path, settings = ctx.pool.render(ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event,
+                                             on_progress, advanced, names)  # fmt: skip
+        elif ctx.options.gpus > 1:
             ctx.store.mark_running(gid)
             path, settings = run_worker_group(
                 ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress, advanced
@@ -248,6 +251,11 @@ def run_job(
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         return _finish(ctx, gid, video_rel, path, settings)
 
+    if ctx.pool is not None:  # issue 31 hook: the pool's workers are the turns (each renders one job at a time)
+        try:
+            return work()
+        except BaseException as exc:
+            return _end_row(ctx, gid, exc)
     return _in_turn(ctx, gid, stop_event, work)
 
 
@@ -375,7 +383,8 @@ def _thumbnail(video: Path, out: Path) -> None:
 def _remember_speed(ctx: StudioContext, model_id: str, settings: dict, seconds: float) -> None:
     """Learn this machine's costs from the job's timings (studio/eta.py); the wall time is stored with the row."""
     settings.setdefault("timings", {})["job_s"] = seconds
-    pipe = ctx._pipelines.get(model_id) if ctx.options.gpus <= 1 else None  # a worker group has none here
+    in_process = ctx.options.gpus <= 1 and ctx.pool is None  # a worker group or a Ray worker holds it elsewhere
+    pipe = ctx._pipelines.get(model_id) if in_process else None
     eta.record(ctx, model_id, settings, seconds, pipe)
 
 
