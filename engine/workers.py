@@ -251,6 +251,7 @@ class WorkerHandle:
         self.ready_ref = None  # the first info() call: done once every rank is up (and, for a group, joined)
         self.info: dict = {"worker_id": worker_id, "model_id": None, "jobs_done": 0, "node_id": None}
         self.busy = False
+        self.job: dict | None = None  # the job it renders now
         self.ready = False
         self.dead = False
 
@@ -447,7 +448,7 @@ class WorkerPool:
         from ray.exceptions import RayActorError, RayTaskError
 
         refs = [actor.run.remote(job) for actor in worker.actors]
-        stop_sent = False
+        stop_sent, worker.job = False, job
         try:
             while True:
                 done, _ = ray.wait(refs[:1], timeout=POLL_S)
@@ -466,6 +467,8 @@ class WorkerPool:
                     return result
         except (RayActorError, RayTaskError) as exc:
             raise WorkerDied(f"{worker.worker_id}: {type(exc).__name__}") from exc
+        finally:
+            worker.job = None
 
     # -- what the Models tab shows
     def describe(self) -> list[dict]:

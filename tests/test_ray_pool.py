@@ -136,9 +136,7 @@ def _kill_mid_job(studio, inputs, owner: str) -> tuple:
     )
     thread.start()
     gid = _wait_for_progress(studio, holder)
-    busy = [w for w in pool.workers if w.busy]
-    assert len(busy) == 1
-    killed = busy[0]
+    killed = next(w for w in pool.workers if w.job and w.job["request"]["prompt"] == "long")
     ray.kill(killed.lead, no_restart=True)
     thread.join(timeout=600)
     return gid, holder["result"], killed.worker_id
