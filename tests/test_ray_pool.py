@@ -226,3 +226,39 @@ def test_a_two_rank_group_gives_the_single_process_video_and_nodes_join_and_leav
     while pool.describe() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert pool.describe() == []  # the node left: its group is gone and no new one waits for it
+
+
+def test_the_whole_request_travels_guidance_lora_and_options(studio, inputs, tmp_path):
+    """A pool job with a custom guidance schedule, a LoRA and a step-cache option renders what the same job renders
+    in-process: the same settings in the mp4 and the same frames (32x32 is too small for the watermark, so no
+    payload differs; one a second worker thread count could move a little); without the LoRA the frames differ."""
+    from safetensors.torch import save_file
+
+    from engine.guidance import preset_schedule
+    from engine.media import read_settings, read_video_frames
+    from engine.registry import load_pipeline
+    from studio.advanced import read_options
+    from tests.test_lora import FFN, SELF, official_lora
+
+    lora = tmp_path / "style.safetensors"
+    save_file(official_lora(load_pipeline("tiny"), SELF + FFN), str(lora))
+    options, names = read_options(False, lora_files=[str(lora)], lora_scales="0.5", step_cache=0.05)
+    guidance = preset_schedule("faster", "1.7b", "TIA").to_dict()
+    request = _request(inputs, guidance=guidance, num_inference_steps=3, seed=11)
+    local = StudioContext.create(StudioOptions(data_dir=tmp_path / "local", model="tiny"))
+    try:
+        here = run_job(local, request, "tiny", advanced=options, names=names)
+        there = run_job(studio, request, "tiny", advanced=options, names=names)
+        plain = run_job(studio, _request(inputs, guidance=guidance, num_inference_steps=3, seed=11), "tiny")
+    finally:
+        local.store.close()
+    assert here.status == there.status == plain.status == "done", there.error
+    ours, theirs = read_settings(here.video_path), read_settings(there.video_path)
+    for key in ("guidance", "advanced", "seed", "num_frames", "num_inference_steps", "mode", "model_id"):
+        assert ours[key] == theirs[key], key
+    assert theirs["advanced"]["loras"] == [{"file": "style.safetensors", "scale": 0.5}]
+    assert theirs["advanced"]["step_cache"] == 0.05
+    a, b, c = (read_video_frames(r.video_path).astype(np.float32) for r in (here, there, plain))
+    same, lora_effect = float(np.abs(a - b).mean()), float(np.abs(b - c).mean())
+    print(f"pool vs in-process: {same:.3f}; with vs without the LoRA: {lora_effect:.3f} (mean abs, 0-255)")
+    assert same < 0.5 and lora_effect > 4.0
