@@ -5,6 +5,8 @@ where a job ran can be seen), the tiny model, real SQLite, real ffmpeg. The clus
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -262,3 +264,26 @@ def test_the_whole_request_travels_guidance_lora_and_options(studio, inputs, tmp
     same, lora_effect = float(np.abs(a - b).mean()), float(np.abs(b - c).mean())
     print(f"pool vs in-process: {same:.3f}; with vs without the LoRA: {lora_effect:.3f} (mean abs, 0-255)")
     assert same < 0.5 and lora_effect > 4.0
+
+
+def test_the_cli_batch_runs_on_the_pool(studio, cluster, tmp_path, capsys):
+    """`python -m engine generate --cases FILE --ray ADDRESS`: every case rendered on the cluster's workers (the model is
+    not loaded in the CLI's process), files named as a local batch names them. Runs last: the studio's pool gives its
+    slots back first (one pool per cluster, docs/deploy.md)."""
+    from engine.cli import main
+    from engine.media import read_settings
+
+    studio.pool.shutdown()
+    ray_cluster, _ = cluster
+    face = os.path.relpath(KWARGS["image"])  # a relative path, as a case file has them: the workers get it resolved
+    cases = {f"case{i}": {"prompt": f'"a_person_talks_{i}"', "img_paths": [face], "audio_path": KWARGS["audio"]}
+             for i in range(3)}  # fmt: skip
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    code = main(["generate", "--model", "tiny", "--cases", str(tmp_path / "cases.json"), "--ray", ray_cluster.address,
+                 "--out-dir", str(tmp_path / "out"), "--steps", "1", "--frames", "5", "--height", "32", "--width", "32",
+                 "--seed", "4"])  # fmt: skip
+    assert code == 0
+    files = sorted((tmp_path / "out").glob("*.mp4"))
+    assert [f.name for f in files] == [f"case{i}_seed4.mp4" for i in range(3)]
+    assert [read_settings(f)["prompt"] for f in files] == [f"a person talks {i}" for i in range(3)]
+    assert capsys.readouterr().out.count("(worker w") == 3
