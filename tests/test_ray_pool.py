@@ -266,6 +266,34 @@ def test_the_whole_request_travels_guidance_lora_and_options(studio, inputs, tmp
     assert same < 0.5 and lora_effect > 4.0
 
 
+def test_the_studio_with_a_pool_lists_its_workers_and_without_one_renders_in_process(studio, tmp_path, monkeypatch):
+    """--ray / HUMO_RAY_ADDRESS reach the options; the app builds with a pool and its Models tab lists the workers;
+    with neither, a studio has no pool (jobs render in this process, as always)."""
+    import app
+    from studio.app import build_app
+    from studio.tab_models import pool_table
+
+    monkeypatch.setenv("HUMO_RAY_ADDRESS", "head:6379")
+    assert app.parse_args([]).ray == "head:6379" and app.parse_args(["--ray", "other:1"]).ray == "other:1"
+    monkeypatch.delenv("HUMO_RAY_ADDRESS")
+    assert app.parse_args([]).ray is None and app.parse_args([]).ray_group_size == 1
+    build_app(studio)  # the Generate tab's jobs go to the pool's queue slot, the Models tab gets the workers' table
+    table = pool_table(studio)
+    assert list(table.columns) == ["worker", "node", "host", "ranks", "model", "state", "jobs done"]
+    assert len(table) == 2 and set(table["state"]) <= {"idle", "busy"} and set(table["model"]) == {"tiny"}
+    local = StudioContext.create(StudioOptions(data_dir=tmp_path / "local", model="tiny"))
+    try:
+        assert local.pool is None
+        result = run_job(local, _request(tmp_path_inputs(tmp_path)), "tiny")
+        assert result.status == "done" and "tiny" in local._pipelines  # rendered by this process's own pipeline
+    finally:
+        local.store.close()
+
+
+def tmp_path_inputs(folder: Path) -> tuple[str, str]:
+    return write_image(folder / "face.png"), write_wav(folder / "voice.wav", 0.4)
+
+
 def test_the_cli_batch_runs_on_the_pool(studio, cluster, tmp_path, capsys):
     """`python -m engine generate --cases FILE --ray ADDRESS`: every case rendered on the cluster's workers (the model is
     not loaded in the CLI's process), files named as a local batch names them. Runs last: the studio's pool gives its
