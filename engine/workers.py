@@ -40,6 +40,8 @@ WORKER_RESOURCE = "humo_worker"  # a node's worker slots (custom Ray resource); 
 NAMESPACE = "humo"
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul: at most one a second crosses to the studio
 POLL_S = 0.2  # how often the pool asks a busy worker for progress
+REFRESH_S = 1.0  # how often waiting jobs look at the cluster's nodes again (a GCS round trip)
+NO_WORKERS_S = 60.0  # a job fails with a message when no node has offered a worker slot for this long
 
 
 def job_dict(model_id: str, request, out_path: str | Path, options: dict | None = None, record: dict | None = None,
@@ -243,6 +245,10 @@ class WorkerDied(RuntimeError):
     """A worker (or a rank of a group) died while it held a job."""
 
 
+class NoWorkers(RuntimeError):
+    """No node of the cluster offers a worker slot (for `NO_WORKERS_S`)."""
+
+
 class WorkerHandle:
     """A worker of the pool: one actor, or the ranks of a group (calls go to every rank, answers come from rank 0)."""
 
@@ -297,11 +303,13 @@ class WorkerPool:
 
     def __init__(self, address: str | None = None, group_size: int = 1, parallel: str = "auto",
                  max_retries: int = 1, device: str | None = None, resource: str = WORKER_RESOURCE,
-                 connect: bool = True):  # fmt: skip
+                 no_workers_s: float = NO_WORKERS_S, connect: bool = True):  # fmt: skip
         if group_size < 1:
             raise InputError(f"a worker group needs at least 1 rank (got {group_size})", field="ray_group_size")
         self.address, self.group_size, self.parallel = address, group_size, parallel
         self.max_retries, self.device, self.resource = max_retries, device, resource
+        self.no_workers_s = no_workers_s
+        self._refreshed = 0.0
         self.workers: list[WorkerHandle] = []
         self.history: list[dict] = []  # one entry per attempt: job, worker, node, status, queue_s, load_s, render_s
         self._cond = threading.Condition()
@@ -331,9 +339,12 @@ class WorkerPool:
         with self._cond:
             self._refresh()
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = True) -> None:
         import ray
 
+        if not force and time.monotonic() - self._refreshed < REFRESH_S:
+            return
+        self._refreshed = time.monotonic()
         alive_nodes = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         for worker in list(self.workers):
             node = worker.info.get("node_id")
@@ -386,9 +397,19 @@ class WorkerPool:
         """An idle worker for `model_id` (holding it, else empty, else any), marked busy; None if `stop` was set
         or `timeout_s` passed first. Waits while every worker is busy or still starting."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        no_slots_since = None
         with self._cond:
+            self._refresh()
             while True:
-                self._refresh()
+                self._refresh(force=False)
+                if self.workers:
+                    no_slots_since = None
+                elif no_slots_since is None:
+                    no_slots_since = time.monotonic()
+                elif time.monotonic() - no_slots_since > self.no_workers_s:
+                    raise NoWorkers(f"No node of the Ray cluster offers a `{self.resource}` slot: start a worker node "
+                                    f"with `ray start --address HEAD:6379 --num-gpus 1 --resources "
+                                    f"'{{\"{self.resource}\": 1}}'` (docs/deploy.md).")  # fmt: skip
                 idle = [w for w in self.workers if not w.busy and w.is_ready()]
                 if idle:
                     worker = min(idle, key=lambda w: (w.info.get("model_id") != model_id,
@@ -411,7 +432,10 @@ class WorkerPool:
         is "failed" with a message saying so."""
         submitted, attempts, started = time.perf_counter(), 0, False
         while True:
-            worker = self.acquire(job["model_id"], stop)
+            try:
+                worker = self.acquire(job["model_id"], stop)
+            except NoWorkers as exc:
+                return {"status": "failed", "error": str(exc), "worker_id": None}
             if worker is None:
                 return {"status": "stopped", "error": "stopped while waiting for a worker", "worker_id": None}
             queue_s = time.perf_counter() - submitted

@@ -266,6 +266,14 @@ def test_the_whole_request_travels_guidance_lora_and_options(studio, inputs, tmp
     assert same < 0.5 and lora_effect > 4.0
 
 
+def test_a_job_with_no_worker_slot_anywhere_fails_with_what_to_start(cluster, inputs, tmp_path):
+    ray_cluster, _ = cluster
+    pool = WorkerPool(ray_cluster.address, resource="humo_absent", no_workers_s=0.5)
+    result = pool.run(job_dict("tiny", _request(inputs), tmp_path / "never.mp4"))
+    assert result["status"] == "failed" and "offers a `humo_absent` slot" in result["error"]
+    assert "ray start --address" in result["error"] and not (tmp_path / "never.mp4").exists()
+
+
 def test_the_studio_with_a_pool_lists_its_workers_and_without_one_renders_in_process(studio, tmp_path, monkeypatch):
     """--ray / HUMO_RAY_ADDRESS reach the options; the app builds with a pool and its Models tab lists the workers;
     with neither, a studio has no pool (jobs render in this process, as always)."""
@@ -280,7 +288,8 @@ def test_the_studio_with_a_pool_lists_its_workers_and_without_one_renders_in_pro
     build_app(studio)  # the Generate tab's jobs go to the pool's queue slot, the Models tab gets the workers' table
     table = pool_table(studio)
     assert list(table.columns) == ["worker", "node", "host", "ranks", "model", "state", "jobs done"]
-    assert len(table) == 2 and set(table["state"]) <= {"idle", "busy"} and set(table["model"]) == {"tiny"}
+    assert len(table) == 2 and set(table["state"]) == {"idle"} and "tiny" in set(table["model"])  # (a worker that
+    # replaced a killed one may hold none yet: "—")
     local = StudioContext.create(StudioOptions(data_dir=tmp_path / "local", model="tiny"))
     try:
         assert local.pool is None
