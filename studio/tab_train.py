@@ -303,10 +303,8 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
             with gr.Row():
                 c["stage"] = gr.Radio([1, 2], value=1, label="Stage")
                 c["base"] = gr.Dropdown(
-                    _bases(ctx),
-                    value=ctx.default_model,
-                    label="Base model or stage-1 checkpoint (its encoders build the dataset)",
-                    allow_custom_value=True,
+                    _bases(ctx), value=ctx.default_model, label="Base model or stage-1 checkpoint (its encoders build "
+                    "the dataset)", allow_custom_value=True
                 )
             with gr.Row():
                 c["steps"] = gr.Number(label="Steps", value=200, precision=0, elem_id="train-steps")
