@@ -1,6 +1,6 @@
 """Resident workers on Ray: a pool of actors that keep a pipeline loaded and render whole requests to mp4 files.
 
-    pool = WorkerPool("ray://head:10001" or "head:6379" or None)   # None: a local Ray instance
+    pool = WorkerPool("head:6379")   # a Ray cluster this machine is a node of (None: a local Ray instance)
     result = pool.run(job_dict("humo-1.7b", request, "/shared/data/videos/7.mp4"), on_event=print)
 
 - A worker is one actor holding one pipeline (`HuMoWorker`), or a multi-GPU worker group: one actor per rank in a
@@ -10,10 +10,10 @@
   '{"humo_worker": 1}'` gives one slot. The pool keeps one worker per slot (a group takes `group_size` slots on one
   node), so nodes join and leave while it runs: a new node's slots get workers at the next job, a dead node's
   workers are dropped.
-- A job is plain data (`job_dict`): the model id (a named folder as its path: engine.registry.model_source), the GenerationRequest as a dict (guidance included), the job's
-  advanced options (LoRA, step cache, memory mode: engine.speed.job_options) and the output path in the media
-  folder every machine mounts at the same path. The worker renders it with engine.generate.generate_to_file, so the
-  mp4 and its settings are those of an in-process job.
+- A job is plain data (`job_dict`): the model id (a named folder as its path, engine.registry.model_source), the
+  GenerationRequest as a dict (guidance included), the job's advanced options (LoRA, step cache, memory mode:
+  engine.speed.job_options) and the output path in the media folder every machine mounts at the same path. The
+  worker renders it with engine.generate.generate_to_file, so the mp4 and its settings are those of an in-process job.
 - Scheduling: an idle worker that already holds the job's model, else an idle empty one, else any idle one (it
   loads the model). Progress and latent previews are polled from the worker while it renders (a threaded actor);
   Stop sets the worker's flag and the render ends at the next step. A worker that dies mid-job is dropped and the
@@ -426,7 +426,8 @@ class WorkerPool:
             self._cond.notify_all()
 
     def run(self, job: dict, on_event=None, stop: threading.Event | None = None, on_start=None) -> dict:
-        """Run a job on the pool to its end; returns the worker's result dict (see HuMoWorker.run). `on_event(e)`
+        """Run a job on the pool to its end; returns the worker's result dict (see HuMoWorker.run; "pool_error": the
+        pool's own failure, a sentence for the user). `on_event(e)`
         gets each progress event, `on_start(worker_info)` is called when the first worker takes the job. A worker
         that dies mid-job is dropped and the job retried on another, up to `max_retries` times; then the result
         is "failed" with a message saying so."""
@@ -435,7 +436,7 @@ class WorkerPool:
             try:
                 worker = self.acquire(job["model_id"], stop)
             except NoWorkers as exc:
-                return {"status": "failed", "error": str(exc), "worker_id": None}
+                return {"status": "failed", "error": str(exc), "worker_id": None, "pool_error": True}
             if worker is None:
                 return {"status": "stopped", "error": "stopped while waiting for a worker", "worker_id": None}
             queue_s = time.perf_counter() - submitted
@@ -452,7 +453,7 @@ class WorkerPool:
                 with self._cond:
                     self._drop(worker)
                 if attempts > self.max_retries:
-                    return {"status": "failed", "worker_id": worker.worker_id,
+                    return {"status": "failed", "worker_id": worker.worker_id, "pool_error": True,
                             "error": f"The worker rendering this job died ({exc}); it was tried {attempts} time(s). "
                                      "Run it again."}  # fmt: skip
                 submitted = time.perf_counter()
@@ -545,18 +546,18 @@ _group_ready = _LazyRemote()
 def generate_on_pool(args, model_id: str) -> int:
     """`python -m engine generate --ray ADDRESS ...` (a --cases batch or one --prompt): every video rendered on the
     cluster's resident workers at once, the model never loaded here. Requests are built as the CLI builds them, from
-    the model's registry entry instead of a loaded pipeline. Returns the exit code (1 if any job failed)."""
+    the model's spec (its sampling defaults) instead of a loaded pipeline. Returns the exit code (1 if any job failed)."""
     from types import SimpleNamespace
 
     from engine.cli import _load_cases, _request, clean_case_prompt
-    from engine.registry import get_spec
+    from engine.registry import get_spec, model_source
     from engine.speed import cli_options_record, lora_specs
 
     if args.scheduler != "unipc":
         raise InputError("--ray renders with each model's own scheduler (unipc); leave out --scheduler.",
                          field="scheduler")  # fmt: skip
-    spec = get_spec(model_id)
-    model = SimpleNamespace(model_id=model_id, variant=spec.variant, default_size=spec.default_size)
+    spec = get_spec(model_id)  # what the CLI's requests read from a loaded pipeline, from the model's spec
+    model = SimpleNamespace(model_id=model_id, variant=spec.variant, sampling_defaults=spec.sampling_defaults())
     if args.cases:
         items = [(name, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path"),
                   Path(args.out_dir) / f"{name}_seed{{seed}}.mp4") for name, case in _load_cases(args.cases).items()]  # fmt: skip
@@ -569,6 +570,8 @@ def generate_on_pool(args, model_id: str) -> int:
                "attention_backend": args.attention_backend or "native", "memory_mode": args.memory_mode or "auto",
                "lora_partial": args.lora_partial}  # fmt: skip
     options["loras"] = [(str(Path(p).resolve()), s) for p, s in options["loras"]]  # workers run elsewhere
+    source = model_source(model_id)  # a named folder as its path, a local folder or file as an absolute one
+    source = str(Path(source).resolve()) if Path(source).exists() else source
     jobs = []
     for _, prompt, images, audio, out in items:
         request = _request(model, args, prompt, [str(Path(p).resolve()) for p in images],
@@ -577,7 +580,7 @@ def generate_on_pool(args, model_id: str) -> int:
             request.seed = int.from_bytes(os.urandom(4), "big") >> 1
         path = Path(str(out).replace("{seed}", str(request.seed))).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        jobs.append(job_dict(model_id, request, path, options=options, record=cli_options_record(args)))
+        jobs.append(job_dict(source, request, path, options=options, record=cli_options_record(args)))
     pool = WorkerPool(args.ray, group_size=max(1, args.gpus), parallel=args.parallel)
     results: list[dict] = [{} for _ in jobs]
 

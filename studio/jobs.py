@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine import registry
-from engine.errors import InputError
+from engine.errors import InputError, WorkerError
 from engine.generate import GenerationRequest, generate_to_file
 from engine.pipeline import GenerationInterrupted, mode_from_inputs
 from engine.plan import plan_run, run_frames
@@ -291,6 +291,9 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     if isinstance(exc, InputError):
         ctx.store.mark_failed(gid, str(exc))
         return JobResult(gid, "failed", error=str(exc), field=exc.field)
+    if isinstance(exc, WorkerError):  # issue 31: the Ray pool's own sentence (a worker died, none to be had)
+        ctx.store.mark_failed(gid, str(exc))
+        return JobResult(gid, "failed", error=str(exc))
     # The row and the page get a sentence, never the raw exception (it may name server paths or internals); the
     # server's log keeps the traceback under the job's number.
     log.error("job %s failed", gid, exc_info=(type(exc), exc, exc.__traceback__))

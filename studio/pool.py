@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from engine.errors import InputError
+from engine.errors import InputError, WorkerError
 
 RAY_ADDRESS_ENV = "HUMO_RAY_ADDRESS"
 GROUP_SIZE_ENV = "HUMO_RAY_GROUP_SIZE"
@@ -70,7 +70,9 @@ class StudioPool:
             raise GenerationInterrupted(result.get("error") or "stopped")
         if result.get("field"):
             raise InputError(result["error"], field=result["field"])
-        raise RuntimeError(result.get("error") or "the worker failed")
+        if result.get("pool_error"):  # a worker died twice, no worker anywhere: the row says so
+            raise WorkerError(result["error"])
+        raise RuntimeError(f"on worker {result.get('worker_id')}: {result.get('error')}")  # the log keeps it
 
     def rows(self) -> list[list]:
         """The Models tab's table: one row per worker."""
