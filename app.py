@@ -3,7 +3,8 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--data-dir data] [--model tiny] [--public]
 
 Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_DB_URL, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, per-visitor galleries,
-no training or downloads), HUMO_AUTH=user:password[,user2:password2] (a login; each user sees only their own).
+no training or downloads), HUMO_AUTH=user:password[,user2:password2] (a login; each user sees only their own),
+HUMO_RAY_ADDRESS=head:6379 (jobs on resident Ray workers, docs/deploy.md; default: in this process).
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=int(os.environ.get("HUMO_GPUS", "1")),
         help="run every job on this many GPUs (a torchrun worker group; 'all' = HUMO_GPUS=$(nvidia-smi -L | wc -l))",
     )
+    parser.add_argument(
+        "--ray",
+        default=os.environ.get("HUMO_RAY_ADDRESS") or None,
+        metavar="ADDRESS",
+        help="render jobs on resident workers of this Ray cluster (head:6379, or 'auto'); see docs/deploy.md. "
+        "Default: in this process",
+    )
+    parser.add_argument(
+        "--ray-group-size",
+        type=int,
+        default=int(os.environ.get("HUMO_RAY_GROUP_SIZE") or 1),
+        help="with --ray: ranks (GPUs) per worker; >1 runs each job context-parallel on one node's GPUs",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,6 +83,8 @@ def main(argv=None) -> None:
         public=args.public,
         device=args.device,
         gpus=args.gpus,
+        ray_address=args.ray,
+        ray_group_size=args.ray_group_size,
         auth=parse_auth(args.auth),
         **trusted_proxies(os.environ.get("HUMO_TRUSTED_PROXIES", "1" if spaces.on_space() else "")),
     )
@@ -79,6 +95,8 @@ def main(argv=None) -> None:
     print(f"HuMo Studio: model {ctx.default_model}, data in {ctx.store.data_dir}, http://{args.host}:{args.port}")
     print(f"Gallery database: {ctx.store.engine.url!r} (this front-end: instance {ctx.store.instance_id}).")
     print(f"At start-up: {ctx.startup_report}.")
+    if ctx.pool is not None:
+        print(f"Jobs render on the Ray cluster at {args.ray} ({len(ctx.pool.rows())} worker(s) so far).")
     # Docker, systemd and Spaces stop a server with SIGTERM: shut down as on Ctrl+C (Gradio closes the server, the
     # cache sweeper's shutdown empties the cache), and empty it here too should the server not get that far.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -76,6 +76,13 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "ulysses", "ring", "unified", "cfg"],
         help="how --gpus N splits work",
     )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="render on the resident workers of this Ray cluster (a --cases batch runs on all of them at once; "
+        "--gpus N: worker groups of N ranks); docs/deploy.md",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +311,7 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
 
     from engine.registry import best_available_model, load_pipeline
 
-    if args.gpus > 1 and not os.environ.get("HUMO_DISTRIBUTED_CHILD"):
+    if args.gpus > 1 and not os.environ.get("HUMO_DISTRIBUTED_CHILD") and not args.ray:
         from engine.distributed import launch_generate
 
         return launch_generate(args.gpus, argv or [])
@@ -319,6 +326,10 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
     from engine.speed import apply_recipe, apply_scale_options, cli_options_record
 
     apply_recipe(args, model_id)  # before loading: a recipe picks the sampler
+    if args.ray:  # issue 31: on resident Ray workers; the model is not loaded here (engine/workers.py)
+        from engine.workers import generate_on_pool
+
+        return generate_on_pool(args, model_id)
     pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler, memory_mode=args.memory_mode or "auto")
 
     apply_scale_options(pipe, args, device)

@@ -17,5 +17,10 @@ class CheckpointError(HuMoError):
     """A checkpoint does not match the model (missing/unexpected keys, wrong shapes, unknown layout)."""
 
 
+class WorkerError(HuMoError):
+    """The pool could not render a job: its worker died (twice) or no node offers a worker (engine/workers.py). The
+    message is a sentence for the user (no paths, no internals)."""
+
+
 class MissingWeightsError(HuMoError, FileNotFoundError):
     """Weights are not present locally (and cannot be downloaded, e.g. offline)."""

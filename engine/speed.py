@@ -11,6 +11,7 @@ to load the part that does (an I2V LoRA's image cross-attention, a 1.3B LoRA on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import types
 from dataclasses import dataclass, field
@@ -484,3 +485,45 @@ def apply_scale_options(pipe, args: argparse.Namespace, device=None) -> None:
         enable_step_cache(pipe, args.step_cache)
     if args.compile:
         compile_transformer(pipe)
+
+
+@contextlib.contextmanager
+def job_options(pipe, options: dict | None, device=None):
+    """One job's advanced options on a shared pipeline for the duration of the job (`with job_options(...)`).
+
+    `options`: the fields of studio.advanced.AdvancedOptions as a plain dict (loras: [(path, scale)], step_cache,
+    compile, attention_backend, memory_mode, lora_partial), so a request crosses to a Ray worker as data. LoRA, step
+    cache and attention backend come off again afterwards; compiling and a memory mode stay (they cost minutes to
+    undo and change no result)."""
+    from engine.memory import apply_memory_mode
+
+    options = {**_DEFAULT_JOB_OPTIONS, **(options or {})}
+    if options == _DEFAULT_JOB_OPTIONS:
+        yield
+        return
+    memory_mode, loras = options["memory_mode"], [(str(p), float(s)) for p, s in options["loras"]]
+    if memory_mode != "auto" and memory_mode != getattr(pipe, "memory_mode", None):
+        apply_memory_mode(pipe, memory_mode, device)
+    if options["compile"] and not getattr(pipe, "compiled", False):
+        compile_transformer(pipe)
+        pipe.compiled = True
+    try:
+        if options["attention_backend"] != "native":
+            set_attention_backend(pipe, options["attention_backend"])
+        for path, scale in loras:
+            load_lora(pipe, path, scale, partial=options["lora_partial"])
+        if options["step_cache"]:
+            enable_step_cache(pipe, options["step_cache"])
+        yield
+    finally:
+        if options["step_cache"]:
+            pipe.transformer.disable_cache()
+            pipe.step_cache = None
+        if loras:
+            unload_lora(pipe)
+        if options["attention_backend"] != "native":
+            set_attention_backend(pipe, "native")
+
+
+_DEFAULT_JOB_OPTIONS = {"loras": [], "step_cache": 0.0, "compile": False, "attention_backend": "native",
+                        "memory_mode": "auto", "lora_partial": False}  # fmt: skip

@@ -9,7 +9,6 @@ A public studio takes none of them (they would change the shared pipeline for ev
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,33 +116,11 @@ def lora_report_text(pipe, lora_files) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
 def applied(pipe, options: AdvancedOptions | None, device=None):
-    """The job's options on the shared pipeline for the duration of the job (see the module)."""
-    from engine import speed
-    from engine.memory import apply_memory_mode
+    """The job's options on the shared pipeline for the duration of the job (see the module): a `with` block. The
+    engine applies them (engine.speed.job_options), so a resident Ray worker runs a job's options the same way."""
+    from dataclasses import asdict
 
-    if options is None or options.is_default():
-        yield
-        return
-    if options.memory_mode != "auto" and options.memory_mode != getattr(pipe, "memory_mode", None):
-        apply_memory_mode(pipe, options.memory_mode, device)
-    if options.compile and not getattr(pipe, "compiled", False):
-        speed.compile_transformer(pipe)
-        pipe.compiled = True
-    try:
-        if options.attention_backend != "native":
-            speed.set_attention_backend(pipe, options.attention_backend)
-        for path, scale in options.loras:
-            speed.load_lora(pipe, path, scale, partial=options.lora_partial)
-        if options.step_cache:
-            speed.enable_step_cache(pipe, options.step_cache)
-        yield
-    finally:
-        if options.step_cache:
-            pipe.transformer.disable_cache()
-            pipe.step_cache = None
-        if options.loras:
-            speed.unload_lora(pipe)
-        if options.attention_backend != "native":
-            speed.set_attention_backend(pipe, "native")
+    from engine.speed import job_options
+
+    return job_options(pipe, asdict(options) if options is not None else None, device)

@@ -28,6 +28,10 @@ class StudioOptions:
     device: str | None = None
     gpus: int = 1  # >1: every job runs as a torchrun worker group over this many GPUs (processes on CPU)
     auth: list[tuple[str, str]] | None = None  # --auth / HUMO_AUTH: each user sees only their own work
+    # issue 31: --ray ADDRESS / HUMO_RAY_ADDRESS renders every job on resident Ray workers (studio/pool.py); None: in
+    # this process, as always. ray_group_size > 1: each worker is a multi-GPU group of that many ranks.
+    ray_address: str | None = None
+    ray_group_size: int = 1
 
     # Limits in every mode: checked from headers before any decode.
     max_audio_seconds: float = 600.0  # a 10-minute voice; longer uploads are refused in well under a second
@@ -91,6 +95,7 @@ class StudioContext:
     board: JobBoard = field(default_factory=JobBoard)  # the Generate tab's queue list (studio/queue_view.py)
     startup_report: str = ""
     visitor_key: bytes = b""  # signs the visitor ids this studio issues (studio/owners.py); never leaves the server
+    pool: object | None = None  # studio.pool.StudioPool with --ray (issue 31), else None: jobs run in-process
 
     @classmethod
     def create(cls, options: StudioOptions) -> StudioContext:
@@ -108,6 +113,7 @@ class StudioContext:
         )
         from studio.eta import load_costs
         from studio.owners import visitor_key
+        from studio.pool import open_pool
 
         return cls(
             options=options,
@@ -116,6 +122,7 @@ class StudioContext:
             seconds_per_pass=load_costs(store),  # what this machine measured before the restart
             startup_report=report,
             visitor_key=visitor_key(store.data_dir),
+            pool=open_pool(options.ray_address, options.ray_group_size),
         )
 
     def pipeline(self, model_id: str | None = None):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine import registry
-from engine.errors import InputError
+from engine.errors import InputError, WorkerError
 from engine.generate import GenerationRequest, generate_to_file
 from engine.pipeline import GenerationInterrupted, mode_from_inputs
 from engine.plan import plan_run, run_frames
@@ -230,7 +230,10 @@ def run_job(
     def work() -> JobResult:
         video_rel = DataPaths.video_rel(gid)
         started = time.perf_counter()
-        if ctx.options.gpus > 1:
+        if ctx.pool is not None:  # issue 31 hook: a resident Ray worker renders it (studio/pool.py marks it running)
+            path, settings = ctx.pool.render(ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event,
+                                             on_progress, advanced, names)  # fmt: skip
+        elif ctx.options.gpus > 1:
             ctx.store.mark_running(gid)
             path, settings = run_worker_group(
                 ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress, advanced
@@ -248,6 +251,11 @@ def run_job(
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         return _finish(ctx, gid, video_rel, path, settings)
 
+    if ctx.pool is not None:  # issue 31 hook: the pool's workers are the turns (each renders one job at a time)
+        try:
+            return work()
+        except BaseException as exc:
+            return _end_row(ctx, gid, exc)
     return _in_turn(ctx, gid, stop_event, work)
 
 
@@ -283,6 +291,9 @@ def _end_row(ctx: StudioContext, gid: int, exc: BaseException) -> JobResult:
     if isinstance(exc, InputError):
         ctx.store.mark_failed(gid, str(exc))
         return JobResult(gid, "failed", error=str(exc), field=exc.field)
+    if isinstance(exc, WorkerError):  # issue 31: the Ray pool's own sentence (a worker died, none to be had)
+        ctx.store.mark_failed(gid, str(exc))
+        return JobResult(gid, "failed", error=str(exc))
     # The row and the page get a sentence, never the raw exception (it may name server paths or internals); the
     # server's log keeps the traceback under the job's number.
     log.error("job %s failed", gid, exc_info=(type(exc), exc, exc.__traceback__))
@@ -375,7 +386,8 @@ def _thumbnail(video: Path, out: Path) -> None:
 def _remember_speed(ctx: StudioContext, model_id: str, settings: dict, seconds: float) -> None:
     """Learn this machine's costs from the job's timings (studio/eta.py); the wall time is stored with the row."""
     settings.setdefault("timings", {})["job_s"] = seconds
-    pipe = ctx._pipelines.get(model_id) if ctx.options.gpus <= 1 else None  # a worker group has none here
+    in_process = ctx.options.gpus <= 1 and ctx.pool is None  # a worker group or a Ray worker holds it elsewhere
+    pipe = ctx._pipelines.get(model_id) if in_process else None
     eta.record(ctx, model_id, settings, seconds, pipe)
 
 

@@ -988,7 +988,11 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
     api_inputs = tab.form.get(API_INPUTS)
     outputs = [tab.result.video, tab.result.gallery_id, tab.result.status, tab.result.preview,
                *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
-    job = {"concurrency_id": "gpu", "concurrency_limit": 1, "preprocess": False, "validator": runner.admit_job}
+    from studio.pool import job_slots  # issue 31: with --ray many jobs go on to the pool at once
+
+    pooled = runner.ctx.pool is not None
+    job = {"concurrency_id": "pool" if pooled else "gpu", "concurrency_limit": job_slots(runner.ctx),
+           "preprocess": False, "validator": runner.admit_job}  # fmt: skip
     # trigger_mode="multiple": a second click queues a second job (listed below) instead of being ignored
     run_event = tab.result.run.click(runner.on_generate, api_inputs + tab.form.get(PAGE_INPUTS) + [visitor],
                                      outputs, api_visibility="private", trigger_mode="multiple", **job)  # fmt: skip

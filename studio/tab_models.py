@@ -188,4 +188,14 @@ def build_models_tab(ctx: StudioContext) -> dict:
     c["refresh"].click(
         lambda: (models_table(), memory_text(ctx)), None, [c["table"], c["memory"]], queue=False, **private
     )
+    if ctx.pool is not None:  # issue 31: the Ray workers jobs render on (read-only)
+        c["pool"] = gr.Dataframe(pool_table(ctx), label="Ray workers", interactive=False, elem_id="pool-table")
+        c["refresh"].click(lambda: pool_table(ctx), None, c["pool"], queue=False, **private)
     return c
+
+
+def pool_table(ctx: StudioContext) -> pd.DataFrame:
+    """One row per Ray worker: node, ranks, the model it holds, busy / idle / starting, jobs done."""
+    from studio.pool import POOL_HEADERS
+
+    return pd.DataFrame(ctx.pool.rows(), columns=POOL_HEADERS)
