@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from engine import dub, media
+    from engine import dub, known_latents, media
     from engine.nano import load_nano_pipeline
     from training import synth
 
@@ -106,7 +106,7 @@ def main() -> None:
 
     for name, identity, scene, pair, mask, start in clips:
         source = pair["video_a"]
-        roundtrip = pipe.decode_latents(pipe._vae_encode(dub.video_tensor(source, len(source), *size)))[0]
+        roundtrip = pipe.decode_latents(pipe._vae_encode(known_latents.video_tensor(source, len(source), *size)))[0]
         roundtrip = media.to_uint8(((roundtrip.permute(1, 2, 3, 0) + 1) / 2).numpy())
         floor = float(np.abs(roundtrip.astype(np.float32) - source.astype(np.float32))[mask == 0].mean())
         caption = synth.caption_for(identity, scene)

@@ -309,7 +309,7 @@ def _shared_seed(seed: int) -> int:
 def cmd_generate(args, argv: list[str] | None = None) -> int:
     import os
 
-    from engine.registry import best_available_model, load_pipeline
+    from engine.registry import best_available_model, get_spec, load_pipeline
 
     if args.gpus > 1 and not os.environ.get("HUMO_DISTRIBUTED_CHILD") and not args.ray:
         from engine.distributed import launch_generate
@@ -325,7 +325,9 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
     model_id = args.model or best_available_model()
     from engine.speed import apply_recipe, apply_scale_options, cli_options_record
 
-    apply_recipe(args, model_id)  # before loading: a recipe picks the sampler
+    if getattr(args, "recipe", None):  # before loading: a recipe picks the sampler
+        spec = get_spec(model_id)
+        apply_recipe(args, spec.base or spec.id)
     if args.ray:  # issue 31: on resident Ray workers; the model is not loaded here (engine/workers.py)
         from engine.workers import generate_on_pool
 

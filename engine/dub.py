@@ -33,11 +33,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from engine import media
 from engine.audio import SAMPLING_RATE, check_voice, load_audio, num_video_frames, probe_audio, snap_frames
 from engine.errors import InputError
+from engine.known_latents import KEEP
 
 FPS = 25  # the model's frame rate; sources at other rates are resampled and the settings say so
 DETECT_SIZE = 256  # frames are upscaled to at least this short side before the Haar cascade
@@ -52,7 +52,6 @@ EXTEND_POLICIES = ("pingpong", "trim")
 STILL_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe", "avif"}
 STILL_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "jpeg2000", "av1_image"}
 FACE_WIDTH = 0.85  # Haar's boxes are square and faces narrower (~0.75 wide/high): the ellipse is this share wide
-KEEP = 1 / 255  # mask values below this leave a uint8 pixel unchanged, so such latent cells are kept too
 
 
 # ---------------------------------------------------------------------------------------------- source video
@@ -334,24 +333,6 @@ def load_mask(mask, size: tuple[int, int], frames: int, name: str = "The mask") 
     return np.clip(mask, 0, 1).astype(np.float32)
 
 
-def latent_mask(pixel_mask: np.ndarray, stride: int = 8) -> np.ndarray:
-    """[T = 4n+1, H, W] pixel mask -> {0, 1} float32 [F_lat, H/stride, W/stride] on the latent grid: a latent frame
-    is generated wherever any of its video frames (0; 4j-3 .. 4j) has mask, and a cell wherever any of its pixels has
-    (a max pool), so the pixel composite's soft edge always lies over generated latents."""
-    frames, height, width = pixel_mask.shape
-    if frames < 1 or (frames - 1) % 4 or height % stride or width % stride:
-        raise InputError(
-            f"A pixel mask needs 4n+1 frames and a size divisible by {stride} (got {frames}x{height}x{width}).",
-            field="mask",
-        )
-    from engine.faces import latent_frame_groups
-
-    groups = latent_frame_groups(frames)
-    union = np.stack([pixel_mask[g.start : g.stop].max(axis=0) for g in groups])
-    cells = union.reshape(len(groups), height // stride, stride, width // stride, stride).max(axis=(2, 4))
-    return (cells >= KEEP).astype(np.float32)
-
-
 def composite(generated: np.ndarray, source: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 frames: `generated` inside the mask, `source` outside, blended on the feathered edge. Where the mask is
     0 the result is the source's own pixels."""
@@ -365,56 +346,6 @@ def mask_preview(frame: np.ndarray, mask: np.ndarray, colour=(255, 60, 60)) -> n
     """The frame with the mask tinted over it (what the studio shows before a dub)."""
     m = mask[..., None].astype(np.float32) * 0.55
     return np.clip(frame * (1 - m) + np.array(colour, np.float32) * m, 0, 255).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------- pipeline inputs
-def check_video_and_mask(video, mask, height: int, width: int) -> None:
-    """The pipeline's cheap checks of `video=` / `mask=`, before any encoder runs."""
-    if video is None or mask is None:
-        raise InputError(
-            "Dubbing needs both video= (the source frames) and mask= (1 where to re-animate); "
-            "engine.dub.face_mask builds a mask from the face.",
-            field="mask" if mask is None else "video",
-        )
-    shape = tuple(video.shape)
-    if len(shape) != 4 or shape[-1] != 3 or shape[1:3] != (height, width):
-        raise InputError(
-            f"video must be frames [F, {height}, {width}, 3] at the generation size (got {list(shape)}); "
-            "engine.dub resizes a source to the model size.",
-            field="video",
-        )
-    spatial = tuple(mask.shape[-2:])
-    if mask.ndim not in (3, 5) or spatial not in ((height, width), (height // 8, width // 8)):
-        raise InputError(
-            f"mask must be [F, {height}, {width}] (pixels) or [F_lat, {height // 8}, {width // 8}] (latent grid); "
-            f"got {list(mask.shape)}.",
-            field="mask",
-        )
-
-
-def video_tensor(video, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """Source frames -> [1, 3, num_frames, H, W] in [-1, 1] for the VAE (uint8 or float in [0, 1])."""
-    if len(video) < num_frames:
-        raise InputError(
-            f"The source video has {len(video)} frames; this dub makes {num_frames}: extend it (engine.dub.fit_frames) "
-            "or shorten the audio.",
-            field="video",
-        )
-    frames = torch.as_tensor(np.asarray(video[:num_frames]))
-    frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-    return (frames.permute(3, 0, 1, 2)[None] * 2 - 1).contiguous()
-
-
-def latent_mask_tensor(mask, latent_shape: tuple[int, int, int], stride: int = 8) -> torch.Tensor:
-    """A pixel or latent-grid mask -> [1, 1, F_lat, h, w] matching the source latents."""
-    f_lat, h, w = latent_shape
-    mask = torch.as_tensor(np.asarray(mask, np.float32)) if not isinstance(mask, torch.Tensor) else mask.float()
-    mask = mask.reshape(mask.shape[-3:]) if mask.ndim == 5 else mask
-    if tuple(mask.shape[-2:]) != (h, w):  # pixels: reduce the clip's 4(F_lat - 1) + 1 frames to the latent grid
-        mask = torch.from_numpy(latent_mask(mask[: 4 * (f_lat - 1) + 1].numpy(), stride))
-    if mask.shape[0] < f_lat:
-        raise InputError(f"mask covers {mask.shape[0]} latent frames; the video needs {f_lat}.", field="mask")
-    return mask[:f_lat][None, None]
 
 
 # ---------------------------------------------------------------------------------------------- the dub

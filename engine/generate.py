@@ -16,9 +16,8 @@ import transformers
 from engine import media, provenance
 from engine.guidance import GuidanceSchedule
 from engine.pipeline import HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
+from engine.provenance import ENGINE_VERSION
 from engine.registry import MODELS, display_id
-
-ENGINE_VERSION = "0.1.0"
 
 
 @dataclass

@@ -85,23 +85,6 @@ def check_chunking(chunk_frames: int, motion_frames: int) -> None:
         )
 
 
-def check_motion_frames(motion_frames, video, num_frames: int | None, height: int, width: int) -> None:
-    """The pipeline's cheap checks of `motion_frames=`, before any encoder runs."""
-    if video is not None:
-        raise InputError("Give either video= (dubbing) or motion_frames= (chunked generation), not both.", "video")
-    shape = tuple(np.shape(motion_frames))
-    if len(shape) != 4 or shape[1:] != (height, width, 3) or shape[0] % 4 != 1:
-        raise InputError(
-            f"motion_frames must be 4m+1 frames [M, {height}, {width}, 3] at the generation size (got {list(shape)}).",
-            field="motion_frames",
-        )
-    if num_frames is not None and shape[0] >= audio_lib.snap_frames(num_frames):
-        raise InputError(
-            f"motion_frames ({shape[0]}) must be fewer than the clip's frames ({num_frames}): nothing would be made.",
-            field="motion_frames",
-        )
-
-
 def plan_chunks(
     num_frames: int, chunk_frames: int, motion_frames: int = DEFAULT_MOTION_FRAMES
 ) -> list[tuple[int, int]]:
@@ -365,7 +348,6 @@ __all__ = [
     "DEFAULT_MOTION_FRAMES",
     "NANO_CHUNK_FRAMES",
     "check_chunking",
-    "check_motion_frames",
     "chunk_seed",
     "chunked_record",
     "chunked_to_file",

@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from engine import audio as audio_lib
 from engine import guidance as guidance_lib
-from engine import media, speed
+from engine import known_latents, media, speed
 from engine import schedulers as _schedulers  # noqa: F401  (registers the HuMo schedulers for from_pretrained)
 from engine.defaults import SamplingDefaults
 from engine.errors import InputError
@@ -486,19 +486,15 @@ class HuMoPipeline(DiffusionPipeline):
         """Dubbing inputs -> `_Denoising.source`: the source frames encoded with the VAE (posterior mean, normalised),
         the mask on the latent grid (engine/dub.py: a pixel mask is reduced there) and the starting noise of the video
         frames, reused at every step like diffusers' inpainting pipelines."""
-        from engine import dub
-
-        pixels = dub.video_tensor(video, num_frames, height, width)
+        pixels = known_latents.video_tensor(video, num_frames, height, width)
         source = self._vae_encode(pixels).to(noise.device)
-        latent_mask = dub.latent_mask_tensor(mask, source.shape[2:], self.vae_scale_factor_spatial).to(noise.device)
-        return source, latent_mask, noise[:, :, : source.shape[2]].clone()
+        keep = known_latents.latent_mask_tensor(mask, source.shape[2:], self.vae_scale_factor_spatial)
+        return source, keep.to(noise.device), noise[:, :, : source.shape[2]].clone()
 
     def prepare_motion(self, motion_frames, height: int, width: int, noise: torch.Tensor):
         """Motion frames -> `_Denoising.source`: their latents, a mask that keeps all of them, and the starting noise of
         those latent frames. `_keep_source` then holds the clip's first latent frames to them at every step."""
-        from engine import dub
-
-        pixels = dub.video_tensor(motion_frames, len(motion_frames), height, width)
+        pixels = known_latents.video_tensor(motion_frames, len(motion_frames), height, width)
         source = self._vae_encode(pixels).to(noise.device)
         keep = torch.zeros(1, 1, *source.shape[2:], device=noise.device)
         return source, keep, noise[:, :, : source.shape[2]].clone()
@@ -606,13 +602,9 @@ class HuMoPipeline(DiffusionPipeline):
         schedule = self._check_call(output_type, callback_on_step_end_tensor_inputs, guidance, mode)
         device = self._execution_device
         if video is not None or mask is not None:  # cheap shape checks before any encoder runs
-            from engine import dub
-
-            dub.check_video_and_mask(video, mask, height, width)
+            known_latents.check_video_and_mask(video, mask, height, width)
         if motion_frames is not None:
-            from engine import live
-
-            live.check_motion_frames(motion_frames, video, num_frames, height, width)
+            known_latents.check_motion_frames(motion_frames, video, num_frames, height, width)
 
         # 2. Encode text (any given embeddings are zero-padded to 512 tokens like the encoder's own)
         prompt_embeds, negative_prompt_embeds = self._text_embeds(

@@ -28,6 +28,7 @@ import numpy as np
 from engine import media
 from engine.errors import HuMoError
 
+ENGINE_VERSION = "0.1.0"  # the claim generator's version in every label and C2PA manifest
 METHOD = "dwtDctSvd"
 ID_BITS, CRC_BITS = 32, 16
 MARK_BITS = ID_BITS + CRC_BITS
@@ -266,8 +267,6 @@ def sign_c2pa(
     c2pa = _c2pa()
     path = Path(path)
     signer = signer or c2pa_signer(cert, key)
-    from engine.generate import ENGINE_VERSION
-
     manifest = {
         "claim_generator_info": [{"name": "HuMo Studio", "version": ENGINE_VERSION}],
         "title": path.name,

@@ -98,22 +98,20 @@ FAST_RECIPES = {
 }
 
 
-def apply_recipe(args: argparse.Namespace, model_id: str) -> None:
+def apply_recipe(args: argparse.Namespace, base_model: str) -> None:
     """Fill the CLI's sampling options from `--recipe` (steps, scheduler, guidance, LoRA scale) where not given.
 
     The recipe's LoRA must be passed with `--lora FILE` (it is a download of its own); a recipe for another model is
-    refused by name."""
+    refused by name. `base_model`: the registered model the chosen one is (itself, or the base of a fine-tune or file),
+    which the caller reads from the registry (this module sits below it)."""
     name = getattr(args, "recipe", None)
     if not name:
         return
     if name not in FAST_RECIPES:
         raise InputError(f"Unknown recipe {name!r}: use one of {', '.join(FAST_RECIPES)}.", field="recipe")
     recipe = FAST_RECIPES[name]
-    from engine.registry import get_spec
-
-    spec = get_spec(model_id)
-    if (spec.base or spec.id) != recipe.model:
-        raise InputError(f"Recipe {name} is for {recipe.model}, not {spec.base or spec.id}.", field="recipe")
+    if base_model != recipe.model:
+        raise InputError(f"Recipe {name} is for {recipe.model}, not {base_model}.", field="recipe")
     if not args.lora:
         raise InputError(f"Recipe {name} needs its LoRA: get {recipe.lora} and pass --lora FILE.", field="recipe")
     args.lora = [spec_ if ":" in spec_ and not Path(spec_).exists() else f"{spec_}:{recipe.lora_scale:g}"

@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 import torch
 
-from engine import dub, media
+from engine import dub, known_latents, media
 from engine.audio import write_wav
 from engine.cli import main
 from engine.components import build_tiny_components
@@ -109,12 +109,12 @@ def test_two_faces_pick_by_index_or_point_and_only_that_face_changes():
 def test_latent_mask_covers_every_pixel_the_composite_takes_from_the_generation():
     pixels = np.zeros((9, 32, 32), np.float32)
     pixels[3, 10:12, 20:30] = 0.3  # video frame 3 belongs to latent frame 1 (frames 1..4)
-    latent = dub.latent_mask(pixels)
+    latent = known_latents.latent_mask(pixels)
     assert latent.shape == (3, 4, 4)
     assert latent[1].sum() == 2 and latent[1, 1, 2] == latent[1, 1, 3] == 1
     assert latent[0].sum() == 0 and latent[2].sum() == 0
     with pytest.raises(InputError, match="4n\\+1 frames"):
-        dub.latent_mask(np.zeros((8, 32, 32), np.float32))
+        known_latents.latent_mask(np.zeros((8, 32, 32), np.float32))
 
 
 def test_pingpong_never_jumps_back_to_the_start():
@@ -167,8 +167,8 @@ def test_latents_outside_the_mask_end_as_the_source_latents(request, variant, wi
     kwargs = dict(prompt="a person talks", image=video[0], audio=audio, height=32, width=32, num_inference_steps=3,
                   seed=1, output_type="latent", window_frames=window_frames, window_overlap=1)  # fmt: skip
     out = pipe(video=video, mask=mask, **kwargs).frames[0]
-    source = pipe._vae_encode(dub.video_tensor(video, 17, 32, 32))
-    keep = torch.from_numpy(1 - dub.latent_mask(mask))[None, None].bool().expand_as(source)
+    source = pipe._vae_encode(known_latents.video_tensor(video, 17, 32, 32))
+    keep = torch.from_numpy(1 - known_latents.latent_mask(mask))[None, None].bool().expand_as(source)
     assert keep.float().mean() > 0.3 and (~keep).any()
     torch.testing.assert_close(out[keep], source[keep], rtol=0, atol=1e-6)
     # inside the mask the model generated: not the source, and not the undubbed video either
@@ -188,8 +188,8 @@ def test_euler_scheduler_blends_with_scale_noise():
 
     out = pipe(prompt="x", image=video[0], audio=audio, video=video, mask=mask, height=32, width=32, seed=0,
                num_inference_steps=3, output_type="latent", callback_on_step_end=record).frames[0]  # fmt: skip
-    source = pipe._vae_encode(dub.video_tensor(video, 17, 32, 32))
-    keep = torch.from_numpy(1 - dub.latent_mask(mask))[None, None].bool().expand_as(source)
+    source = pipe._vae_encode(known_latents.video_tensor(video, 17, 32, 32))
+    keep = torch.from_numpy(1 - known_latents.latent_mask(mask))[None, None].bool().expand_as(source)
     noise = torch.randn(source.shape[0], 16, 6, 4, 4, generator=torch.Generator().manual_seed(0))[:, :, :5]
     sigma = float(pipe.scheduler.sigmas[1])  # after step 0 the latents sit at the next step's noise level
     expected = (1 - sigma) * source + sigma * noise
