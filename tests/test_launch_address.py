@@ -37,3 +37,18 @@ def test_make_run_uses_humo_port_over_a_stray_port_variable():
     )
     assert command({}).endswith("--host 127.0.0.1 --port 7860")
     assert command({"HUMO_PORT": "7999"}, "PORT=8080").endswith("--port 8080")
+
+
+def test_humo_trusted_proxies_is_a_hop_count_or_the_proxies_addresses():
+    """A count believes that many X-Forwarded-For hops (a Space: 1); addresses become the server's own
+    forwarded_allow_ips; unset trusts no proxy (uvicorn's default would trust loopback)."""
+    from studio.app import launch_options
+    from studio.context import StudioContext, StudioOptions
+
+    assert app.trusted_proxies("") == {"trusted_proxies": 0}
+    assert app.trusted_proxies("1") == {"trusted_proxies": 1}
+    assert app.trusted_proxies("10.0.0.5, 10.1.0.0/16") == {"proxy_addresses": "10.0.0.5, 10.1.0.0/16"}
+    options = StudioOptions(data_dir=None, model="tiny", public=True, proxy_addresses="10.0.0.5")
+    ctx = StudioContext(options, store=type("S", (), {"data_dir": Path("/nonexistent")})(), default_model="tiny")
+    launch_options(ctx)
+    assert os.environ.pop("FORWARDED_ALLOW_IPS") == "10.0.0.5"
