@@ -47,3 +47,13 @@ def db_url(request) -> str | None:
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture()
+def ctx(tmp_path):
+    """A local studio on the untrained tiny model over a fresh data folder (its own SQLite gallery)."""
+    from studio.context import StudioContext, StudioOptions
+
+    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
+    yield context
+    context.store.close()

@@ -11,19 +11,11 @@ from engine import guidance as g
 from engine.errors import InputError
 from engine.schedulers import official_timesteps
 from studio import guidance_editor, tab_gallery, tab_generate
-from studio.context import StudioContext, StudioOptions
 from studio.jobs import run_job
 from studio.queue_view import JobBoard
 from tests.test_pipeline import write_image, write_wav
 
 GRID = [int(t) for t in official_timesteps(50, 5.0)]
-
-
-@pytest.fixture()
-def ctx(tmp_path):
-    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
-    yield context
-    context.store.close()
 
 
 # ---------------------------------------------------------------------------------------------- engine schedules

@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 
 from studio import tab_generate
-from studio.context import StudioContext, StudioOptions
 from studio.jobs import _dub_estimate, _estimate, run_dub_job, run_job, validate_request
 from tests.media_files import write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = str(ROOT / "assets/examples/nano_face.png")
 EXAMPLE_VOICE = str(ROOT / "assets/examples/nano_speech.wav")  # 1.96 s: 49 frames
-
-
-@pytest.fixture()
-def ctx(tmp_path):
-    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
-    yield context
-    context.store.close()
 
 
 class ForwardCounter:

@@ -17,13 +17,6 @@ from tests.test_pipeline import write_image, write_wav
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def ctx(tmp_path):
-    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
-    yield context
-    context.store.close()
-
-
 def request(tmp_path, **kw) -> GenerationRequest:
     base = dict(
         prompt="a person talks",

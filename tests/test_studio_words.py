@@ -3,19 +3,9 @@ gets one clear sentence; Delete asks first; a stop is not an error."""
 
 from __future__ import annotations
 
-import pytest
-
 from studio import tab_gallery, tab_models
-from studio.context import StudioContext, StudioOptions
 from studio.jobs import run_job
 from tests.test_studio_callbacks import request
-
-
-@pytest.fixture()
-def ctx(tmp_path):
-    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
-    yield context
-    context.store.close()
 
 
 def test_download_states_its_size_and_the_free_disk_first(monkeypatch, tmp_path):

@@ -10,16 +10,8 @@ import pytest
 
 from engine.errors import InputError
 from studio import tab_train
-from studio.context import StudioContext, StudioOptions
 from studio.store import LOCAL_OWNER
 from tests.test_model_folders import make_final
-
-
-@pytest.fixture()
-def ctx(tmp_path):
-    context = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
-    yield context
-    context.store.close()
 
 
 def write_run(ctx, name: str, rows: list[dict]) -> None:

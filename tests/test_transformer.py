@@ -68,10 +68,17 @@ def test_full_preset_parameter_counts(preset, params, keys):
     assert sum(p.numel() for p in model.audio_proj.parameters()) == 39_088_128
 
 
-def test_fp32_islands_declared():
-    keep = HuMoTransformer3DModel._keep_in_fp32_modules
-    for name in ["rope", "time_embedder", "scale_shift_table", "norm_audio", "norm2"]:
-        assert name in keep
+def test_fp32_islands_stay_fp32_when_loaded_in_bf16(tiny, tmp_path):
+    """Loaded in bf16 (as on a GPU), the official fp32 islands keep fp32 weights and everything else is bf16."""
+    tiny.save_pretrained(tmp_path / "t")
+    model = HuMoTransformer3DModel.from_pretrained(tmp_path / "t", torch_dtype=torch.bfloat16)
+    keep = set(HuMoTransformer3DModel._keep_in_fp32_modules)
+    islands = set()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        island = keep.intersection(name.split("."))
+        islands |= island
+        assert tensor.dtype == (torch.float32 if island else torch.bfloat16), name
+    assert {"rope", "time_embedder", "scale_shift_table", "norm_audio", "norm2"} <= islands
 
 
 def naive_audio_attention(attn, x, audio, frames, per_frame):
