@@ -324,3 +324,30 @@ def test_the_cli_batch_runs_on_the_pool(studio, cluster, tmp_path, capsys):
     assert [f.name for f in files] == [f"case{i}_seed4.mp4" for i in range(3)]
     assert [read_settings(f)["prompt"] for f in files] == [f"a person talks {i}" for i in range(3)]
     assert capsys.readouterr().out.count("(worker w") == 3
+
+
+def test_a_real_studio_server_with_ray_renders_an_api_job_on_the_pool(cluster, inputs, tmp_path):
+    """`python app.py --ray ADDRESS` as a served studio: a /generate call through gradio_client renders on a worker
+    (the studio's process loads no pipeline) and comes back as the page's video and gallery row. Runs after the CLI
+    test, whose batch gave the slots back."""
+    from gradio_client import Client, handle_file
+
+    from tests.studio_server import running_studio
+
+    ray_cluster, node_names = cluster
+    face, voice = inputs
+    with running_studio(tmp_path / "data", ray_address=ray_cluster.address) as (url, ctx):
+        try:
+            assert ctx.pool is not None
+            result = Client(url, verbose=False).predict(
+                "a woman speaks", handle_file(face), handle_file(voice), "", "tiny", "custom", 32, 32, 0, 2, 42,
+                api_name="/generate",
+            )  # fmt: skip
+            video, gallery_id, status = result[:3]
+            assert "done" in status, status
+            row = ctx.store.get(int(gallery_id))
+            assert row.status == "done" and row.seed == 42 and ctx.store.abs_path(row.video_path).is_file()
+            assert ctx._pipelines == {}  # rendered by a worker, not in the studio's process
+            assert [node_names[a["node_id"]] for a in ctx.pool.pool.history] in (["a"], ["b"])
+        finally:
+            ctx.pool.shutdown()
