@@ -329,8 +329,6 @@ def cmd_generate(args, argv: list[str] | None = None) -> int:
         spec = get_spec(model_id)
         apply_recipe(args, spec.base or spec.id)
     if args.ray:  # issue 31: on resident Ray workers; the model is not loaded here (engine/workers.py)
-        from engine.workers import generate_on_pool
-
         return generate_on_pool(args, model_id)
     pipe = load_pipeline(model_id, device=device, scheduler=args.scheduler, memory_mode=args.memory_mode or "auto")
 
@@ -479,6 +477,70 @@ COMMANDS = {
     "verify": cmd_verify,
     "dub": cmd_dub,
 }
+
+
+# ---------------------------------------------------------------------------------------------- generate --ray
+def generate_on_pool(args, model_id: str) -> int:
+    """`python -m engine generate --ray ADDRESS ...` (a --cases batch or one --prompt): every video rendered on the
+    cluster's resident workers at once, the model never loaded here. Requests are built as the CLI builds them, from
+    the model's spec (its sampling defaults) instead of a loaded pipeline. Returns the exit code (1 if any job failed)."""
+    import threading
+    from types import SimpleNamespace
+
+    from engine.registry import get_spec, model_source
+    from engine.speed import cli_options_record, lora_specs
+    from engine.workers import WorkerPool, job_dict
+
+    if args.scheduler != "unipc":
+        raise InputError("--ray renders with each model's own scheduler (unipc); leave out --scheduler.",
+                         field="scheduler")  # fmt: skip
+    spec = get_spec(model_id)  # what the CLI's requests read from a loaded pipeline, from the model's spec
+    model = SimpleNamespace(model_id=model_id, variant=spec.variant, sampling_defaults=spec.sampling_defaults())
+    if args.cases:
+        items = [(name, clean_case_prompt(case["prompt"]), case.get("img_paths") or [], case.get("audio_path"),
+                  Path(args.out_dir) / f"{name}_seed{{seed}}.mp4") for name, case in _load_cases(args.cases).items()]  # fmt: skip
+    elif args.prompt:
+        out = Path(args.out) if args.out else Path(args.out_dir) / "humo_seed{seed}.mp4"
+        items = [("humo", args.prompt, args.image, args.audio, out)]
+    else:
+        raise InputError("generate needs --prompt (or --cases FILE.json).", field="prompt")
+    options = {"loras": lora_specs(args.lora), "step_cache": args.step_cache or 0.0, "compile": args.compile,
+               "attention_backend": args.attention_backend or "native", "memory_mode": args.memory_mode or "auto",
+               "lora_partial": args.lora_partial}  # fmt: skip
+    options["loras"] = [(str(Path(p).resolve()), s) for p, s in options["loras"]]  # workers run elsewhere
+    source = model_source(model_id)  # a named folder as its path, a local folder or file as an absolute one
+    source = str(Path(source).resolve()) if Path(source).exists() else source
+    jobs = []
+    for _, prompt, images, audio, out in items:
+        request = _request(model, args, prompt, [str(Path(p).resolve()) for p in images],
+                           str(Path(audio).resolve()) if audio else None)  # fmt: skip
+        if request.seed is None:
+            request.seed = int.from_bytes(os.urandom(4), "big") >> 1
+        path = Path(str(out).replace("{seed}", str(request.seed))).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        jobs.append(job_dict(source, request, path, options=options, record=cli_options_record(args)))
+    pool = WorkerPool(args.ray, group_size=max(1, args.gpus), parallel=args.parallel)
+    results: list[dict] = [{} for _ in jobs]
+
+    def one(index: int) -> None:
+        results[index] = pool.run(jobs[index])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        pool.shutdown()  # a batch's workers end with it (a studio keeps its own)
+    for job, result in zip(jobs, results, strict=True):
+        if result["status"] == "done":
+            settings = result["settings"]
+            print(f"wrote {result['path']} seed={settings['seed']} frames={settings['num_frames']} "
+                  f"mode={settings['mode']} (worker {result['worker_id']})")  # fmt: skip
+        else:
+            print(f"failed {job['out_path']}: {result.get('error')}")
+    return 0 if all(r["status"] == "done" for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,14 +7,13 @@ import os
 import gradio as gr
 from starlette.middleware import Middleware
 
-from engine.errors import HuMoError
 from studio import admission
 from studio.api_values import FileValueGuard
 from studio.context import StudioContext, StudioOptions
 from studio.guards import LoginRequired, SessionGuard
+from studio.models import model_choices
 from studio.owners import BROWSER_STORAGE_SECRET, renew_visitor
 from studio.serving import SERVED, cache_sweeper
-from studio.store import LOCAL_OWNER
 from studio.tab_gallery import build_gallery_tab
 from studio.tab_generate import SHORTCUT_JS, build_generate_tab, wire_page_load
 from studio.tab_models import build_models_tab
@@ -30,53 +29,6 @@ NANO_BANNER = (
     "reference and the mouth opens and closes with the voice, but faces are smeared and the sync is loose. "
     "For real people get `python -m engine download humo-1.7b` (or `humo-17b`) and restart the studio."
 )
-
-
-def model_choices(ctx: StudioContext, owner: str = LOCAL_OWNER) -> list[str]:
-    """Models a job may use: those present, the default, and (outside public mode) `owner`'s finished runs."""
-    from engine.registry import list_models
-
-    choices = [m["id"] for m in list_models() if m["present"]]
-    if not ctx.options.public:  # GGUF / fp8 / fp16 HuMo files under the models folder (engine/models/single_file.py)
-        choices += single_file_models()
-        try:  # finished fine-tuning checkpoints, when the training tab is installed
-            from studio.tab_train import list_checkpoints
-
-            choices += [finetune_id(name, path) for name, path in list_checkpoints(ctx.store.data_dir, owner)]
-        except ImportError:
-            pass
-        choices = [c for c in choices if c]
-    if ctx.default_model not in choices:
-        choices.insert(0, ctx.default_model)
-    return choices
-
-
-def finetune_id(run: str, final: str) -> str | None:
-    """A finished run's `final/` as a named model, "run:<run>" (engine.registry.register_folder): every door takes
-    the name, and the gallery and the mp4 record it rather than the server path. None where the folder is not a
-    model (a broken or foreign final/)."""
-    from engine.errors import InputError
-    from engine.registry import register_folder
-
-    try:
-        return register_folder(f"run:{run}", final).id
-    except InputError:
-        return None
-
-
-def single_file_models() -> list[str]:
-    """HuMo transformer files under HUMO_MODELS_DIR whose base model's VAE and encoders are present."""
-    from engine.models.single_file import find_weight_files
-    from engine.registry import get_spec, models_dir
-
-    found = []
-    for report in find_weight_files(models_dir()):
-        try:
-            if report.is_humo and get_spec(report.path).is_present():
-                found.append(report.path)
-        except HuMoError:  # no registered model has its encoders: `python -m engine info` says so
-            continue
-    return found
 
 
 def build_app(ctx: StudioContext) -> gr.Blocks:

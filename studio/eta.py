@@ -342,7 +342,7 @@ def plan_of_settings(settings: dict, model_id: str, device: str) -> Plan:
         int(settings["num_frames"]),
         int(settings["height"]),
         int(settings["width"]),
-        _shift(model_id),
+        sampling_shift(model_id),
         references=len(settings.get("images") or []),
         audio=bool(settings.get("audio")),
         window_frames=settings.get("window_frames"),
@@ -445,10 +445,10 @@ def estimate(
     costs = costs_of(ctx, model_id)
     device = costs.device if costs else "cpu"
     max_passes = max(schedule.passes_per_step(_timesteps(steps, model_id)))
-    plan = plan_job(schedule, steps, frames, height, width, _shift(model_id), references, audio, window_frames,
+    plan = plan_job(schedule, steps, frames, height, width, sampling_shift(model_id), references, audio, window_frames,
                     window_overlap)  # fmt: skip
     if not batches_branches(device, plan.tokens, max_passes):
-        plan = plan_job(schedule, steps, frames, height, width, _shift(model_id), references, audio, window_frames,
+        plan = plan_job(schedule, steps, frames, height, width, sampling_shift(model_id), references, audio, window_frames,
                         window_overlap, batched=False)  # fmt: skip
     pipe = ctx._pipelines.get(model_id) if probe else None
     if pipe is not None:
@@ -527,16 +527,20 @@ def seconds_text(value: float) -> str:
     return f"{value / 60:.1f} min"
 
 
-def _shift(model_id: str) -> float:
-    from studio.tab_generate import sampling_shift  # the one place that knows a model's timestep grid
+def sampling_shift(model_id: str) -> float:
+    """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls): the one
+    place the studio learns it; a fine-tune samples on its base's grid (HuMo-nano's: shift 2)."""
+    from engine import registry
+    from engine.schedulers import DEFAULT_SHIFT
 
-    return sampling_shift(model_id)
+    spec = registry.find_spec(model_id)
+    return spec.flow_shift if spec else DEFAULT_SHIFT
 
 
 def _timesteps(steps: int, model_id: str):
     from engine.schedulers import official_timesteps
 
-    return official_timesteps(max(1, int(steps)), _shift(model_id))
+    return official_timesteps(max(1, int(steps)), sampling_shift(model_id))
 
 
 __all__ = ["Estimate", "ModelCosts", "Plan", "describe", "estimate", "plan_job", "record", "remaining_s"]

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from engine import registry
@@ -29,32 +29,12 @@ from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
 from studio.paths import DataPaths
+from studio.progress import JobProgress, JobResult
 from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
 from studio.store import LOCAL_OWNER
 
 log = logging.getLogger(__name__)
 PREVIEW_EVERY_S = 1.0  # latent previews cost a small matmul; one a second keeps the page lively and cheap
-
-
-@dataclass
-class JobProgress:
-    generation_id: int | None
-    step: int = 0
-    total: int = 0
-    elapsed_s: float = 0.0
-    remaining_s: float | None = None
-    preview: object | None = None  # PIL image
-    message: str = ""
-
-
-@dataclass
-class JobResult:
-    generation_id: int
-    status: str  # done | failed | stopped
-    video_path: Path | None = None
-    settings: dict = field(default_factory=dict)
-    error: str | None = None
-    field: str | None = None
 
 
 def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict[str, str] | None = None) -> int:
@@ -121,11 +101,10 @@ def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_
     """What a job costs in transformer passes and tokens (steps × guidance passes, windows for long videos)."""
     from engine.guidance import GuidanceSchedule
     from engine.schedulers import official_timesteps
-    from studio.tab_generate import sampling_shift
 
     model_id = model_id or ctx.default_model
     schedule = GuidanceSchedule.from_dict(request.guidance) if request.guidance else None
-    timesteps = official_timesteps(request.num_inference_steps, sampling_shift(model_id))
+    timesteps = official_timesteps(request.num_inference_steps, eta.sampling_shift(model_id))
     if schedule is None:  # what the pipeline runs when none is given: the model's preset
         spec = registry.get_spec(model_id)
         schedule = spec.sampling_defaults().guidance(spec.variant, mode_from_inputs(bool(request.images),

@@ -38,7 +38,7 @@ class StudioPool:
         from engine.pipeline import GenerationInterrupted
         from engine.registry import model_source
         from engine.workers import job_dict
-        from studio.jobs import JobProgress
+        from studio.progress import JobProgress
 
         job = job_dict(model_source(model_id), request, out, options=asdict(advanced) if advanced else None,
                        record=advanced.record(names) if advanced else None)  # fmt: skip

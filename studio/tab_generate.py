@@ -23,6 +23,7 @@ from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
 from studio import admission, advanced, guidance_editor, inputs
 from studio.context import StudioContext
+from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
 from studio.owners import request_owner
 from studio.serving import served_copy
@@ -83,12 +84,6 @@ def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale
     return guidance_lib.preset_schedule(
         preset, variant, mode, scale_t=scale_t, scale_i=scale_i, scale_a=scale_a, switch_timestep=switch_timestep
     ).validate()
-
-
-def sampling_shift(model_id: str) -> float:
-    """The flow shift a model samples with (its timestep grid, on which the schedule's switch step falls)."""
-    spec = registry.find_spec(model_id)  # a fine-tune samples on its base's grid (HuMo-nano's: shift 2)
-    return spec.flow_shift if spec else DEFAULT_SHIFT
 
 
 def guidance_plot_data(schedule, steps: int, shift: float = DEFAULT_SHIFT) -> pd.DataFrame:
@@ -222,7 +217,7 @@ def _blank(value) -> bool:
 
 def _model_ids(ctx: StudioContext) -> list[str]:
     """Models a job may name: those present, the studio's default, and (local mode) finished checkpoints."""
-    from studio.app import model_choices
+    from studio.models import model_choices
 
     return model_choices(ctx)
 

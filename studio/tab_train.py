@@ -1,7 +1,7 @@
 """Train tab: build a dataset, launch stage 1 / stage 2 fine-tunes as separate processes, follow and stop them.
 
 Runs live in `<data>/runs/<name>/` (config, train.log, metrics.jsonl, checkpoints/, validation/, final/). A finished
-run's `final/` folder appears in the Generate tab's model picker as `run:<name>` (studio.app.finetune_id); its validation videos
+run's `final/` folder appears in the Generate tab's model picker as `run:<name>` (studio.models.finetune_id); its validation videos
 (`validation/step_NNNNNN.mp4`, written by the trainer) show in the run status area.
 """
 
@@ -21,33 +21,13 @@ import yaml
 
 from engine.errors import InputError
 from studio.context import StudioContext
+from studio.models import OWNER_FILE, list_checkpoints, run_owner, runs_dir
 from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.store import LOCAL_OWNER
 
 PROCESSES: dict[str, subprocess.Popen] = {}  # run name -> the training process this studio started
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def runs_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "runs"
-
-
-OWNER_FILE = "owner.txt"  # who started the run (runs made before owners existed: the local owner)
-
-
-def run_owner(run_dir: Path) -> str:
-    path = Path(run_dir) / OWNER_FILE
-    return path.read_text().strip() if path.is_file() else LOCAL_OWNER
-
-
-def list_checkpoints(data_dir: str | Path, owner: str = LOCAL_OWNER) -> list[tuple[str, str]]:
-    """(label, path) of every finished run of `owner` (a `final/` diffusers folder)."""
-    found = []
-    for final in sorted(runs_dir(Path(data_dir)).glob("*/final")):
-        if (final / "config.json").exists() and run_owner(final.parent) == owner:
-            found.append((final.parent.name, str(final)))
-    return found
 
 
 def list_runs(data_dir: Path, owner: str = LOCAL_OWNER) -> list[str]:
@@ -253,7 +233,7 @@ def run_validations(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> 
 def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tuple[object, list[str]]:
     """The Generate tab's model choices when they changed since `known` (a run finished, a checkpoint appeared),
     else no change: the dropdown is only touched when there is something new in it."""
-    from studio.app import model_choices
+    from studio.models import model_choices
 
     choices = model_choices(ctx, owner)
     if choices == known:

@@ -324,8 +324,8 @@ def test_bundled_student_is_small_and_listed():
 
 
 def test_studio_model_choices_show_the_student(student_dir, monkeypatch, tmp_path):
-    from studio.app import model_choices
     from studio.context import StudioContext, StudioOptions
+    from studio.models import model_choices
     from studio.tab_generate import make_request
 
     monkeypatch.setenv("HUMO_NANO_STUDENT_DIR", str(student_dir))

@@ -40,7 +40,7 @@ def test_plan_counts_the_forwards_and_passes_the_pipeline_makes(ctx, tmp_path):
     finally:
         pipe.transformer.forward = forward
     schedule = pipe.default_guidance("TIA")
-    plan = eta.plan_job(schedule, 4, out.num_frames, 32, 32, tab_generate.sampling_shift("tiny"), 1, True, 9, 1,
+    plan = eta.plan_job(schedule, 4, out.num_frames, 32, 32, eta.sampling_shift("tiny"), 1, True, 9, 1,
                         batched=out.timings["batched_branches"])  # fmt: skip
     assert plan.windows > 1 and plan.forwards == len(calls)
     assert plan.passes == sum(shape[0] for shape in calls)
@@ -141,8 +141,7 @@ def test_the_studio_plans_on_the_grid_the_model_samples(model, ctx):
     """The plot, keyframes and estimate use the timestep grid the loaded pipeline's scheduler really runs (HuMo-nano
     and its fine-tunes: shift 2, not Wan's 5; the student: its Euler grid)."""
     from engine import nano
-    from studio.app import model_choices
-    from studio.tab_train import runs_dir
+    from studio.models import model_choices, runs_dir
     from tests.test_model_folders import make_final
 
     if model != "tiny" and not nano.is_student_present():

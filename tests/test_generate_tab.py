@@ -10,7 +10,7 @@ import pytest
 from engine import guidance as g
 from engine.errors import InputError
 from engine.schedulers import official_timesteps
-from studio import guidance_editor, tab_gallery, tab_generate
+from studio import eta, guidance_editor, tab_gallery, tab_generate
 from studio.jobs import run_job
 from studio.queue_view import JobBoard
 from tests.test_pipeline import write_image, write_wav
@@ -308,7 +308,7 @@ def test_custom_phases_run_as_typed_and_come_back(ctx, tmp_path, monkeypatch):
     schedule = g.GuidanceSchedule.from_dict(request.guidance)
     assert [(p.above, {str(b): w for b, w in p.weights.items()}) for p in schedule.phases] == [
         (p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]]  # fmt: skip
-    grid = [int(t) for t in official_timesteps(4, tab_generate.sampling_shift("tiny"))]
+    grid = [int(t) for t in official_timesteps(4, eta.sampling_shift("tiny"))]
     result = run_job(ctx, request, "tiny", names=names)
     assert result.status == "done"
     # the job's own calls (9 frames -> 3 latent frames + the reference, 32×48 -> 4×6); the time estimate's probes

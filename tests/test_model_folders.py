@@ -140,7 +140,7 @@ def test_python_api_with_only_inputs_renders_what_the_cli_renders(model, final, 
 def studio(tmp_path, final):
     """A studio whose data folder holds a finished run (its final/ is the `run:my-run` model)."""
     from studio.context import StudioContext, StudioOptions
-    from studio.tab_train import runs_dir
+    from studio.models import runs_dir
 
     ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "data", model="tiny"))
     shutil.copytree(final, runs_dir(ctx.store.data_dir) / "my-run" / "final")
@@ -158,7 +158,7 @@ def studio(tmp_path, final):
     ],
 )
 def test_picking_a_model_puts_its_own_defaults_in_the_controls(model, expected, studio):
-    from studio.app import model_choices
+    from studio.models import model_choices
     from studio.tab_generate import model_defaults
 
     if model.startswith("humo-nano") and not nano.is_student_present():
@@ -184,8 +184,8 @@ def preset_scales_of(preset: str, official: dict) -> list:
 def test_studio_default_controls_render_what_the_python_api_renders(model, studio, voice, monkeypatch):
     """The Generate tab's make_request with the controls a picked model puts in (and the form's other defaults),
     run as a studio job, hands the mp4 writer the frames `pipe(prompt=, image=, audio=, seed=)` gives."""
-    from studio.app import model_choices
     from studio.jobs import run_job
+    from studio.models import model_choices
     from studio.tab_generate import make_request, model_defaults
 
     if model.startswith("humo-nano") and not nano.is_student_present():

@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.generate import GenerationRequest
-from studio import tab_gallery, tab_generate
+from studio import eta, tab_gallery, tab_generate
 from studio.context import StudioContext, StudioOptions
 from studio.jobs import JobProgress, JobResult, run_job, stream_job
 from tests.test_pipeline import write_image, write_wav
@@ -54,7 +54,7 @@ def test_guidance_plot_and_estimate(ctx):
     assert len(text) == 50 and text[:5] == [5.0] * 5 and text[5:] == [3.0] * 45  # the time-adaptive switch
     assert set(frame.modality) == {"text", "image", "audio"}
     # HuMo-nano samples with flow shift 2: its grid leaves 980 after 2 steps, not 5, and the plot shows that
-    nano = tab_generate.guidance_plot_data(schedule, 50, tab_generate.sampling_shift("humo-nano"))
+    nano = tab_generate.guidance_plot_data(schedule, 50, eta.sampling_shift("humo-nano"))
     assert nano[nano.modality == "text"].sort_values("step")["weight"].tolist()[:3] == [5.0, 5.0, 3.0]
     estimate = tab_generate.estimate_text(ctx, "humo-17b", schedule, 50, 97, 480, 832)
     assert "3 transformer passes per step" in estimate and "150" in estimate

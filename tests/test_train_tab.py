@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputError
-from studio import tab_train
+from studio import models, tab_train
 from studio.store import LOCAL_OWNER
 from tests.test_model_folders import make_final
 
 
 def write_run(ctx, name: str, rows: list[dict]) -> None:
-    run = tab_train.runs_dir(ctx.store.data_dir) / name
+    run = models.runs_dir(ctx.store.data_dir) / name
     run.mkdir(parents=True)
     (run / "run.yaml").write_text("steps: 10\n")
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -76,10 +76,10 @@ def test_finished_runs_reach_the_model_picker_once(ctx):
     assert update["choices"] == known and not any(c.startswith("checkpoint:") for c in known)
     unchanged, same = tab_train.picker_update(ctx, LOCAL_OWNER, known)
     assert "choices" not in unchanged and same == known
-    broken = tab_train.runs_dir(ctx.store.data_dir) / "broken-run" / "final"
+    broken = models.runs_dir(ctx.store.data_dir) / "broken-run" / "final"
     broken.mkdir(parents=True)
     (broken / "config.json").write_text("{}")  # not a model: never offered
-    make_final(tab_train.runs_dir(ctx.store.data_dir) / "done-run")
+    make_final(models.runs_dir(ctx.store.data_dir) / "done-run")
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, known)
     assert "run:done-run" in update["choices"] and not any("broken-run" in c for c in known)
     assert ctx.pipeline("run:done-run").sampling_defaults.num_inference_steps == 8  # its base's (tiny) defaults
