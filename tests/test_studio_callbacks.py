@@ -38,6 +38,7 @@ def test_audio_summary_and_mode(tmp_path):
     bad.write_text("nope")
     text, frames = tab_generate.audio_summary(str(bad))
     assert frames is None and text.startswith("⚠")
+
     def mode(*inputs):  # the mode the line states, exactly ("TI" must not pass for "TIA")
         return tab_generate.mode_label(*inputs).split("Mode: ")[1].split("*")[0]
 
