@@ -38,6 +38,7 @@ def test_audio_summary_and_mode(tmp_path):
     bad.write_text("nope")
     text, frames = tab_generate.audio_summary(str(bad))
     assert frames is None and text.startswith("⚠")
+
     def mode(*inputs):  # the mode the line states, exactly ("TI" must not pass for "TIA")
         return tab_generate.mode_label(*inputs).split("Mode: ")[1].split("*")[0]
 
@@ -168,6 +169,25 @@ def test_a_closed_stream_stops_its_job_and_keeps_the_ticket_until_the_work_ends(
             pass  # free again
     finally:
         ctx.store.close()
+
+
+def test_a_job_waits_queued_for_the_turn_and_a_stop_while_it_waits_ends_it(ctx, tmp_path):
+    """One job at a time on the pipelines: a job whose turn has not come stays `queued`; stopped meanwhile, it
+    ends `stopped` without ever running."""
+    stop, results = threading.Event(), []
+    with ctx.turn():  # another job holds the pipelines
+        worker = threading.Thread(target=lambda: results.append(run_job(ctx, request(tmp_path), "tiny", stop)))
+        worker.start()
+        for _ in range(200):
+            if ctx.store.list_generations()[1]:
+                break
+            threading.Event().wait(0.05)
+        threading.Event().wait(1.0)
+        (row,), _ = ctx.store.list_generations()
+        assert row.status == "queued"  # waiting for its turn, not running beside the other job
+        stop.set()
+        worker.join(30)
+    assert results[0].status == "stopped" and ctx.store.get(row.id).started_at is None
 
 
 def test_gallery_paging_search_delete(ctx, tmp_path):
