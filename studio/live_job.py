@@ -9,9 +9,9 @@ Live mode is offered for the models whose real-time factor was measured fast eno
 from __future__ import annotations
 
 import random
-import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from engine import live, media
 from engine.errors import InputError
 from engine.generate import GenerationRequest, write_generated
 from engine.pipeline import GenerationInterrupted, mode_from_inputs
-from studio import jobs
+from studio import jobs, serving
 from studio.context import StudioContext
 from studio.paths import DataPaths
 from studio.store import LOCAL_OWNER
@@ -71,6 +71,15 @@ class ChunkReady:
         )
 
 
+def segment_folder() -> Path:
+    """A folder of the page's segments inside Gradio's cache, under an unguessable name. Gradio reads a segment after
+    the job has handed it over (the last ones after the job has ended), so they stay until the cache sweep ages them
+    out (studio/serving.py) instead of going with the job."""
+    folder = serving.cache_folder() / f"live-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _segment(folder: Path, run: live.LiveRun, chunk: live.Chunk) -> Path:
     """A chunk as its own small mp4: the watermarked frames and the chunk's voice (Gradio re-times the segments)."""
     frames = run.mark(chunk.frames)
@@ -79,7 +88,11 @@ def _segment(folder: Path, run: live.LiveRun, chunk: live.Chunk) -> Path:
         voice = audio_lib.write_wav(folder / f"voice{chunk.index:04d}.wav", chunk.audio)
     path = folder / f"chunk{chunk.index:04d}.mp4"
     label = "AI-generated video (HuMo Studio)"
-    return media.write_video(frames, path, audio=voice, ai_label=label, preset="veryfast")
+    media.write_video(frames, path, audio=voice, ai_label=label, preset="veryfast")
+    if voice is not None:
+        voice.unlink(missing_ok=True)
+    serving.SERVED.add(str(path))  # aged out with the other served copies
+    return path
 
 
 def run_live_job(
@@ -129,29 +142,31 @@ def run_live_job(
     gid = row.id
     stop_event = stop_event or threading.Event()
     kept: list[np.ndarray] = []
-    run = None
-    try:
-        pipe = ctx.pipeline(model_id)
-        ctx.store.mark_running(gid)
-        callback = jobs._progress_callback(ctx, gid, stop_event, on_progress)
-        run = live.plan_live(pipe, request, advanced=advanced.record(names) if advanced else None)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="humo-live-") as folder:
+
+    def work() -> jobs.JobResult:  # in the studio's one job turn, like every job (studio/jobs.py `_in_turn`)
+        run = None
+        try:
+            pipe = ctx.pipeline(model_id)
+            ctx.store.mark_running(gid)
+            callback = jobs._progress_callback(ctx, gid, stop_event, on_progress)
+            run = live.plan_live(pipe, request, advanced=advanced.record(names) if advanced else None)
+            started = time.perf_counter()
+            folder = segment_folder()
             for chunk in run.chunks(pipe, callback):
                 kept.append(media.to_uint8(chunk.frames))
-                segment = _segment(Path(folder), run, chunk)
+                segment = _segment(folder, run, chunk)
                 if on_progress is not None:
                     on_progress(ChunkReady(gid, chunk.index, chunk.count, segment, chunk.start_frame,
                                            chunk.end_frame, time.perf_counter() - started))  # fmt: skip
                 if stop_event.is_set():  # Stop between chunks: what is finished stays
                     raise GenerationInterrupted(f"stopped after chunk {chunk.index + 1} of {chunk.count}")
-        return _keep(ctx, gid, run, kept, request, stopped=None)
-    except GenerationInterrupted as exc:
-        if kept:
-            return _keep(ctx, gid, run, kept, request, stopped=str(exc))
-        return jobs._end_row(ctx, gid, exc)
-    except BaseException as exc:
-        return jobs._end_row(ctx, gid, exc)
+            return _keep(ctx, gid, run, kept, request, stopped=None)
+        except GenerationInterrupted as exc:
+            if kept:
+                return _keep(ctx, gid, run, kept, request, stopped=str(exc))
+            return jobs._end_row(ctx, gid, exc)
+
+    return jobs._in_turn(ctx, gid, stop_event, work)
 
 
 def _keep(ctx, gid: int, run: live.LiveRun, kept: list[np.ndarray], request, stopped: str | None) -> jobs.JobResult:

@@ -21,7 +21,7 @@ from engine.errors import InputError
 from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
-from studio import admission, advanced, guidance_editor, inputs
+from studio import admission, advanced, guidance_editor, inputs, live_job
 from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
@@ -532,6 +532,8 @@ class ResultView:
     preview: gr.Image
     video: gr.Video
     gallery_id: gr.Number
+    live: gr.Button | None = None  # Generate live (studio/live_job.py), shown for models measured fast enough
+    live_video: gr.Video | None = None  # the live result: chunks play as they are made
 
 
 @dataclass
@@ -591,16 +593,21 @@ def _media_inputs(ctx: StudioContext) -> dict:
     return c
 
 
-def _generate_bar() -> dict:
+def _generate_bar(ctx: StudioContext) -> dict:
     with gr.Row(elem_id="generate-bar"):
         run = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="generate", scale=3)
+        live = gr.Button("Generate live", elem_id="generate-live", scale=2,
+                         visible=live_job.live_offered(ctx.default_model, live_job.studio_device(ctx)))  # fmt: skip
         stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
-    return {"run": run, "stop": stop}
+    return {"run": run, "stop": stop, "live": live}
 
 
 def _result_column() -> dict:
     c = {"status": gr.Markdown(elem_id="status"), "stop_info": gr.Markdown(elem_id="stop-info")}
     c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
+    # Generate live: each finished chunk (a short mp4 with its voice) is appended while the job runs
+    c["live_video"] = gr.Video(label="Live: plays while it is made", streaming=True, autoplay=True,
+                               interactive=False, elem_id="live-video")  # fmt: skip
     c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=180, elem_id="preview")
     c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
     return c
@@ -715,7 +722,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             media = _media_inputs(ctx)
-            bar = _generate_bar()
+            bar = _generate_bar(ctx)
             example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
         with gr.Column(scale=4, elem_id="result-column"):
             result = _result_column()
@@ -749,6 +756,8 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             result["preview"],
             result["video"],
             result["gallery_id"],
+            bar["live"],
+            result["live_video"],
         ),  # fmt: skip
         helpers=FormHelpers(
             media["mode"],
@@ -788,9 +797,11 @@ class JobRunner:
     def job_stream(self, tab_id, prompt, image=None, audio=None, negative_prompt="", model=None, resolution=None,
                    height=None, width=None, frames=0, steps=None, seed=-1, preset="official", scale_t=None,
                    scale_i=None, scale_a=None, switch=None, extra_images=None, long_video=False, consent=False,
-                   owner=LOCAL_OWNER, keyframes=None, phases=None, options=None):  # fmt: skip
+                   owner=LOCAL_OWNER, keyframes=None, phases=None, options=None, live=False):  # fmt: skip
         """One job of `owner`, as (video, id, status, preview, *errors) updates. On a ZeroGPU Space this runs in a
-        forked GPU worker (`_with_gpu_duration`): only picklable values cross, and its Stop is the event's cancel."""
+        forked GPU worker (`_with_gpu_duration`): only picklable values cross, and its Stop is the event's cancel.
+        `live`: chunk by chunk (studio/live_job.py); the video updates are then the chunks' segments, for a streaming
+        video output, and the finished clip is in the gallery."""
         ctx = self.ctx
         values = dict(zip(API_INPUTS, (prompt, image, audio, negative_prompt, model, resolution, height, width,
                                        frames, steps, seed, preset, scale_t, scale_i, scale_a, switch, extra_images,
@@ -810,16 +821,19 @@ class JobRunner:
             model_id = values["model"] or ctx.default_model
             job = {"owner": owner, "names": {**names, **lora_names}, "consent": True if ctx.options.public else None,
                    "advanced": None if extra.is_default() else extra}  # fmt: skip
-            for event in stream_job(
-                ctx, job_request, model_id=model_id, stop_event=stop, alive=admission.page_alive(ctx, tab_id), **job
-            ):
-                if isinstance(event, JobProgress):
+            run, chunk_line = (live_job.run_live_job if live else None), ""
+            for event in stream_job(ctx, job_request, model_id=model_id, stop_event=stop, run=run,
+                                    alive=admission.page_alive(ctx, tab_id), **job):  # fmt: skip
+                if isinstance(event, live_job.ChunkReady):
+                    chunk_line = event.message + " · "  # kept in front of the next chunk's step progress
+                    yield str(event.segment), event.generation_id, event.message, gr.update(), *blank
+                elif isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
                     preview = event.preview if event.preview is not None else gr.update()
-                    yield None, event.generation_id, format_progress(event), preview, *blank
+                    yield None, event.generation_id, chunk_line + format_progress(event), preview, *blank
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}
-                    video = served_copy(event.video_path) if event.video_path else None
+                    video = served_copy(event.video_path) if event.video_path and not live else None
                     status = format_result(event, ctx.is_demo_model)
                     yield video, event.generation_id, status, gr.update(), *[errors.get(k, "") for k in ERROR_FIELDS]
         except InputError as exc:
@@ -864,6 +878,28 @@ class JobRunner:
                                                scale_i, scale_a, switch, extra_images, long_video, consent,
                                                owner=owner, keyframes=keyframes, phases=phases,
                                                options=options)  # fmt: skip
+        finally:
+            ctx.board.finish(entry)
+            admission.release(ctx, owner)
+
+    def on_live(self, request: gr.Request, *args):
+        """Generate live (also the `/generate_live` API): one job, made chunk by chunk, whose chunks reach the page
+        (a streaming video) as they finish; same inputs and admission as Generate, no variations."""
+        ctx = self.ctx
+        values, page = args[: len(API_INPUTS)], args[len(API_INPUTS) :]
+        keyframes, phases, _, options, visitor = _page_values(page)
+        try:
+            owner = request_owner(ctx.options.public, request, visitor)
+        except InputError as exc:
+            yield refusal(exc)
+            return
+        entry = ctx.board.start(owner, getattr(request, "session_hash", None))
+        try:
+            if ctx.board.cancelled(entry):
+                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                return
+            yield from self.gpu_job_stream(_tab(request), *values, owner=owner, keyframes=keyframes, phases=phases,
+                                           options=options, live=True)  # fmt: skip
         finally:
             ctx.board.finish(entry)
             admission.release(ctx, owner)
@@ -995,7 +1031,14 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
     # An API client is its own visitor (its session), so it sees only what it made.
     api = gr.Button(visible=False)
     api_event = api.click(runner.on_generate, api_inputs, outputs, api_name="generate", **job)
-    tab.job_events += [run_event, api_event]
+    # Generate live: the same inputs and admission, its chunks into the streaming video (page and `/generate_live`)
+    live_outputs = [tab.result.live_video, *outputs[1:]]
+    live_event = tab.result.live.click(runner.on_live, api_inputs + tab.form.get(PAGE_INPUTS) + [visitor],
+                                       live_outputs, api_name="generate_live", **job)  # fmt: skip
+    device = live_job.studio_device(runner.ctx)
+    tab.form.model.change(lambda m: gr.update(visible=live_job.live_offered(m, device)), tab.form.model,
+                          tab.result.live, **PRIVATE)  # fmt: skip
+    tab.job_events += [run_event, api_event, live_event]
     # Stop sets the job's event (next step); under ZeroGPU the job runs in a forked worker, so Stop also cancels
     # the event, which closes the generator and ends the worker.
     tab.result.stop.click(runner.on_stop, [visitor], [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
