@@ -554,6 +554,10 @@ class HuMoPipeline(DiffusionPipeline):
     ):
         r"""Generate a video.
 
+        Long by design: it is the diffusers `__call__` shape (DESIGN.md), one numbered step after another (check
+        inputs -> encode text -> encode audio -> references -> latents -> denoising loop -> decode -> output), most of
+        its length being this argument list; each step's work lives in its own method.
+
         Args:
             prompt: scene and action. image: one reference (path, PIL image) or a list of them (one slot each).
             audio: path of any audio/video file, or a float32 16 kHz waveform. None -> no audio (TI / T mode).

@@ -105,11 +105,8 @@ def settings_for_reuse(ctx: StudioContext, generation_id: int | None, owner: str
     return {**values, **_served_inputs(ctx, row)}
 
 
-def build_gallery_tab(
-    ctx: StudioContext, generate, tabs: gr.Tabs, generate_tab: gr.Tab, visitor: gr.BrowserState
-) -> dict:
-    """The gallery of the page's owner (the visitor id, or the login): every callback asks the store for that
-    owner's rows only, so nothing of another visitor's reaches the page or the API."""
+def gallery_layout() -> dict:
+    """The tab's components (search, pages, grid, the selected entry with its settings and buttons), no callbacks."""
     c: dict = {}
     with gr.Row():
         c["query"] = gr.Textbox(label="Search prompts", scale=4, elem_id="gallery-search")
@@ -140,14 +137,35 @@ def build_gallery_tab(
                 c["cancel"] = gr.Button("Keep it", size="sm", elem_id="gallery-delete-cancel")
             c["download"] = gr.File(label="Download", interactive=False)
 
+    return c
+
+
+def build_gallery_tab(
+    ctx: StudioContext, generate, tabs: gr.Tabs, generate_tab: gr.Tab, visitor: gr.BrowserState
+) -> dict:
+    """The gallery of the page's owner (the visitor id, or the login): every callback asks the store for that
+    owner's rows only, so nothing of another visitor's reaches the page or the API."""
+    c = gallery_layout()
+
     def owner_of(request, visitor) -> str:
         return request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
+
+    c["_load"] = _wire_listing(ctx, c, owner_of, visitor)
+    _wire_delete(ctx, c, owner_of, visitor)
+    _wire_reuse(ctx, c, owner_of, visitor, generate, tabs)
+    return c
+
+
+PRIVATE = {"queue": False, "api_visibility": "private"}  # the gallery's callbacks are the page's, not the API's
+
+
+def _wire_listing(ctx: StudioContext, c: dict, owner_of, visitor):
+    """Search, refresh and paging of the grid, and the selected entry's detail. Returns the page's load call."""
 
     def load(request: gr.Request, page, query, visitor=None):
         items, ids, label, pages = gallery_page(ctx, page, query, owner_of(request, visitor))
         return items, ids, label, min(max(1, page), pages)
 
-    private = {"queue": False, "api_visibility": "private"}
     listing = [c["grid"], c["ids"], c["page_label"], c["page"]]
 
     def first(request: gr.Request, query, visitor=None):
@@ -160,10 +178,10 @@ def build_gallery_tab(
         return load(request, page + 1, query, visitor)
 
     paged = [c["page"], c["query"], visitor]
-    c["refresh"].click(load, paged, listing, **private)
-    c["query"].submit(first, [c["query"], visitor], listing, **private)
-    c["prev"].click(newer, paged, listing, **private)
-    c["next"].click(older, paged, listing, **private)
+    c["refresh"].click(load, paged, listing, **PRIVATE)
+    c["query"].submit(first, [c["query"], visitor], listing, **PRIVATE)
+    c["prev"].click(newer, paged, listing, **PRIVATE)
+    c["next"].click(older, paged, listing, **PRIVATE)
 
     def select(request: gr.Request, ids, visitor, evt: gr.SelectData):
         gid = ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
@@ -172,8 +190,14 @@ def build_gallery_tab(
 
     c["grid"].select(
         select, [c["ids"], visitor], [c["selected"], c["video"], c["settings"], c["summary"], c["download"]],
-        **private,
+        **PRIVATE,
     )  # fmt: skip
+    return (load, [c["page"], c["query"], visitor], listing)
+
+
+def _wire_delete(ctx: StudioContext, c: dict, owner_of, visitor) -> None:
+    """Delete asks first, then removes the owner's row and files and redraws the page."""
+    listing = [c["grid"], c["ids"], c["page_label"]]
 
     def on_delete(request: gr.Request, gid, page, query, visitor):
         owner = owner_of(request, visitor)
@@ -188,17 +212,20 @@ def build_gallery_tab(
         return gr.Row(visible=True), question, gr.update()
 
     c["delete"].click(
-        ask, [c["selected"], visitor], [c["confirm_row"], c["confirm_text"], c["summary"]], **private
+        ask, [c["selected"], visitor], [c["confirm_row"], c["confirm_text"], c["summary"]], **PRIVATE
     )  # fmt: skip
     c["confirm"].click(
         on_delete,
         [c["selected"], c["page"], c["query"], visitor],
-        [c["summary"], c["grid"], c["ids"], c["page_label"], c["selected"], c["video"], c["settings"]],
-        **private,
-    ).then(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)
-    c["cancel"].click(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)
-    c["grid"].select(lambda: gr.Row(visible=False), None, c["confirm_row"], **private)  # a new selection: ask again
+        [c["summary"], *listing, c["selected"], c["video"], c["settings"]],
+        **PRIVATE,
+    ).then(lambda: gr.Row(visible=False), None, c["confirm_row"], **PRIVATE)
+    c["cancel"].click(lambda: gr.Row(visible=False), None, c["confirm_row"], **PRIVATE)
+    c["grid"].select(lambda: gr.Row(visible=False), None, c["confirm_row"], **PRIVATE)  # a new selection: ask again
 
+
+def _wire_reuse(ctx: StudioContext, c: dict, owner_of, visitor, generate, tabs) -> None:
+    """The "Use these settings" button: the Generate tab's form filled from the entry, and that tab shown."""
     targets = generate.settings_outputs()  # SETTINGS_FIELDS then the media, in that order
 
     def reuse(request: gr.Request, gid, visitor):
@@ -215,6 +242,4 @@ def build_gallery_tab(
         media = [gr.update(value=values.get(name)) for name in MEDIA_FIELDS]
         return form_updates(values, SETTINGS_FIELDS) + media + [gr.Tabs(selected="generate")]
 
-    c["reuse"].click(reuse, [c["selected"], visitor], [*targets, tabs], **private)
-    c["_load"] = (load, [c["page"], c["query"], visitor], listing)
-    return c
+    c["reuse"].click(reuse, [c["selected"], visitor], [*targets, tabs], **PRIVATE)

@@ -258,8 +258,9 @@ def build_dataset_message(ctx: StudioContext, owner: str, name, videos, frames, 
     return f"✔ Dataset ready: `{cache}` (filled in as the Dataset above)", cache
 
 
-def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None) -> dict:
-    """The tab; `model_picker` (the Generate tab's model dropdown) gets finished runs without a restart."""
+def train_layout(ctx: StudioContext) -> dict:
+    """The tab's components (run, dataset, stage and its settings on the left; status, loss, log, validations on
+    the right), no callbacks."""
     c: dict = {}
     gr.Markdown("Fine-tune HuMo in two stages (text + image, then + audio). Each run trains in its own process.")
     with gr.Row():
@@ -283,8 +284,10 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
             with gr.Row():
                 c["stage"] = gr.Radio([1, 2], value=1, label="Stage")
                 c["base"] = gr.Dropdown(
-                    _bases(ctx), value=ctx.default_model, label="Base model or stage-1 checkpoint (its encoders build "
-                    "the dataset)", allow_custom_value=True
+                    _bases(ctx),
+                    value=ctx.default_model,
+                    label="Base model or stage-1 checkpoint (its encoders build the dataset)",
+                    allow_custom_value=True,
                 )
             with gr.Row():
                 c["steps"] = gr.Number(label="Steps", value=200, precision=0, elem_id="train-steps")
@@ -309,6 +312,22 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
             )
             c["show_validations"] = gr.Button("Show validation videos", size="sm", elem_id="train-show-validations")
     c["timer"] = gr.Timer(1.0)
+    return c
+
+
+PRIVATE = {"api_visibility": "private"}  # the Train tab's callbacks are the page's, not the API's
+
+
+def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None) -> dict:
+    """The tab; `model_picker` (the Generate tab's model dropdown) gets finished runs without a restart."""
+    c = train_layout(ctx)
+    _wire_runs(ctx, c)
+    _wire_follow(ctx, c, model_picker)
+    return c
+
+
+def _wire_runs(ctx: StudioContext, c: dict) -> None:
+    """Build a dataset, launch, resume and stop a run: each as the logged-in owner."""
 
     def safe(fn):
         """Runs fn(owner, *values): the owner comes from the login (the Train tab never exists in public mode)."""
@@ -321,8 +340,6 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
 
         return wrapper
 
-    private = {"api_visibility": "private"}
-
     def build(request: gr.Request, *values):
         return build_dataset_message(ctx, request_owner(False, request), *values)
 
@@ -330,26 +347,30 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
         build,
         [c["name"], c["videos"], c["frames"], c["size"], c["out_dir"], c["base"]],
         [c["message"], c["dataset"]],
-        **private,
+        **PRIVATE,
     )
     train_inputs = [c["name"], c["dataset"], c["stage"], c["base"], c["steps"], c["lr"], c["lora"]]
-    c["launch"].click(safe(lambda o, *a: launch(ctx, *a, owner=o)), train_inputs, c["message"], queue=False, **private)
+    c["launch"].click(safe(lambda o, *a: launch(ctx, *a, owner=o)), train_inputs, c["message"], queue=False, **PRIVATE)
     c["resume"].click(
-        safe(lambda o, *a: launch(ctx, *a, resume=True, owner=o)), train_inputs, c["message"], queue=False, **private
+        safe(lambda o, *a: launch(ctx, *a, resume=True, owner=o)), train_inputs, c["message"], queue=False, **PRIVATE
     )
-    c["stop"].click(safe(lambda o, n: stop(ctx, n, o)), c["name"], c["message"], **private)
+    c["stop"].click(safe(lambda o, n: stop(ctx, n, o)), c["name"], c["message"], **PRIVATE)
+
+
+def _wire_follow(ctx: StudioContext, c: dict, model_picker: gr.Dropdown | None) -> None:
+    """The run's status, log and loss every second, its validation videos, and finished runs into the model list."""
 
     def status(request: gr.Request, name):
         return run_status(ctx, name, request_owner(False, request))
 
     c["timer"].tick(
-        status, c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden", **private
+        status, c["name"], [c["status"], c["log"], c["plot"]], queue=False, show_progress="hidden", **PRIVATE
     )
 
     def validations(request: gr.Request, name):
         return run_validations(ctx, name, request_owner(False, request))
 
-    c["show_validations"].click(validations, c["name"], c["validations"], queue=False, **private)
+    c["show_validations"].click(validations, c["name"], c["validations"], queue=False, **PRIVATE)
     if model_picker is not None:
         known = gr.State(None)
         c["picker_timer"] = gr.Timer(3.0)
@@ -363,9 +384,8 @@ def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None)
             [model_picker, known],
             queue=False,
             show_progress="hidden",
-            **private,
+            **PRIVATE,
         )
-    return c
 
 
 def _bases(ctx: StudioContext) -> list[str]:
