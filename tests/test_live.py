@@ -179,7 +179,7 @@ def test_streamed_file_plays_while_it_grows_and_equals_the_non_streamed_one(pipe
     path, record = live.chunked_to_file(pipe, request, streamed, chunk_frames=17, on_chunk=after)
     partial = seen["partial"]
     assert len(partial) >= 16 and _psnr(partial[:16], seen[0][:16]) > 25
-    assert seen["settings"]["live"] == {"chunk_frames": 17, "motion_frames": 5}
+    assert seen["settings"]["live"] == {"chunk_frames": 17, "motion_frames": 5, "color_match": True}
     assert seen["settings"]["seed"] == 5 and seen["settings"]["num_frames"] == 37
     final = _decoded(path, 37)
     assert len(final) == 37 == len(media.read_video_frames(path))
