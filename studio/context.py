@@ -81,8 +81,6 @@ class StudioContext:
     _pipelines: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
-    admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
-    admission_sessions: dict = field(default_factory=dict)  # owner -> the page session its ticket was taken for
     # owner -> how many of its jobs' worker threads are alive; a ticket given back meanwhile waits for them to end
     working: dict = field(default_factory=dict)
     release_pending: set = field(default_factory=set)
