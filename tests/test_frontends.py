@@ -256,7 +256,7 @@ def test_front_ends_starting_together_migrate_once(postgres, tmp_path):
     assert errors == []
     assert len({s.instance_id for s in stores}) == 3
     with stores[0].engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
     for store in stores:
         store.close()
 
