@@ -74,6 +74,10 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
         if request.height * request.width > opts.max_pixels_public:
             raise InputError("This public studio allows at most 480×832 pixels per frame.", field="height")
         _check_passes(opts.max_passes_public, request.guidance)
+        # The frame cap from the voice's header and arithmetic, before any image or voice is decoded.
+        from_voice = request.audio and request.num_frames is None
+        header = _header_voice_frames(opts, request, names) if from_voice else None
+        _check_frames(opts, request, run_frames(request.num_frames, header))
     for image in request.images:
         load_image(image, display_name=names.get(image))  # header first: the pixel cap holds before any decode
     voice = None
@@ -87,6 +91,24 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     if on_zero_gpu():  # a job that cannot finish inside one ZeroGPU slot is refused here, next to its input
         gpu_seconds(job_cost(ctx, request, frames))
     return frames
+
+
+HEADER_SLACK_S = 0.2  # a container may round its length up: near the cap, the decoded voice's exact count decides
+
+
+def _header_voice_frames(opts, request: GenerationRequest, names: dict[str, str]) -> int | None:
+    """The voice's frames from its container header (nothing decoded) when they are over the public frame cap even
+    a little under its stated length; None otherwise: no length in the header, one over the voice cap (`load_audio`
+    refuses it), or near the frame cap (the decoded voice's exact count decides)."""
+    from engine.audio import probe_audio
+
+    shown = names.get(request.audio) or Path(request.audio).name
+    seconds = probe_audio(request.audio, display_name=shown).duration_s
+    if seconds is None or seconds > opts.audio_cap_s:
+        return None
+    if run_frames(None, int((seconds - HEADER_SLACK_S) * 25)) <= opts.max_frames_public:
+        return None
+    return max(1, int(seconds * 25))
 
 
 def planned_frames(request: GenerationRequest) -> int:
