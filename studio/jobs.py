@@ -488,6 +488,10 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, alive=Non
 
 
 # ---------------------------------------------------------------------------------------------- dubbing (issue #15)
+# The caps named as a frame size when they are a common one (else as a pixel count).
+FRAME_SIZES = {w * h: f"{w}×{h}" for w, h in ((480, 832), (640, 480), (1280, 720), (1920, 1080), (3840, 2160))}
+
+
 def check_dub_video(opts, path: str, name: str | None = None) -> dict:
     """The source video's header checks (engine.dub.probe_video: readable, a video with a length, not a still) and
     its caps in every mode: duration and pixels per frame (public mode: also the file size), all read from the
@@ -504,7 +508,7 @@ def check_dub_video(opts, path: str, name: str | None = None) -> dict:
         raise InputError(f"{name} is {seconds:.1f} s long; {who} dubs videos up to {opts.audio_cap_s:.0f} s: trim it.",
                          field="video")  # fmt: skip
     if stream["width"] * stream["height"] > opts.video_pixel_cap:
-        size = "480×832" if opts.public else "1920×1080"
+        size = FRAME_SIZES.get(opts.video_pixel_cap, f"{opts.video_pixel_cap:,}")
         raise InputError(f"{name} is {stream['width']}×{stream['height']}; {who} takes videos up to {size} pixels "
                          "per frame: scale it down.", field="video")  # fmt: skip
     if opts.public and Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):
