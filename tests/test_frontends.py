@@ -379,3 +379,36 @@ def test_admission_caps_hold_across_front_ends(tmp_path, db_url, monkeypatch):
     finally:
         second.store.close()
         first.store.close()
+
+
+def test_admission_is_one_count_when_front_ends_admit_at_once(two):
+    """Eight visitors behind one address arrive at once, alternating between two front-ends: the count and the insert
+    are one serialized transaction, so exactly the address's two are admitted (and one ticket per visitor)."""
+    stores, barrier = two, threading.Barrier(8)
+    answers: list = [None] * 8
+
+    def arrive(i: int) -> None:
+        barrier.wait()
+        answers[i] = stores[i % 2].take_ticket(f"anon:v{i}", "192.0.2.9", None, 2, 20)
+
+    threads = [threading.Thread(target=arrive, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert answers.count(None) == 2, answers
+    assert sorted(a for a in answers if a) == [("address", 2)] * 6
+    assert len(stores[0].tickets()) + len(stores[1].tickets()) == 2
+    barrier = threading.Barrier(8)
+    answers = [None] * 8
+
+    def same_owner(i: int) -> None:
+        barrier.wait()
+        answers[i] = stores[i % 2].take_ticket("anon:one", f"198.51.100.{i}", None, 2, 20)
+
+    threads = [threading.Thread(target=same_owner, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert answers.count(None) == 1 and answers.count(("owner", 1)) == 7, answers
