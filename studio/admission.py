@@ -15,10 +15,13 @@ threads still run (`working`), and which page sessions Gradio's queue still hold
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_ADDRESS = 2  # several visitors may share an address (a campus, a proxy); API clients rotate ids
 _LOCK = threading.Lock()
@@ -125,8 +128,13 @@ def release(ctx, owner: str) -> None:
 
 
 def _drop(ctx, owner: str) -> None:
-    ctx.store.drop_tickets([owner])
     ctx.release_pending.discard(owner)
+    if not ctx.options.public:  # only a public studio takes tickets: a local job's end writes nothing
+        return
+    try:
+        ctx.store.drop_tickets([owner])
+    except Exception:  # a database hiccup must not fail a job that has ended; `admission_ttl_s` bounds the ticket
+        log.warning("could not give back the admission ticket of %s", owner, exc_info=True)
 
 
 @contextmanager
