@@ -4,7 +4,8 @@
 
 Environment: HUMO_HOST, HUMO_PORT, HUMO_DATA_DIR, HUMO_DB_URL, HUMO_MODEL, HUMO_PUBLIC=1 (capped jobs, per-visitor galleries,
 no training or downloads), HUMO_AUTH=user:password[,user2:password2] (a login; each user sees only their own),
-HUMO_RAY_ADDRESS=head:6379 (jobs on resident Ray workers, docs/deploy.md; default: in this process).
+HUMO_RAY_ADDRESS=head:6379 (jobs on resident Ray workers, docs/deploy.md; default: in this process),
+HUMO_MAX_VIDEO_PIXELS=1280x720 (the largest dub source frame without --public; default 1920x1080).
 """
 
 from __future__ import annotations
@@ -56,7 +57,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=int(os.environ.get("HUMO_RAY_GROUP_SIZE") or 1),
         help="with --ray: ranks (GPUs) per worker; >1 runs each job context-parallel on one node's GPUs",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--max-video-pixels",
+        type=video_pixels,
+        default=os.environ.get("HUMO_MAX_VIDEO_PIXELS") or None,
+        metavar="WxH",
+        help="the largest dub source frame a local or --auth studio takes, as WxH or a pixel count (default "
+        "1920x1080; a public studio keeps its own 480x832)",
+    )
+    return parser.parse_args(argv)  # a string default (the environment's) goes through `type` too
+
+
+def video_pixels(value: str) -> int:
+    """`1280x720` (or `1280×720`) or a plain pixel count -> pixels per frame, at least 16×16."""
+    text = str(value).strip().lower().replace("×", "x")
+    try:
+        width, _, height = text.partition("x")
+        pixels = int(width) * int(height) if height else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a frame size: {value!r} (use WxH, e.g. 1920x1080)") from None
+    if pixels < 16 * 16:
+        raise argparse.ArgumentTypeError(f"{value!r} is smaller than 16x16 pixels")
+    return pixels
 
 
 def trusted_proxies(value: str) -> dict:
@@ -86,6 +108,7 @@ def main(argv=None) -> None:
         ray_address=args.ray,
         ray_group_size=args.ray_group_size,
         auth=parse_auth(args.auth),
+        **({"max_video_pixels": args.max_video_pixels} if args.max_video_pixels else {}),
         **trusted_proxies(os.environ.get("HUMO_TRUSTED_PROXIES", "1" if spaces.on_space() else "")),
     )
     if spaces.on_zero_gpu():  # 30 steps of HuMo-1.7B at 480p do not fit one ZeroGPU call (studio/spaces.py)

@@ -6,15 +6,22 @@ wait and then run one after another. A ticket is taken at arrival and given back
 goes away while its job waits never reaches the job function (Gradio's queue drops the event), so each ticket also
 names the page's session: a ticket whose session has no event left in Gradio's queue is given back at the next
 admission (`watch_queue`); `admission_ttl_s` remains the bound for anything else.
+
+Tickets live in the gallery's database (`studio.store.AdmissionTicket`), so several front-ends sharing it admit
+against one count: a visitor at their cap on one is refused on the other, and a dead front-end's tickets stop
+counting with it (`studio.leases` says who is dead). What only this process knows stays here: which owners' worker
+threads still run (`working`), and which page sessions Gradio's queue still holds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_JOBS_PER_ADDRESS = 2  # several visitors may share an address (a campus, a proxy); API clients rotate ids
 _LOCK = threading.Lock()
@@ -71,38 +78,43 @@ def page_alive(ctx, session: str | None):
     return alive
 
 
-def _live(ctx) -> dict:
-    """The tickets not yet expired and whose page's event is still queued or running (dropping the rest)."""
-    now, ttl = time.monotonic(), ctx.options.admission_ttl_s
-    alive = ctx.session_in_queue
-    for key, (_, taken) in list(ctx.admissions.items()):
-        if ctx.working.get(key):  # its job's work has not ended (a closed page's job stops at its next step)
+def _sweep(ctx) -> None:
+    """Give back this front-end's tickets that expired or whose page's event left Gradio's queue (only this process
+    can ask its queue; every front-end sweeps its own). A ticket whose job's work has not ended stays."""
+    ttl, alive = ctx.options.admission_ttl_s, ctx.session_in_queue
+    stale = []
+    for owner, _, session, age in ctx.store.tickets():
+        if ctx.working.get(owner):  # its job's work has not ended (a closed page's job stops at its next step)
             continue
-        session = ctx.admission_sessions.get(key)
-        dropped = alive is not None and session and now - taken > ARRIVAL_GRACE_S and not alive(session)
-        if now - taken > ttl or dropped:
-            del ctx.admissions[key]
-            ctx.admission_sessions.pop(key, None)
-    return ctx.admissions
+        dropped = alive is not None and session and age > ARRIVAL_GRACE_S and not alive(session)
+        if age > ttl or dropped:
+            stale.append(owner)
+    ctx.store.drop_tickets(stale)
+
+
+def tickets(ctx) -> dict[str, str]:
+    """This front-end's live tickets: owner -> client address."""
+    return {owner: address for owner, address, _, _ in ctx.store.tickets()}
 
 
 def admit(ctx, owner: str, address: str, session: str | None = None) -> str | None:
-    """Take a ticket for `owner`; None when admitted, else the message that says why not."""
+    """Take a ticket for `owner`; None when admitted, else the message that says why not. The visitor's and the
+    address's tickets are counted in the database, across every front-end on the gallery; the queue is this
+    front-end's own."""
     opts = ctx.options
     if not opts.public:
         return None
     with _LOCK:
-        tickets = _live(ctx)
-        if owner in tickets:
-            return "You already have a job queued or running: wait for it to finish (or stop it) first."
-        if sum(1 for a, _ in tickets.values() if a == address) >= MAX_JOBS_PER_ADDRESS:
-            return "Your network already has jobs queued or running here: try again when they finish."
-        if len(tickets) >= opts.max_queue_public:
-            return f"The studio is busy ({len(tickets)} jobs waiting or running): try again in a few minutes."
-        tickets[owner] = (address, time.monotonic())
-        if session:
-            ctx.admission_sessions[owner] = session
-    return None
+        _sweep(ctx)
+        refused = ctx.store.take_ticket(owner, address, session, MAX_JOBS_PER_ADDRESS, opts.max_queue_public)
+    if refused is None:
+        return None
+    cap, count = refused
+    if cap == "owner":
+        return "You already have a job queued or running: wait for it to finish (or stop it) first."
+    if cap == "address":
+        return "Your network already has jobs queued or running here: try again when they finish."
+    return f"The studio is busy ({count} jobs waiting or running): try again in a few minutes."
 
 
 def release(ctx, owner: str) -> None:
@@ -116,9 +128,13 @@ def release(ctx, owner: str) -> None:
 
 
 def _drop(ctx, owner: str) -> None:
-    ctx.admissions.pop(owner, None)
-    ctx.admission_sessions.pop(owner, None)
     ctx.release_pending.discard(owner)
+    if not ctx.options.public:  # only a public studio takes tickets: a local job's end writes nothing
+        return
+    try:
+        ctx.store.drop_tickets([owner])
+    except Exception:  # a database hiccup must not fail a job that has ended; `admission_ttl_s` bounds the ticket
+        log.warning("could not give back the admission ticket of %s", owner, exc_info=True)
 
 
 @contextmanager

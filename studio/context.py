@@ -38,7 +38,8 @@ class StudioOptions:
     max_frames_plain: int = 401  # frames one window may have without *Long video* (16 s)
     max_extra_images: int = 3
     # A dub's source video: frames larger than full HD are refused (the model works at 480p/720p; decoding a
-    # 4096×4096 clip costs gigabytes before any check could run otherwise)
+    # 4096×4096 clip costs gigabytes before any check could run otherwise). HUMO_MAX_VIDEO_PIXELS / app.py
+    # --max-video-pixels set it; a public studio keeps max_pixels_public.
     max_video_pixels: int = 1920 * 1080
     max_upload: str = "1gb"
     cache_ttl_s: int = 3600  # Gradio's cache of uploads and served media is aged out after this
@@ -81,8 +82,6 @@ class StudioContext:
     _pipelines: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     seconds_per_pass: dict = field(default_factory=dict)  # measured, per model id, for time estimates
-    admissions: dict = field(default_factory=dict)  # public mode: owner or client address -> admitted at (s)
-    admission_sessions: dict = field(default_factory=dict)  # owner -> the page session its ticket was taken for
     # owner -> how many of its jobs' worker threads are alive; a ticket given back meanwhile waits for them to end
     working: dict = field(default_factory=dict)
     release_pending: set = field(default_factory=set)

@@ -74,6 +74,10 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
         if request.height * request.width > opts.max_pixels_public:
             raise InputError("This public studio allows at most 480×832 pixels per frame.", field="height")
         _check_passes(opts.max_passes_public, request.guidance)
+        # The frame cap from the voice's header and arithmetic, before any image or voice is decoded.
+        from_voice = request.audio and request.num_frames is None
+        header = _header_voice_frames(opts, request, names) if from_voice else None
+        _check_frames(opts, request, run_frames(request.num_frames, header))
     for image in request.images:
         load_image(image, display_name=names.get(image))  # header first: the pixel cap holds before any decode
     voice = None
@@ -87,6 +91,24 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     if on_zero_gpu():  # a job that cannot finish inside one ZeroGPU slot is refused here, next to its input
         gpu_seconds(job_cost(ctx, request, frames))
     return frames
+
+
+HEADER_SLACK_S = 0.2  # a container may round its length up: near the cap, the decoded voice's exact count decides
+
+
+def _header_voice_frames(opts, request: GenerationRequest, names: dict[str, str]) -> int | None:
+    """The voice's frames from its container header (nothing decoded) when they are over the public frame cap even
+    a little under its stated length; None otherwise: no length in the header, one over the voice cap (`load_audio`
+    refuses it), or near the frame cap (the decoded voice's exact count decides)."""
+    from engine.audio import probe_audio
+
+    shown = names.get(request.audio) or Path(request.audio).name
+    seconds = probe_audio(request.audio, display_name=shown).duration_s
+    if seconds is None or seconds > opts.audio_cap_s:
+        return None
+    if run_frames(None, int((seconds - HEADER_SLACK_S) * 25)) <= opts.max_frames_public:
+        return None
+    return max(1, int(seconds * 25))
 
 
 def planned_frames(request: GenerationRequest) -> int:
@@ -466,6 +488,10 @@ def stream_job(ctx, request, model_id=None, stop_event=None, run=None, alive=Non
 
 
 # ---------------------------------------------------------------------------------------------- dubbing (issue #15)
+# The caps named as a frame size when they are a common one (else as a pixel count).
+FRAME_SIZES = {w * h: f"{w}×{h}" for w, h in ((480, 832), (640, 480), (1280, 720), (1920, 1080), (3840, 2160))}
+
+
 def check_dub_video(opts, path: str, name: str | None = None) -> dict:
     """The source video's header checks (engine.dub.probe_video: readable, a video with a length, not a still) and
     its caps in every mode: duration and pixels per frame (public mode: also the file size), all read from the
@@ -482,7 +508,7 @@ def check_dub_video(opts, path: str, name: str | None = None) -> dict:
         raise InputError(f"{name} is {seconds:.1f} s long; {who} dubs videos up to {opts.audio_cap_s:.0f} s: trim it.",
                          field="video")  # fmt: skip
     if stream["width"] * stream["height"] > opts.video_pixel_cap:
-        size = "480×832" if opts.public else "1920×1080"
+        size = FRAME_SIZES.get(opts.video_pixel_cap, f"{opts.video_pixel_cap:,}")
         raise InputError(f"{name} is {stream['width']}×{stream['height']}; {who} takes videos up to {size} pixels "
                          "per frame: scale it down.", field="video")  # fmt: skip
     if opts.public and Path(path).stat().st_size > _parse_file_size(opts.max_upload_public):

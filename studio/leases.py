@@ -46,6 +46,7 @@ INSTANCE_NS = 0x48554D4F
 MUTEX_NS = 0x48554D50
 FILES_KEY = 1
 MIGRATE_KEY = 2
+ADMISSION_KEY = 3
 
 
 class Leases:
@@ -87,6 +88,10 @@ class Leases:
 
     def migrate_lock(self, conn: Connection) -> None:
         """Called first inside the migration transaction: one front-end migrates, the others wait and see head."""
+
+    def admission_lock(self, conn: Connection) -> None:
+        """Called first inside an admission's write transaction: one front-end counts and takes a ticket at a time
+        (SQLite's BEGIN IMMEDIATE already makes its writer the only one)."""
 
     @contextmanager
     def files_lock(self) -> Iterator[None]:
@@ -255,6 +260,11 @@ class PostgresLeases(Leases):
 
     def migrate_lock(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": MUTEX_NS, "key": MIGRATE_KEY})
+
+    def admission_lock(self, conn: Connection) -> None:
+        # Counting rows FOR UPDATE would not stop two front-ends inserting at once (READ COMMITTED sees no phantom):
+        # the count and the insert are serialized instead, ended with the transaction.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": MUTEX_NS, "key": ADMISSION_KEY})
 
     @contextmanager
     def _cross_process_files_lock(self) -> Iterator[None]:

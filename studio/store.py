@@ -101,6 +101,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The owner of everything made without a login in local mode (today's single user); see `studio.owners`.
 LOCAL_OWNER = "local"
 MAX_OWNER_CHARS = 200
+MAX_ADDRESS_CHARS = 100
 PLACEHOLDER_NAME = "_placeholder.png"  # thumbs/: the gallery's picture for rows without a video
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 HEARTBEAT_S = 10.0  # how often a front-end proves it is alive and sweeps up after dead ones
@@ -252,6 +253,20 @@ class FileClaim(Base):
     path: Mapped[str] = mapped_column(String(500), index=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdmissionTicket(Base):
+    """A public studio's admitted job, from arrival until its work has ended (`studio.admission`): counted across
+    every front-end on the gallery. Gone with its instance, so a dead front-end's tickets stop counting."""
+
+    __tablename__ = "admission_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(MAX_OWNER_CHARS), index=True)
+    address: Mapped[str] = mapped_column(String(MAX_ADDRESS_CHARS), index=True)
+    session: Mapped[str | None] = mapped_column(String(200))  # the page's Gradio session (None: an API call)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # --- engine ------------------------------------------------------------------------------------------
@@ -759,14 +774,18 @@ class Store:
         """
         return self._reap()[0]
 
+    def _dead_instances(self, session: Session) -> list[int]:
+        """The instances whose lock is free and whose heartbeat is older than the grace (`studio.leases`)."""
+        conn = session.connection()
+        instances = session.execute(select(Instance.id, Instance.heartbeat_at)).all()
+        held = self._leases.held(conn, [i for i, _ in instances])
+        cutoff = self._leases.now(conn) - timedelta(seconds=self._leases.grace_s)
+        return [i for i, beat in instances if i not in held and beat <= cutoff]
+
     def _reap(self) -> tuple[int, int]:
-        """(rows failed, dead instances removed); their claims go with them (ON DELETE CASCADE)."""
+        """(rows failed, dead instances removed); their claims and tickets go with them (ON DELETE CASCADE)."""
         with self._write() as session:
-            conn = session.connection()
-            instances = session.execute(select(Instance.id, Instance.heartbeat_at)).all()
-            held = self._leases.held(conn, [i for i, _ in instances])
-            cutoff = self._leases.now(conn) - timedelta(seconds=self._leases.grace_s)
-            dead = [i for i, beat in instances if i not in held and beat <= cutoff]
+            dead = self._dead_instances(session)
             if dead:
                 session.execute(delete(Instance).where(Instance.id.in_(dead)))
             orphaned = or_(Generation.instance_id.is_(None), Generation.instance_id.not_in(select(Instance.id)))
@@ -917,6 +936,70 @@ class Store:
         )
         if claim is not None:
             session.execute(delete(FileClaim).where(FileClaim.id == claim))
+
+    # admission tickets (studio.admission decides; the store counts across front-ends)
+
+    def take_ticket(
+        self, owner: str, address: str, session_hash: str | None, per_address: int, queue: int
+    ) -> tuple[str, int] | None:
+        """Take an admission ticket for `owner` unless one of the caps is reached; None when taken, else (which cap,
+        how many tickets count against it): ("owner", n) when the owner holds one on any front-end, ("address", n)
+        when `address` holds `per_address` there, ("queue", n) when this front-end holds `queue`.
+
+        One transaction counts and inserts, serialized across front-ends (SQLite: BEGIN IMMEDIATE, the one writer;
+        PostgreSQL: an advisory transaction lock, since FOR UPDATE cannot lock rows not yet inserted). Tickets of
+        dead front-ends are deleted first: they stop counting as soon as their instance is dead."""
+        owner, address = check_owner(owner), str(address)[:MAX_ADDRESS_CHARS]
+        with self._write() as session:
+            self._leases.admission_lock(session.connection())
+            dead = self._dead_instances(session)
+            if dead:
+                session.execute(delete(AdmissionTicket).where(AdmissionTicket.instance_id.in_(dead)))
+            counts = session.execute(
+                select(
+                    func.count().filter(AdmissionTicket.owner == owner),
+                    func.count().filter(AdmissionTicket.address == address),
+                    func.count().filter(AdmissionTicket.instance_id == self.instance_id),
+                )
+            ).one()
+            for cap, n, limit in zip(("owner", "address", "queue"), counts, (1, per_address, queue), strict=True):
+                if n >= limit:
+                    return cap, int(n)
+            now = self._leases.now(session.connection())
+            session.add(
+                AdmissionTicket(
+                    owner=owner,
+                    address=address,
+                    session=session_hash and str(session_hash)[:200],
+                    instance_id=self.instance_id,
+                    created_at=now,
+                )  # fmt: skip
+            )
+        return None
+
+    def tickets(self) -> list[tuple[str, str, str | None, float]]:
+        """This front-end's tickets: (owner, address, session, age in seconds), oldest first."""
+        with self._read() as session:
+            now = self._leases.now(session.connection())
+            rows = session.execute(
+                select(
+                    AdmissionTicket.owner, AdmissionTicket.address, AdmissionTicket.session, AdmissionTicket.created_at
+                )  # fmt: skip
+                .where(AdmissionTicket.instance_id == self.instance_id)
+                .order_by(AdmissionTicket.id)
+            ).all()
+        return [(o, a, s, (now - at).total_seconds()) for o, a, s, at in rows]
+
+    def drop_tickets(self, owners: Iterable[str]) -> None:
+        """Give back this front-end's tickets of `owners` (their jobs ended, or their pages went away)."""
+        owners = list(owners)
+        if owners:
+            with self._write() as session:
+                session.execute(
+                    delete(AdmissionTicket).where(
+                        AdmissionTicket.instance_id == self.instance_id, AdmissionTicket.owner.in_(owners)
+                    )
+                )
 
     # app settings
 

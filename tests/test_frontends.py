@@ -20,7 +20,7 @@ from engine.errors import InputError
 from studio import tab_gallery
 from studio.context import StudioContext, StudioOptions
 from studio.leases import INSTANCE_NS, PostgresLeases
-from studio.store import INTERRUPTED_ERROR, Instance, NotFoundError, Store, alembic_config
+from studio.store import INTERRUPTED_ERROR, AdmissionTicket, Instance, NotFoundError, Store, alembic_config
 from tests.test_store import _finish, _media, _new, _upload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,7 +256,7 @@ def test_front_ends_starting_together_migrate_once(postgres, tmp_path):
     assert errors == []
     assert len({s.instance_id for s in stores}) == 3
     with stores[0].engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
     for store in stores:
         store.close()
 
@@ -322,3 +322,93 @@ def test_postgres_upgrade_from_0002_keeps_ids_and_folds_old_prompts(postgres, tm
         assert [r.prompt for r in store.list_generations(query="strasse")[0]] == ["Straße im REGEN"]
         assert [r.prompt for r in store.list_generations(query="café")[0]] == ["CAFÉ"]
         assert {r.owner for r in store.list_generations(page_size=10)[0]} == {"local"}
+
+
+HOLD_TICKETS = """
+import os, signal, sys
+from studio.store import Store
+store = Store.open(sys.argv[1], url=sys.argv[2] or None)
+assert store.take_ticket("anon:dan", "203.0.113.5", None, 2, 20) is None
+assert store.take_ticket("anon:eve", "203.0.113.5", None, 2, 20) is None
+print(store.instance_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # killed holding two tickets: no release, no close
+"""
+
+
+def test_admission_caps_hold_across_front_ends(tmp_path, db_url, monkeypatch):
+    """Issue 31: admission is counted in the database. A visitor or an address at its cap on one front-end is
+    refused on the other; a release frees the slot for the other; a killed front-end's tickets stop counting once
+    it is dead."""
+    from studio import admission
+
+    options = StudioOptions(data_dir=tmp_path / "data", db_url=db_url, model="tiny", public=True)
+    first, second = StudioContext.create(options), StudioContext.create(options)
+    here, shared = "198.51.100.1", "192.0.2.7"
+    try:
+        assert admission.admit(first, ADA, here, "s1") is None
+        assert "You already have a job queued or running" in admission.admit(second, ADA, "198.51.100.2", "s2")
+        assert admission.tickets(first) == {ADA: here} and admission.tickets(second) == {}
+
+        # Two visitors behind one address, one on each front-end: the third hears about its network on either.
+        assert admission.admit(first, BOB, shared) is None
+        assert admission.admit(second, "anon:carol", shared) is None
+        for ctx in (first, second):
+            assert "Your network already has jobs" in admission.admit(ctx, "anon:dave", shared)
+
+        # A release on one front-end frees the slot for the other.
+        admission.release(first, ADA)
+        assert admission.admit(second, ADA, here) is None and admission.tickets(first) == {BOB: shared}
+        admission.release(second, "anon:carol")
+        assert admission.admit(first, "anon:dave", shared) is None
+
+        # A front-end killed holding tickets: they count while it may be alive, not once it is dead.
+        proc = subprocess.run([sys.executable, "-c", HOLD_TICKETS, str(tmp_path / "data"), db_url or ""], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        killed = int(proc.stdout)
+        if db_url:  # PostgreSQL: its heartbeat's grace first (studio/leases.py)
+            assert "Your network already has jobs" in admission.admit(first, "anon:fay", "203.0.113.5")
+            monkeypatch.setattr(PostgresLeases, "grace_s", 0.0)
+        assert admission.admit(first, "anon:fay", "203.0.113.5") is None
+        assert "anon:dan" not in admission.tickets(first) | admission.tickets(second)
+        assert admission.admit(second, "anon:dan", "203.0.113.5") is None  # dan's old ticket is gone too
+        assert second.store.heartbeat()["dead_instances"] == 1 and killed not in _instances(second.store)
+        with second.store.engine.connect() as conn:
+            holders = set(conn.execute(select(AdmissionTicket.instance_id)).scalars())
+        assert holders == {first.store.instance_id, second.store.instance_id}
+    finally:
+        second.store.close()
+        first.store.close()
+
+
+def test_admission_is_one_count_when_front_ends_admit_at_once(two):
+    """Eight visitors behind one address arrive at once, alternating between two front-ends: the count and the insert
+    are one serialized transaction, so exactly the address's two are admitted (and one ticket per visitor)."""
+    stores, barrier = two, threading.Barrier(8)
+    answers: list = [None] * 8
+
+    def arrive(i: int) -> None:
+        barrier.wait()
+        answers[i] = stores[i % 2].take_ticket(f"anon:v{i}", "192.0.2.9", None, 2, 20)
+
+    threads = [threading.Thread(target=arrive, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert answers.count(None) == 2, answers
+    assert sorted(a for a in answers if a) == [("address", 2)] * 6
+    assert len(stores[0].tickets()) + len(stores[1].tickets()) == 2
+    barrier = threading.Barrier(8)
+    answers = [None] * 8
+
+    def same_owner(i: int) -> None:
+        barrier.wait()
+        answers[i] = stores[i % 2].take_ticket("anon:one", f"198.51.100.{i}", None, 2, 20)
+
+    threads = [threading.Thread(target=same_owner, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert answers.count(None) == 1 and answers.count(("owner", 1)) == 7, answers

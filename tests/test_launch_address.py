@@ -52,3 +52,30 @@ def test_humo_trusted_proxies_is_a_hop_count_or_the_proxies_addresses():
     ctx = StudioContext(options, store=type("S", (), {"data_dir": Path("/nonexistent")})(), default_model="tiny")
     launch_options(ctx)
     assert os.environ.pop("FORWARDED_ALLOW_IPS") == "10.0.0.5"
+
+
+def test_max_video_pixels_from_the_flag_or_humo_max_video_pixels(monkeypatch, tmp_path, capsys):
+    """The local dub source cap (issue 27 item 4): default full HD, HUMO_MAX_VIDEO_PIXELS or --max-video-pixels as
+    WxH or a pixel count, refused when not a size; the cap and its message follow it."""
+    from engine.errors import InputError
+    from studio.context import StudioOptions
+    from studio.jobs import check_dub_video
+    from tests.robustness.test_costs_first import colour_mp4
+
+    monkeypatch.delenv("HUMO_MAX_VIDEO_PIXELS", raising=False)
+    assert app.parse_args([]).max_video_pixels is None  # StudioOptions' default: 1920×1080
+    monkeypatch.setenv("HUMO_MAX_VIDEO_PIXELS", "1280x720")
+    assert app.parse_args([]).max_video_pixels == 1280 * 720
+    assert app.parse_args(["--max-video-pixels", "640×480"]).max_video_pixels == 640 * 480  # the command line wins
+    assert app.parse_args(["--max-video-pixels", "100000"]).max_video_pixels == 100_000
+    for bad in ("big", "10x10", "1280x"):
+        with pytest.raises(SystemExit):
+            app.parse_args(["--max-video-pixels", bad])
+        assert "--max-video-pixels" in capsys.readouterr().err
+
+    video = colour_mp4(tmp_path / "hd.mp4", 1280, 720, 0.2)
+    assert check_dub_video(StudioOptions(), str(video))["video"]["width"] == 1280  # within full HD
+    with pytest.raises(InputError, match="hd.mp4 is 1280×720; the studio takes videos up to 640×480 pixels per frame"):
+        check_dub_video(StudioOptions(max_video_pixels=app.video_pixels("640x480")), str(video))
+    with pytest.raises(InputError, match="up to 100,000 pixels per frame"):
+        check_dub_video(StudioOptions(max_video_pixels=100_000), str(video))

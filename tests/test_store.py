@@ -369,7 +369,7 @@ def test_migration_from_0001_keeps_rows(tmp_path):
         assert "app_settings" in insp.get_table_names()
         assert "ix_generations_created_at" in {ix["name"] for ix in insp.get_indexes("generations")}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert [r.prompt for r in store.list_generations(query="OLD ONE")[0]] == ["old one"]  # 0004 folded it
 
 
@@ -385,7 +385,9 @@ def test_models_match_migration_head_and_downgrade_works(tmp_path, db_url):
     command.downgrade(cfg, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     command.upgrade(cfg, "head")
-    assert {"generations", "app_settings", "instances", "file_claims"} <= set(inspect(engine).get_table_names())
+    assert {"generations", "app_settings", "instances", "file_claims", "admission_tickets"} <= set(
+        inspect(engine).get_table_names()
+    )
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []

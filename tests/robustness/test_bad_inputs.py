@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from studio import admission
 from tests.robustness import helpers as h
 from tests.robustness.rawapi import RawClient, generate_fn_index
 from tests.studio_server import running_studio
@@ -421,7 +422,7 @@ def check(summary: dict, ctx, results) -> None:
     audit = h.audit(ctx.store)
     print("data folder after the run:", {k: v for k, v in audit.items() if k not in ("partial", "unaccounted")},
           "partial:", audit["partial"][:5], "unaccounted:", audit["unaccounted"][:5])  # fmt: skip
-    assert ctx.admissions == {}, f"admission tickets left after every job ended: {ctx.admissions}"
+    assert admission.tickets(ctx) == {}, f"admission tickets left after every job ended: {admission.tickets(ctx)}"
     counts = summary["by_class"]
     bad = {rule: items for rule, items in summary["problems"].items() if items}
     assert counts.get(h.OPAQUE, 0) == 0 and counts.get(h.UNTYPED, 0) == 0 and not bad, json.dumps(bad, indent=1)
@@ -454,7 +455,10 @@ def test_generator_is_deterministic_and_large():
 @pytest.mark.slow
 def test_bad_inputs_public_studio(tmp_path, bad_files, gradio_cache):
     cases = [c for c in build_cases() if c.kind not in GRADIO_KINDS]
-    foreign = {"outside_image": h.write_image(tmp_path / "outside.png", size=FACE), "database": tmp_path / "data" / "humo.db"}
+    foreign = {
+        "outside_image": h.write_image(tmp_path / "outside.png", size=FACE),
+        "database": tmp_path / "data" / "humo.db",
+    }
     with running_studio(tmp_path / "data", public=True) as (url, ctx):
         private = [str(ctx.store.data_dir), str(gradio_cache), str(tmp_path)]
         with RawClient(url) as uploader:  # uploaded once; every case is a new visitor that sends these values
@@ -497,7 +501,10 @@ def test_wrong_file_values_public_studio(tmp_path, bad_files, gradio_cache):
     sends text, a number or an un-uploaded path where a file goes must get a sentence, not pydantic's report or
     Gradio's "Cannot move <server path> to the gradio cache dir"."""
     cases = [c for c in build_cases() if c.kind in GRADIO_KINDS]
-    foreign = {"outside_image": h.write_image(tmp_path / "outside.png", size=FACE), "database": tmp_path / "data" / "humo.db"}
+    foreign = {
+        "outside_image": h.write_image(tmp_path / "outside.png", size=FACE),
+        "database": tmp_path / "data" / "humo.db",
+    }
     with running_studio(tmp_path / "data", public=True) as (url, ctx):
         private = [str(ctx.store.data_dir), str(gradio_cache), str(tmp_path)]
         with RawClient(url) as uploader:

@@ -15,6 +15,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 
+from studio import admission
 from tests.robustness.helpers import all_rows, assert_clean, audit
 from tests.robustness.rawapi import RawClient
 from tests.studio_server import running_studio
@@ -67,7 +68,7 @@ def test_twenty_visitors_at_once_each_get_exactly_their_own_row(tmp_path, good_m
         for row in rows:  # each visitor's owner has exactly its one row
             mine, total = ctx.store.list_generations(owner=row.owner)
             assert total == 1 and mine[0].id == row.id and mine[0].status == "done"
-        assert ctx.admissions == {}
+        assert admission.tickets(ctx) == {}
         assert_clean(audit(ctx.store))
         print(f"\n20 visitors at once ({ctx.store.engine.dialect.name}): 20 rows, 20 owners, {seconds:.1f} s in all")
 
@@ -96,7 +97,7 @@ def test_one_visitor_ten_parallel_submissions_one_admitted(tmp_path, good_media)
         assert all("You already have a job queued or running" in str(e) for e in refused), [str(e) for e in refused]
         rows = all_rows(ctx.store)
         assert len(rows) == 1 and rows[0].status == "done"
-        assert ctx.admissions == {}
+        assert admission.tickets(ctx) == {}
         # and once it has finished, the same visitor may queue the next one
         again = client.predict(*job_args(good_media), api_name="/generate")
         assert "done" in again[2]
@@ -114,7 +115,7 @@ def test_bounded_queue_refuses_extra_visitors_with_the_busy_message(tmp_path, go
         assert len(done) == 3 and len(refused) == 5, (len(done), refused)
         # gradio_client words it "1 parameter(s) failed validation: - prompt: <the studio's message>"
         assert all("The studio is busy (3 jobs waiting or running)" in r for r in refused), refused
-        assert len(all_rows(ctx.store)) == 3 and ctx.admissions == {}
+        assert len(all_rows(ctx.store)) == 3 and admission.tickets(ctx) == {}
 
         # visitors behind one address: two may queue, the third hears about its network
         shared = make_clients(url, 3, address=lambda i: "192.0.2.7")
@@ -143,11 +144,11 @@ def test_a_page_that_goes_away_while_its_job_waits_frees_its_visitor(tmp_path, g
         leaving.join_and_leave(values(leaving, 1))  # queued behind the running job; the tab closes
         assert "done" in running.result().status
         deadline = time.monotonic() + 10
-        while ctx.admissions and time.monotonic() < deadline:
+        while admission.tickets(ctx) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = {owner: address for owner, (address, _) in ctx.admissions.items()}
+        left = admission.tickets(ctx)
         again = leaving.generate(values(leaving, 1))
         assert again.kind == "output" and "done" in again.status, (again.kind, again.message, left)
-        assert ctx.admissions == {}
+        assert admission.tickets(ctx) == {}
         first.close()
         leaving.close()

@@ -147,3 +147,26 @@ def test_a_flood_of_mask_previews_leaves_other_visitors_jobs_admitted(tmp_path, 
         print(f"\n{len(answers)} previews answered during the job: {sorted(set(answers))}")
         assert job.kind == "output" and "done" in job.status, job
         assert answers and set(answers) == {200}, set(answers)
+
+
+@pytest.mark.slow
+def test_an_over_cap_voice_on_public_generate_is_refused_from_its_header(tmp_path, good_media, monkeypatch):
+    """Issue 27 item 2 at the generate door: a 60-s voice (within the voice cap) makes 1497 frames; the public frame
+    cap (97) refuses it from the voice's header, before the reference image or the voice is decoded."""
+    import engine.audio
+    import engine.media
+
+    decoded = []
+    for module, name in ((engine.audio, "load_audio"), (engine.media, "load_image")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: decoded.append(_n) or pytest.fail("decoded first"))
+    voice = write_wav(tmp_path / "voice60.wav", 0.1 * np.sin(np.arange(16000 * 60) / 9.0).astype(np.float32))
+    with running_studio(tmp_path / "data", public=True) as (url, ctx), RawClient(url) as client:
+        values = ["a man talks", client.upload(good_media["image"]), client.upload(voice), "", "tiny", "custom",
+                  64, 64, 0, 4, 1, "official", None, None, None, None, None, False, True]  # fmt: skip
+        with PeakRSS() as memory:
+            answer = client.generate(values)
+        print(f"\npublic over-cap voice on /generate refused in {answer.seconds:.2f} s, "
+              f"RSS rise {memory.rise / 2**20:.0f} MiB")  # fmt: skip
+        assert answer.kind == "output", answer
+        assert "This job would make 1497 frames (59.9 s); this public studio makes at most 97" in answer.data[2]
+        assert decoded == []
