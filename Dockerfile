@@ -5,7 +5,7 @@ FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     HUMO_HOST=0.0.0.0 HUMO_PORT=7860 HUMO_DATA_DIR=/app/data
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3-pip git \
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3-pip git ffmpeg \
     && rm -rf /var/lib/apt/lists/* || \
     (apt-get update && apt-get install -y --no-install-recommends software-properties-common \
      && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \

@@ -29,6 +29,9 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
+	@command -v ffprobe >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+	  else echo "ffprobe missing: Gradio's streaming video (Generate live) needs Debian's ffmpeg package"; fi; }
 
 # The store's tests start a PostgreSQL server of their own from Debian's binaries (tests/postgres.py), never the
 # package's system cluster or service. Install the binaries when missing.
