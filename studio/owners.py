@@ -125,7 +125,9 @@ def request_owner(public: bool, request: Any, visitor: Any = None, key: bytes = 
         return f"user:{name}"[:200]
     if not public:
         return LOCAL_OWNER
-    found = verify_visitor(key, visitor) if key else None
+    if not key:  # a caller that forgot the key must not make ids anyone could sign
+        raise ValueError("request_owner in public mode needs the studio's visitor signing key")
+    found = verify_visitor(key, visitor)
     if found is not None:
         return f"anon:{found[0]}"
     if visitor is None:  # an API client: the id issued from its session

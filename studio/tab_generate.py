@@ -889,7 +889,7 @@ class JobRunner:
         values, page = args[: len(API_INPUTS)], args[len(API_INPUTS) :]
         keyframes, phases, _, options, visitor = _page_values(page)
         try:
-            owner = request_owner(ctx.options.public, request, visitor)
+            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
         except InputError as exc:
             yield refusal(exc)
             return

@@ -123,6 +123,21 @@ def test_request_owner_rules(tmp_path):
     assert request_owner(False, SimpleNamespace(username="ada"), None, key) == "user:ada"
     signed_in = SimpleNamespace(username=None, session={"oauth_info": {"userinfo": {"preferred_username": "bo"}}})
     assert request_owner(True, signed_in, visitor, key) == "user:bo"  # a Hugging Face login on a Space
+    with pytest.raises(ValueError, match="signing key"):  # a door that forgot the key owns nothing, API or page
+        request_owner(True, page, None)
+
+
+def test_every_public_door_passes_the_signing_key():
+    """Each studio callback that asks who the visitor is hands over the studio's signing key (a missing key once
+    made Generate live refuse every page visitor and sign API ids with an empty key)."""
+    import re
+
+    from tests.test_imports import ROOT
+
+    calls = [(path.name, call) for path in (ROOT / "studio").glob("*.py")
+             for call in re.findall(r"request_owner\(([^)]*)\)", path.read_text())]  # fmt: skip
+    public = [(name, call) for name, call in calls if not call.startswith("False") and "public: bool" not in call]
+    assert public and all("visitor_key" in call for _, call in public), public
 
 
 def test_only_visitor_ids_the_studio_issued_are_owners(tmp_path):
