@@ -356,7 +356,8 @@ def test_public_caps_on_the_source_video_come_from_its_header(tmp_path, monkeypa
 
     monkeypatch.setattr(dub, "load_video", lambda *a, **k: pytest.fail("decoded before the caps"))
     clip, _, _ = write_clip(tmp_path, "cap", frames=25)
-    with pytest.raises(InputError, match=r"cap\.mp4 is 64×64; this public studio takes videos up to 480×832"):
+    # the refusal names the cap in force (a common frame size by its name, else a pixel count)
+    with pytest.raises(InputError, match=r"cap\.mp4 is 64×64; this public studio takes videos up to 1,024 pixels"):
         check_dub_video(StudioOptions(public=True, max_pixels_public=32 * 32), str(clip))
     with pytest.raises(InputError, match=r"cap\.mp4 is 1\.0 s long; this public studio dubs videos up to 0 s"):
         check_dub_video(StudioOptions(public=True, max_audio_seconds_public=0.4), str(clip))
@@ -385,7 +386,7 @@ def test_a_dubs_frames_and_caps_come_from_headers_before_any_decode(tmp_path, mo
     with pytest.raises(InputError, match=r"A mask chooses the region itself") as err:
         dub.plan_dub(dub.DubRequest(video=str(clip), audio=str(voice_b), mask=str(mask), face=4))
     assert err.value.field == "face"
-    with pytest.raises(InputError, match=r"hdr\.mp4 is 64×64; the studio takes videos up to 1920×1080"):
+    with pytest.raises(InputError, match=r"hdr\.mp4 is 64×64; the studio takes videos up to 1,024 pixels per frame"):
         check_dub_video(StudioOptions(public=False, max_video_pixels=32 * 32), str(clip))
 
 
