@@ -205,27 +205,10 @@ def run_job(
     (LoRA, step cache, compile, attention, memory mode), on the pipeline for this job and stored with the row."""
     frames = validate_request(ctx, request, names)
     model_id = model_id or ctx.default_model
-    if request.seed is None or request.seed < 0:
-        request = replace(request, seed=random.randint(0, 2**31 - 1))
-    request, input_paths, input_hashes = copy_inputs(ctx, request)
-    try:
-        row = ctx.store.create_generation(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or "",
-            mode=mode_from_inputs(bool(request.images), bool(request.audio)),
-            model_id=model_id,
-            seed=request.seed,
-            settings={**_settings_of(request), **({"advanced": advanced.record(names)} if advanced else {})},
-            input_hashes=input_hashes,
-            input_paths=input_paths,
-            total_steps=request.num_inference_steps,
-            owner=owner,
-            consent=consent,
-        )
-    except BaseException:
-        ctx.store.discard_inputs(input_paths)
-        raise
-    gid = row.id
+    request, input_paths, input_hashes = copy_inputs(ctx, seeded(request))
+    settings = {**_settings_of(request), **({"advanced": advanced.record(names)} if advanced else {})}
+    gid = queued_row(ctx, request, model_id, mode_from_inputs(bool(request.images), bool(request.audio)), settings,
+                     input_paths, input_hashes, owner, consent)  # fmt: skip
     stop_event = stop_event or threading.Event()
 
     def work() -> JobResult:
@@ -240,15 +223,15 @@ def run_job(
                 ctx, request, model_id, ctx.store.abs_path(video_rel), gid, stop_event, on_progress, advanced
             )
         else:
-            pipe = ctx.pipeline(model_id)
-            ctx.store.mark_running(gid)
-            callback = _progress_callback(ctx, gid, stop_event, on_progress, _estimate(ctx, request, frames, model_id))
             from studio.advanced import applied
 
-            with applied(pipe, advanced, ctx.options.device):
-                path, settings = generate_to_file(pipe, request, ctx.store.abs_path(video_rel),
-                                                  callback_on_step_end=callback,
-                                                  advanced=advanced.record(names) if advanced else None)  # fmt: skip
+            def render(pipe, out: Path, callback):
+                with applied(pipe, advanced, ctx.options.device):
+                    return generate_to_file(pipe, request, out, callback_on_step_end=callback,
+                                            advanced=advanced.record(names) if advanced else None)  # fmt: skip
+
+            estimate = lambda pipe: _estimate(ctx, request, frames, model_id)  # noqa: E731
+            video_rel, path, settings = _render_here(ctx, gid, model_id, stop_event, on_progress, estimate, render)
         _remember_speed(ctx, model_id, settings, time.perf_counter() - started)
         return _finish(ctx, gid, video_rel, path, settings)
 
@@ -258,6 +241,48 @@ def run_job(
         except BaseException as exc:
             return _end_row(ctx, gid, exc)
     return _in_turn(ctx, gid, stop_event, work)
+
+
+def seeded(request):
+    """The request with a drawn seed where it asks for a random one (None or negative): the row keeps the seed."""
+    if request.seed is None or request.seed < 0:
+        return replace(request, seed=random.randint(0, 2**31 - 1))
+    return request
+
+
+def queued_row(ctx: StudioContext, request, model_id: str, mode: str, settings: dict, input_paths: list[str],
+               input_hashes: dict, owner: str, consent: bool | None) -> int:  # fmt: skip
+    """Every job's gallery row, queued, for its copied inputs (dropped again when the row cannot be made)."""
+    try:
+        row = ctx.store.create_generation(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            mode=mode,
+            model_id=model_id,
+            seed=request.seed,
+            settings=settings,
+            input_hashes=input_hashes,
+            input_paths=input_paths,
+            total_steps=request.num_inference_steps,
+            owner=owner,
+            consent=consent,
+        )
+    except BaseException:
+        ctx.store.discard_inputs(input_paths)
+        raise
+    return row.id
+
+
+def _render_here(ctx: StudioContext, gid: int, model_id: str, stop_event: threading.Event, on_progress,
+                 estimate: Callable, render: Callable) -> tuple[str, Path, dict]:  # fmt: skip
+    """The job-turn part of a render in this process: the pipeline, the row running, the progress callback (its
+    time estimate from `estimate(pipe)`), then `render(pipe, out, callback)` into the row's video file."""
+    pipe = ctx.pipeline(model_id)
+    ctx.store.mark_running(gid)
+    callback = _progress_callback(ctx, gid, stop_event, on_progress, estimate(pipe))
+    video_rel = DataPaths.video_rel(gid)
+    path, settings = render(pipe, ctx.store.abs_path(video_rel), callback)
+    return video_rel, path, settings
 
 
 def _in_turn(ctx: StudioContext, gid: int, stop_event: threading.Event, work: Callable[[], JobResult]) -> JobResult:
@@ -573,8 +598,7 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
     names = names or {}
     plan = validate_dub(ctx, request, names)
     model_id = model_id or ctx.default_model
-    if request.seed is None or request.seed < 0:
-        request = replace(request, seed=random.randint(0, 2**31 - 1))
+    request = seeded(request)
     rel_paths, hashes, copies = [], {}, {}
     try:
         for key, kind in (("video", "video"), ("audio", "audio"), ("mask", "image")):
@@ -584,26 +608,20 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
                 hashes[key] = digest
                 copies[key] = str(ctx.store.abs_path(rel))
                 names[copies[key]] = names.get(getattr(request, key)) or Path(getattr(request, key)).name
-        request = replace(request, **copies)
-        settings = {k: v for k, v in asdict(request).items() if k not in ("video", "audio", "mask")}
-        row = ctx.store.create_generation(prompt=request.prompt, negative_prompt=request.negative_prompt or "",
-                                          mode="TIA", model_id=model_id, seed=request.seed,
-                                          settings={"kind": "dub", **settings}, input_hashes=hashes,
-                                          input_paths=rel_paths, total_steps=request.num_inference_steps,
-                                          owner=owner, consent=consent)  # fmt: skip
     except BaseException:
         ctx.store.discard_inputs(rel_paths)
         raise
-    gid = row.id
+    request = replace(request, **copies)
+    settings = {k: v for k, v in asdict(request).items() if k not in ("video", "audio", "mask")}
+    gid = queued_row(ctx, request, model_id, "TIA", {"kind": "dub", **settings}, rel_paths, hashes, owner, consent)
     stop_event = stop_event or threading.Event()
 
     def work() -> JobResult:
-        pipe = ctx.pipeline(model_id)
-        ctx.store.mark_running(gid)
-        estimate = _dub_estimate(ctx, pipe, request, plan, model_id)
-        callback = _progress_callback(ctx, gid, stop_event, on_progress, estimate)
-        video_rel = DataPaths.video_rel(gid)
-        path, settings = dub_to_file(pipe, request, ctx.store.abs_path(video_rel), callback, plan=plan, names=names)
+        def render(pipe, out: Path, callback):
+            return dub_to_file(pipe, request, out, callback, plan=plan, names=names)
+
+        estimate = lambda pipe: _dub_estimate(ctx, pipe, request, plan, model_id)  # noqa: E731
+        video_rel, path, settings = _render_here(ctx, gid, model_id, stop_event, on_progress, estimate, render)
         return _finish(ctx, gid, video_rel, path, settings)
 
     return _in_turn(ctx, gid, stop_event, work)

@@ -8,7 +8,6 @@ Live mode is offered for the models whose real-time factor was measured fast eno
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
@@ -121,27 +120,10 @@ def run_live_job(
     if request.window_frames is not None:
         request = replace(request, window_frames=None)  # live chunks replace the windowed long video
     jobs.validate_request(ctx, request, names)
-    if request.seed is None or request.seed < 0:
-        request = replace(request, seed=random.randint(0, 2**31 - 1))
-    request, input_paths, input_hashes = jobs.copy_inputs(ctx, request)
-    try:
-        row = ctx.store.create_generation(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or "",
-            mode=mode_from_inputs(bool(request.images), bool(request.audio)),
-            model_id=model_id,
-            seed=request.seed,
-            settings={**jobs._settings_of(request), "live": True},
-            input_hashes=input_hashes,
-            input_paths=input_paths,
-            total_steps=request.num_inference_steps,
-            owner=owner,
-            consent=consent,
-        )
-    except BaseException:
-        ctx.store.discard_inputs(input_paths)
-        raise
-    gid = row.id
+    request, input_paths, input_hashes = jobs.copy_inputs(ctx, jobs.seeded(request))
+    mode = mode_from_inputs(bool(request.images), bool(request.audio))
+    settings = {**jobs._settings_of(request), "live": True}
+    gid = jobs.queued_row(ctx, request, model_id, mode, settings, input_paths, input_hashes, owner, consent)
     stop_event = stop_event or threading.Event()
     kept: list[np.ndarray] = []
 

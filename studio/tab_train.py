@@ -64,14 +64,17 @@ def dataset_folder(ctx: StudioContext, name: str, out_dir: str | None = None) ->
 
 
 def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frames: int, size: int,
-                  out_dir: str | None = None) -> str:  # fmt: skip
-    """Uploaded videos -> clips (cut, faces, audio, references) -> an encoded cache. Returns the cache path."""
-    from engine.registry import load_pipeline
-    from training.cache import build_cache
-    from training.raw import build_clips
+                  out_dir: str | None = None, owner: str = LOCAL_OWNER) -> str:  # fmt: skip
+    """Uploaded videos -> clips (cut, faces, audio, references) -> an encoded cache. Returns the cache path.
 
+    `python -m training prepare` then `python -m training cache` run as child processes, like `fit`: a crash or
+    a big build never takes the studio down. Their output goes to runs/<name>/build.log, the run status shows
+    the build, and Stop ends it. This call waits for them (in its own Gradio worker) to fill the Dataset box."""
     if not videos:
         raise InputError("Upload at least one video (with a face and speech).", field="videos")
+    run_dir = _own_run(ctx, name, owner)
+    if _running(run_dir.name):
+        raise InputError(f"Run {run_dir.name} is training or building: wait for it or press Stop.", field="name")
     root = dataset_folder(ctx, name, out_dir)
     src = root / "source"
     src.mkdir(parents=True, exist_ok=True)
@@ -80,20 +83,61 @@ def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frame
         target = src / path.name
         if not target.exists():
             target.write_bytes(path.read_bytes())
-    try:
-        report = build_clips(src, root / "clips", frames=int(frames), size=(int(size), int(size)), progress=False)
-    except InputError as exc:
-        if exc.field != "out_dir":
-            raise
-        raise InputError(  # the folder holds clips of another frame count or size: say which field changes it
-            f"{root} already holds a dataset built with other settings ({exc}). Set another Output folder (or Run "
-            "name), or build again with the settings it was made with.",
-            field="out_dir",
-        ) from exc
-    if not report.clips:
-        raise InputError(_no_clip_advice(report.skipped, src, int(frames)), field="videos")
-    build_cache(load_pipeline(model or "tiny"), root / "clips", root / "cache", progress=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / OWNER_FILE).write_text(owner)
+    log = run_dir / "build.log"
+    log.write_text("")
+    clips = root / "clips"
+    prepare = ["prepare", "--input", str(src), "--out", str(clips), "--frames", str(int(frames))]
+    prepare += ["--size", f"{int(size)}x{int(size)}", "--quiet"]
+    error = _build_step(run_dir.name, prepare, log)
+    if error is not None:
+        if "use another output folder" in error:  # raw.py's geometry check: the folder holds other clips
+            raise InputError(
+                f"{root} already holds a dataset built with other settings ({error}). Set another Output folder (or "
+                "Run name), or build again with the settings it was made with.",
+                field="out_dir",
+            )
+        raise InputError(f"Preparing the clips failed: {error}", field="videos")
+    report = json.loads((clips / "report.json").read_text())
+    if not report.get("clips"):
+        raise InputError(_no_clip_advice(report.get("skipped", {}), src, int(frames)), field="videos")
+    error = _build_step(run_dir.name, ["cache", "--clips", str(clips), "--out", str(root / "cache"),
+                                       "--model", model or "tiny"], log)  # fmt: skip
+    if error is not None:
+        raise InputError(f"Encoding the clips failed: {error}", field="videos")
     return str(root / "cache")
+
+
+BUILDS: dict[str, subprocess.Popen] = {}  # run name -> the dataset build step (prepare or cache) now running
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    """`python -m training <args>` as a child of the studio, its output appended to `log_path`."""
+    log = open(log_path, "a")  # noqa: SIM115  (the child owns it for its lifetime)
+    command = [sys.executable, "-m", "training", *args]
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+
+
+def _running(name: str) -> bool:
+    return any(name in table and table[name].poll() is None for table in (PROCESSES, BUILDS))
+
+
+def _build_step(name: str, args: list[str], log: Path) -> str | None:
+    """Run one build step to its end: None when it succeeded, else why not (its `error:` line, or that Stop
+    ended it, or its exit status)."""
+    BUILDS[name] = process = _spawn(args, log)
+    code = process.wait()
+    if code == 0:
+        return None
+    if code < 0:
+        raise InputError(f"The dataset build of {name} was stopped; Build starts it again.", field="name")
+    errors = [
+        line[len("error: ") :] for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")
+    ]
+    return errors[-1] if errors else f"`python -m training {args[0]}` exited with {code} (see build.log)"
 
 
 def _no_clip_advice(skipped: dict, src: Path, frames: int) -> str:
@@ -132,6 +176,8 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
     run_dir = _own_run(ctx, name, owner)
     if name in PROCESSES and PROCESSES[name].poll() is None:
         return f"Run {name} is already training."
+    if name in BUILDS and BUILDS[name].poll() is None:
+        return f"Run {name} is still building its dataset: launch when the build is done."
     config_path = run_dir / "run.yaml"
     if resume:
         if not config_path.exists():
@@ -154,16 +200,18 @@ def launch(ctx: StudioContext, name: str, dataset: str, stage: int, base_model: 
             "checkpoint_every": max(1, int(steps) // 10),
         }
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [sys.executable, "-m", "training", "fit", "--config", str(config_path)] + (["--resume"] if resume else [])
-    log = open(run_dir / "train.log", "a")  # noqa: SIM115  (the child owns it for its lifetime)
-    PROCESSES[name] = subprocess.Popen(
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    train_log = run_dir / "train.log"
+    PROCESSES[name] = _spawn(["fit", "--config", str(config_path)] + (["--resume"] if resume else []), train_log)
     return f"▶ Training {name} (stage {stage}) started: pid {PROCESSES[name].pid}"
 
 
 def stop(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> str:
     name = _own_run(ctx, name, owner).name
+    build = BUILDS.get(name)
+    if build is not None and build.poll() is None:
+        build.kill()  # nothing to save: Build again reuses the clips prepare finished
+        build.wait()
+        return f"■ The dataset build of {name} stopped."
     process = PROCESSES.get(name)
     if process is None or process.poll() is not None:
         return f"{name} is not running."
@@ -187,8 +235,11 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
         run_dir = None
     if run_dir is None:
         return "No run selected.", "", None
-    log_path = run_dir / "train.log"
+    building = name in BUILDS and BUILDS[name].poll() is None
+    log_path = run_dir / ("build.log" if building else "train.log")
     log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+    if building:
+        return f"**{name}**: building its dataset", log, None
     rows = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
@@ -252,7 +303,7 @@ def build_dataset_message(ctx: StudioContext, owner: str, name, videos, frames, 
         model = base or ctx.default_model
         if Path(model).is_dir():
             model = read_base(model)["base_model"]
-        cache = build_dataset(ctx, name, videos, model, frames, size, out_dir)
+        cache = build_dataset(ctx, name, videos, model, frames, size, out_dir, owner)
     except InputError as exc:
         return f"⚠ {exc}", gr.update()
     return f"✔ Dataset ready: `{cache}` (filled in as the Dataset above)", cache

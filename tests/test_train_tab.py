@@ -71,6 +71,38 @@ def test_build_fills_the_dataset_box_and_a_rebuild_points_to_the_output_folder(c
     assert json.loads((Path(dataset) / "index.json").read_text())["model_id"] == "humo-nano"
 
 
+def test_a_build_runs_outside_the_studio_process_and_stop_ends_it(ctx, short_videos, tmp_path):
+    import os
+    import threading
+    import time
+
+    # the finished build ran as a child process whose output is in the run folder
+    assert tab_train.build_dataset(ctx, "kid", short_videos, "tiny", 17, 64) == str(tmp_path / "data/train/kid/cache")
+    assert tab_train.BUILDS["kid"].pid != os.getpid() and tab_train.BUILDS["kid"].returncode == 0
+    log = (models.runs_dir(ctx.store.data_dir) / "kid" / "build.log").read_text()
+    assert "cached 2 clips" in log
+    # another owner cannot build into (or over) this run
+    with pytest.raises(InputError, match="taken"):
+        tab_train.build_dataset(ctx, "kid", short_videos, "tiny", 17, 64, owner="someone-else")
+    # Stop during a build: the child ends, the build call says so, the status shows the build while it runs
+    outcome = {}
+
+    def build():
+        outcome["message"] = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "slow", short_videos, 17, 64, "")[0]
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while "slow" not in tab_train.BUILDS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tab_train.run_status(ctx, "slow")[0] == "**slow**: building its dataset"
+    assert tab_train.stop(ctx, "slow") == "■ The dataset build of slow stopped."
+    worker.join(60)
+    assert outcome["message"].startswith("⚠") and "stopped" in outcome["message"]
+    assert tab_train.BUILDS["slow"].returncode < 0
+    assert not (tmp_path / "data/train/slow/cache/index.json").exists()
+
+
 def test_finished_runs_reach_the_model_picker_once(ctx):
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, None)
     assert update["choices"] == known and not any(c.startswith("checkpoint:") for c in known)
