@@ -85,9 +85,7 @@ def sweep_cache(blocks, age_s: float | None) -> int:
     many went. Gradio's own `delete_cache` sweep iterates the live sets while upload threads add to them, and
     the first "Set changed size during iteration" ends its task for good (the cache then grows forever); this
     one walks snapshots and survives any one file's error."""
-    keep = set()
-    for block in blocks.blocks.values():
-        keep.update(getattr(block, "keep_in_cache", set()))
+    keep = _kept_files(blocks)
     now, removed = time.time(), 0
     folder = cache_folder().resolve()
     for files in list(blocks.temp_file_sets):
@@ -114,16 +112,36 @@ def sweep_cache(blocks, age_s: float | None) -> int:
     return removed
 
 
-def sweep_stale(age_s: float) -> int:
+def _kept_files(blocks) -> set[str]:
+    """Files the components keep for the app's life (gr.Examples' inputs)."""
+    keep: set[str] = set()
+    for block in blocks.blocks.values():
+        keep.update(getattr(block, "keep_in_cache", set()))
+    return keep
+
+
+def _cached_files(blocks) -> set[str]:
+    """Every file this app's blocks hold in the cache, kept or temporary (as resolved paths)."""
+    held = set(_kept_files(blocks))
+    for files in list(blocks.temp_file_sets):
+        held.update(list(files))
+    return {str(Path(f).resolve()) for f in held}
+
+
+def sweep_stale(age_s: float, blocks=None) -> int:
     """At start: remove files of the cache folder older than `age_s` (uploads and copies from before a restart are
-    in no set of this process, so `sweep_cache` would never age them out); returns how many went."""
+    in no set of this process, so `sweep_cache` would never age them out); returns how many went. Files this
+    process's `blocks` already hold are kept whatever their age: a cached example input is a copy that keeps its
+    bundled source's old mtime."""
+    mine = _cached_files(blocks) if blocks is not None else set()
     folder, now, removed = cache_folder(), time.time(), 0
     if not folder.is_dir():
         return 0
     for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # files, then their folders
         try:
             if path.is_symlink() or path.is_file():
-                if now - path.lstat().st_mtime > age_s:
+                held = str(path) in mine or str(path.resolve()) in mine
+                if not held and now - path.lstat().st_mtime > age_s:
                     path.unlink()
                     removed += 1
             elif path.is_dir():
@@ -152,7 +170,7 @@ def cache_sweeper(every_s: float, age_s: float):
                 except Exception:  # never let one bad sweep end the schedule
                     log.exception("cache sweep failed")
 
-        await anyio.to_thread.run_sync(sweep_stale, age_s)
+        await anyio.to_thread.run_sync(sweep_stale, age_s, app.get_blocks())
         task = asyncio.create_task(loop())
         try:
             yield

@@ -175,3 +175,25 @@ def test_cache_sweep_ages_files_out_while_uploads_keep_arriving(tmp_path, monkey
     assert removed == 200
     assert young.exists() and str(young) in files
     assert not any((tmp_path / f"{i:064x}").exists() for i in range(200))  # the emptied hash folders went too
+
+
+def test_a_start_ages_out_old_uploads_but_not_this_apps_example_files(tmp_path, monkeypatch):
+    """`sweep_stale` at start removes what an earlier run left, but not the files this app's blocks already hold:
+    gr.Examples' cached inputs are copies that keep their bundled source's old mtime (they went at once, and the
+    bundled example's voice "did not arrive")."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from studio import serving
+
+    monkeypatch.setattr(serving, "cache_folder", lambda: tmp_path)
+    old = time.time() - 2 * 3600
+    left, example = tmp_path / "a" / "left.wav", tmp_path / "b" / "nano_speech.wav"
+    for path in (left, example):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+        os.utime(path, (old, old))
+    blocks = SimpleNamespace(blocks={1: SimpleNamespace(keep_in_cache={str(example)})}, temp_file_sets=[])
+    assert serving.sweep_stale(3600, blocks) == 1
+    assert example.exists() and not left.exists() and not left.parent.exists()
