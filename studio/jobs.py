@@ -104,9 +104,10 @@ def _header_voice_frames(opts, request: GenerationRequest, names: dict[str, str]
 
     shown = names.get(request.audio) or Path(request.audio).name
     seconds = probe_audio(request.audio, display_name=shown).duration_s
-    if seconds is None or seconds > opts.audio_cap_s:
+    least = int((seconds - HEADER_SLACK_S) * 25) if seconds is not None else 0
+    if seconds is None or seconds > opts.audio_cap_s or least < 1:  # a voice shorter than the slack: its decode decides
         return None
-    if run_frames(None, int((seconds - HEADER_SLACK_S) * 25)) <= opts.max_frames_public:
+    if run_frames(None, least) <= opts.max_frames_public:
         return None
     return max(1, int(seconds * 25))
 

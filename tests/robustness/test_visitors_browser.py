@@ -67,7 +67,7 @@ def test_two_visitors_see_only_their_own(browser, tmp_path, good_media):  # noqa
             assert secret not in config and secret not in b.content()
         # B's API: generating only; no gallery, download, delete, training or settings endpoint to reach A's row
         api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
-        assert set(api["named_endpoints"]) <= {"/generate", "/dub"}, api["named_endpoints"].keys()
+        assert set(api["named_endpoints"]) <= {"/generate", "/generate_live", "/dub"}, api["named_endpoints"].keys()
         assert api["unnamed_endpoints"] == {}, api["unnamed_endpoints"].keys()
 
         # A reloads: the gallery and the last settings are A's still
