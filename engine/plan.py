@@ -68,6 +68,15 @@ def voice_frames(audio) -> int | None:
     return max(1, num_video_frames(len(waveform)))
 
 
+def header_voice_frames(path) -> int | None:
+    """N25 of a voice file from its container header alone (nothing decoded: a 2-hour upload costs milliseconds):
+    what admission and the page's estimate plan with, before any cap has been checked. None without a length."""
+    from engine.audio import VIDEO_FPS, probe_audio
+
+    seconds = probe_audio(path).duration_s
+    return None if seconds is None else max(1, int(seconds * VIDEO_FPS))
+
+
 def plan_run(
     schedule,
     timesteps,

@@ -112,12 +112,16 @@ def _header_voice_frames(opts, request: GenerationRequest, names: dict[str, str]
     return max(1, int(seconds * 25))
 
 
-def planned_frames(request: GenerationRequest) -> int:
+def planned_frames(request: GenerationRequest, from_header: bool = False) -> int:
     """The frames a job will make (engine.plan, the voice's length when none are asked): what a GPU slot is sized
-    for."""
-    from engine.plan import voice_frames
+    for. `from_header`: the voice's length read from its header, for callers before the caps (admission's estimate),
+    which must not decode an upload of any length."""
+    from engine.plan import header_voice_frames, voice_frames
 
-    return run_frames(request.num_frames, voice_frames(request.audio) if request.num_frames is None else None)
+    if request.num_frames is not None or request.audio is None:
+        return run_frames(request.num_frames, None)
+    count = header_voice_frames if from_header and isinstance(request.audio, str) else voice_frames
+    return run_frames(None, count(request.audio))
 
 
 def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str | None = None) -> JobCost:

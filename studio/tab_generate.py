@@ -426,12 +426,12 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
 def planned_frames_of(audio, frames: int, long_video) -> tuple[int, int | None]:
     """(frames, window_frames) the job will run, as engine.plan counts them: Frames 0 -> the voice's whole length
     (97 without one); Long video -> windows of the trained 97 frames."""
-    from engine.plan import run_frames, voice_frames
+    from engine.plan import header_voice_frames, run_frames
 
     voice = None
     try:
         upload = inputs.upload(audio, "audio")
-        voice = voice_frames(upload[0]) if upload else None
+        voice = header_voice_frames(upload[0]) if upload else None  # the page's estimate never decodes a voice
     except InputError:  # a bad voice is said next to the audio input; the estimate plans without it
         pass
     return run_frames(int(frames) or None, voice), (DEFAULT_FRAMES if inputs.flag(long_video) else None)
@@ -985,7 +985,7 @@ def waiting_estimate(ctx: StudioContext, values: dict, keyframes, phases) -> flo
         return None
     try:
         request, _ = make_request(ctx, **values, keyframes=keyframes, phases=phases)
-        return eta.estimate_request(ctx, request, planned_frames(request), model_id).total_s
+        return eta.estimate_request(ctx, request, planned_frames(request, from_header=True), model_id).total_s
     except Exception:  # an estimate never refuses a job: validate_request does, with its message
         return None
 
