@@ -42,9 +42,10 @@ def cli_invocations(text: str) -> list[tuple[str, list[str]]]:
         if not match:
             continue
         rest = re.sub(r"\[[^\]]*\]", " ", match.group(2))
-        argv = [a for a in shlex.split(rest) if a != "..."]
-        argv = [a for i, a in enumerate(argv) if not (a.startswith("--") and i + 1 < len(argv) and argv[i + 1] == "...")]
-        found.append((match.group(1), argv))
+        words = shlex.split(rest)
+        # `--prompt ...`: a value left to the reader gets a stand-in; a lone `...` ("and the rest") is dropped
+        argv = ["x" if w == "..." and i and words[i - 1].startswith("--") else w for i, w in enumerate(words)]
+        found.append((match.group(1), [w for w in argv if w != "..."]))
     return found
 
 
@@ -56,16 +57,6 @@ def _parser(package: str):
     return build_parser()
 
 
-def _drop_placeholder_values(argv: list[str]) -> list[str]:
-    """`--prompt ... --image ...`: an option whose value the README leaves to the reader gets a stand-in."""
-    out = []
-    for i, arg in enumerate(argv):
-        out.append(arg)
-        if arg.startswith("--") and "=" not in arg and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            out.append("x")  # flags that take no value refuse this, which the parse below would show
-    return out
-
-
 def test_the_readme_names_engine_and_training_commands():
     invocations = cli_invocations(README.read_text())
     verbs = {(package, argv[0]) for package, argv in invocations}
@@ -75,22 +66,20 @@ def test_the_readme_names_engine_and_training_commands():
 
 @pytest.mark.parametrize("package,argv", cli_invocations(README.read_text()), ids=lambda v: " ".join(v)[:60])
 def test_every_readme_command_parses(package, argv):
-    parser = _parser(package)
     try:
-        parser.parse_args(argv)
-    except SystemExit:
-        # a flag with a value the README leaves open (`--prompt ...`) is given one; a flag that takes none is not
-        try:
-            parser.parse_args(_drop_placeholder_values(argv))
-        except SystemExit as exc:
-            pytest.fail(f"`python -m {package} {' '.join(argv)}` from the README does not parse (exit {exc.code})")
+        _parser(package).parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"`python -m {package} {' '.join(argv)}` from the README does not parse (exit {exc.code})")
 
 
 def test_readme_placeholder_handling_catches_a_renamed_flag():
-    """The checker itself: an option the parser does not know fails the parse."""
-    parser = _parser("engine")
+    """The checker itself: a value left to the reader parses, a flag the parser does not know does not."""
+    text = '```bash\npython -m engine generate --prompt "..." --stream --out x.mp4 ...\n```\n'
+    [(package, argv)] = cli_invocations(text)
+    assert argv == ["generate", "--prompt", "x", "--stream", "--out", "x.mp4"]
+    _parser(package).parse_args(argv)
     with pytest.raises(SystemExit):
-        parser.parse_args(_drop_placeholder_values(["generate", "--no-such-flag", "--prompt"]))
+        _parser("engine").parse_args(["generate", "--no-such-flag"])
 
 
 def _tryout_commands() -> list[str]:

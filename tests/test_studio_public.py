@@ -26,12 +26,14 @@ def _api_names(demo) -> dict[str, str]:
     return {d.get("api_name"): d.get("api_visibility", "public") for d in config["dependencies"] if d.get("api_name")}
 
 
-def test_space_mode_builds_with_only_the_generate_and_dub_endpoints(public_ctx):
+def test_space_mode_builds_with_only_the_generation_and_dub_endpoints(public_ctx):
     spaces = importlib.import_module("spaces")  # the real package: off ZeroGPU it leaves the call unchanged
     assert spaces.GPU(duration=60)(len) is len
     demo = build_app(public_ctx)
     public = sorted(name for name, vis in _api_names(demo).items() if vis != "private")
-    assert public == ["dub", "generate"]  # no download, training, gallery, delete or settings endpoint
+    # generate_live: the same job, admission and caps as generate, made chunk by chunk; no download, training,
+    # gallery, delete or settings endpoint
+    assert public == ["dub", "generate", "generate_live"]
     texts = json.dumps(demo.get_config_file()["components"], default=str)
     assert "Download weights" not in texts and "Launch" not in texts
     assert "I have the right to use this face and this voice" in texts
