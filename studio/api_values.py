@@ -20,10 +20,10 @@ import gradio as gr
 
 from engine.errors import InputError
 from studio import inputs
+from studio.guards import read_body  # MAX_BODY there: an event body holds values and file references, never files
 
 # The routes whose JSON body carries an event's input values (under Gradio's /gradio_api prefix).
 EVENT_ROUTE = re.compile(r"/(?:queue/join|call/v2/(?P<v2>[^/]+)|call/(?P<api>[^/]+))/?$")
-MAX_BODY = 16 * 2**20  # an event body holds values and file references, never file contents
 FILE_SLOTS = {gr.Image: "image", gr.Audio: "audio", gr.Video: "video", gr.File: "file"}
 
 
@@ -108,14 +108,8 @@ class FileValueGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not EVENT_ROUTE.search(scope["path"]):
             return await self.app(scope, receive, send)
-        raw, messages = b"", []
-        while True:
-            message = await receive()
-            messages.append(message)
-            raw += message.get("body", b"")
-            if message["type"] != "http.request" or not message.get("more_body") or len(raw) > MAX_BODY:
-                break
-        if len(raw) > MAX_BODY:
+        raw, messages, too_large = await read_body(receive)
+        if too_large:
             return await _answer(send, 413, {"detail": "The request body is too large for an event."})
         answer = refusal(scope["app"].get_blocks(), scope["path"], raw)
         if answer is not None:
