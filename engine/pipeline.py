@@ -38,7 +38,7 @@ from engine.defaults import SamplingDefaults
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
 from engine.long_video import DEFAULT_WINDOW_OVERLAP, ContextWindows, accumulate_window, match_colors, window_slice
-from engine.plan import DEFAULT_FRAMES, batch_pays, mode_of, plan_run, run_schedule
+from engine.plan import DEFAULT_FRAMES, batch_pays, check_run_inputs, mode_of, plan_run, run_schedule
 
 # The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
 WAN_NEGATIVE_PROMPT = (
@@ -47,7 +47,6 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 TEXT_LEN = 512  # the official text context is zero-padded to 512 tokens with no mask
-MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
 
 
 class GenerationInterrupted(RuntimeError):
@@ -275,49 +274,10 @@ class HuMoPipeline(DiffusionPipeline):
         window_frames=None,
         window_overlap=DEFAULT_WINDOW_OVERLAP,
     ):
-        if prompt is None and prompt_embeds is None:
-            raise InputError("Type a prompt describing the scene and the action.", field="prompt")
-        if prompt is not None and not isinstance(prompt, str):
-            raise InputError("The prompt must be a single string.", field="prompt")
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < 16 or value % 16:
-                raise InputError(f"{name} must be a positive multiple of 16 (got {value!r}).", field=name)
-            if value > 4096:
-                raise InputError(f"{name} {value} is too large: use at most 4096.", field=name)
-        if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
-            raise InputError(f"Number of frames must be at least 1 (got {num_frames!r}).", field="num_frames")
-        if num_frames is not None and num_frames > MAX_FRAMES and window_frames is None:
-            raise InputError(
-                f"At most {MAX_FRAMES} frames in one pass (got {num_frames}); set window_frames for longer clips.",
-                field="num_frames",
-            )
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1 or num_inference_steps > 1000:
-            raise InputError(
-                f"Steps must be a whole number from 1 to 1000 (got {num_inference_steps!r}).", field="steps"
-            )
-        self._check_windows(window_frames, window_overlap)
+        """The request's own checks (engine.plan.check_run_inputs: the studio runs the same before a job exists)."""
+        check_run_inputs(prompt, height, width, num_frames, num_inference_steps, window_frames, window_overlap,
+                         prompt_embeds)  # fmt: skip
         del images, audio
-
-    def _check_windows(self, window_frames, window_overlap) -> None:
-        if window_frames is None:
-            return
-        if (
-            not isinstance(window_frames, int)
-            or isinstance(window_frames, bool)
-            or not 1 <= window_frames <= MAX_FRAMES
-        ):
-            raise InputError(
-                f"window_frames must be a whole number of frames from 1 to {MAX_FRAMES} (got {window_frames!r}); "
-                f"{DEFAULT_FRAMES} is the trained length.",
-                field="window_frames",
-            )
-        window = audio_lib.latent_frame_count(audio_lib.snap_frames(window_frames))
-        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or not 0 <= window_overlap < window:
-            raise InputError(
-                f"window_overlap must be from 0 to {window - 1} latent frames for windows of {window_frames} frames "
-                f"(got {window_overlap!r}).",
-                field="window_overlap",
-            )
 
     def _pad_text(self, embeds: torch.Tensor, name: str) -> torch.Tensor:
         """Text embeddings [B, L, D] (or [L, D]) zero-padded to TEXT_LEN rows, as the official DiT pads every context

@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.audio import latent_frame_count, snap_frames
+from engine.errors import InputError
 from engine.long_video import DEFAULT_WINDOW_OVERLAP, plan_windows
 
 DEFAULT_FRAMES = 97  # trained length when no audio gives one (engine.pipeline re-exports it)
+MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
+MAX_SIDE = 4096
 MODE_NAMES = {"TIA": "text + image + audio", "TA": "text + audio", "TI": "text + image", "T": "text only"}
 
 
@@ -36,6 +39,49 @@ def mode_of(images=None, audio=None) -> str:
     the voice: a path, a waveform or its embeddings). The one place a mode is derived: the pipeline, the CLI, the
     studio's panel, estimate and gallery row, live chunks and dubs (whose reference is a source frame) call it."""
     return "T" + ("I" if _given(images) else "") + ("A" if _given(audio) else "")
+
+
+def check_run_inputs(prompt, height, width, num_frames, num_inference_steps, window_frames=None,
+                     window_overlap=DEFAULT_WINDOW_OVERLAP, prompt_embeds=None) -> None:  # fmt: skip
+    """The one copy of a run's checks (InputError naming the field): a prompt, the size, frames, steps and long-video
+    windows. `HuMoPipeline.__call__` runs them, and the studio's `validate_request` before a job's row exists."""
+    if prompt is None and prompt_embeds is None:
+        raise InputError("Type a prompt describing the scene and the action.", field="prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError("The prompt must be a single string.", field="prompt")
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 16 or value % 16:
+            raise InputError(f"{name.capitalize()} must be a positive multiple of 16 (got {value!r}).", field=name)
+        if value > MAX_SIDE:
+            raise InputError(f"{name.capitalize()} {value} is too large: use at most {MAX_SIDE}.", field=name)
+    if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
+        raise InputError(f"Frames must be at least 1 (got {num_frames!r}; none: from the audio).", field="num_frames")
+    if num_frames is not None and num_frames > MAX_FRAMES and window_frames is None:
+        raise InputError(
+            f"At most {MAX_FRAMES} frames in one pass (got {num_frames}); set window_frames for longer clips.",
+            field="num_frames",
+        )
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1 or num_inference_steps > 1000:
+        raise InputError(f"Steps must be a whole number from 1 to 1000 (got {num_inference_steps!r}).", field="steps")
+    _check_windows(window_frames, window_overlap)
+
+
+def _check_windows(window_frames, window_overlap) -> None:
+    if window_frames is None:
+        return
+    if not isinstance(window_frames, int) or isinstance(window_frames, bool) or not 1 <= window_frames <= MAX_FRAMES:
+        raise InputError(
+            f"window_frames must be a whole number of frames from 1 to {MAX_FRAMES} (got {window_frames!r}); "
+            f"{DEFAULT_FRAMES} is the trained length.",
+            field="window_frames",
+        )
+    window = latent_frame_count(snap_frames(window_frames))
+    if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or not 0 <= window_overlap < window:
+        raise InputError(
+            f"window_overlap must be from 0 to {window - 1} latent frames for windows of {window_frames} frames "
+            f"(got {window_overlap!r}).",
+            field="window_overlap",
+        )
 
 
 def run_schedule(guidance, defaults, variant: str, mode: str):

@@ -24,7 +24,7 @@ from engine import registry
 from engine.errors import InputError, WorkerError
 from engine.generate import GenerationRequest, generate_to_file
 from engine.pipeline import GenerationInterrupted
-from engine.plan import plan_request, run_frames
+from engine.plan import check_run_inputs, plan_request, run_frames
 from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
@@ -52,16 +52,11 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     names = names or {}
     inputs.text(request.prompt, "prompt", "prompt")
     inputs.text(request.negative_prompt, "prompt", "negative prompt")
-    if not (request.prompt or "").strip():
+    if not (request.prompt or "").strip():  # the studio's rule (the engine encodes an empty prompt too)
         raise InputError("Type a prompt describing the scene and the action.", field="prompt")
-    for name in ("height", "width"):
-        value = getattr(request, name)
-        if not isinstance(value, int) or value < 16 or value % 16:
-            raise InputError(f"{name.capitalize()} must be a positive multiple of 16 (got {value}).", field=name)
-    if not isinstance(request.num_inference_steps, int) or request.num_inference_steps < 1:
-        raise InputError("Steps must be at least 1.", field="steps")
-    if request.num_frames is not None and request.num_frames < 1:
-        raise InputError("Frames must be at least 1 (or 0 for: from the audio).", field="num_frames")
+    # the engine's own checks of a run (the pipeline runs the same ones), before any row or file exists
+    check_run_inputs(request.prompt, request.height, request.width, request.num_frames, request.num_inference_steps,
+                     request.window_frames, request.window_overlap)  # fmt: skip
     if request.seed is not None and not -1 <= request.seed <= inputs.MAX_SEED:
         raise InputError(f"Seed must be from 0 to {inputs.MAX_SEED} (or -1 for random).", field="seed")
     if len(request.images) > 1 + opts.max_extra_images:
@@ -544,8 +539,9 @@ def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = Non
     opts = ctx.options
     names = names or {}
     inputs.text(request.prompt, "prompt", "prompt")
-    if not isinstance(request.num_inference_steps, int) or request.num_inference_steps < 1:
-        raise InputError("Steps must be at least 1.", field="steps")
+    # the engine's checks of the numbers a dub's request sets (its size and frames come from its plan)
+    check_run_inputs(request.prompt, 16, 16, None, request.num_inference_steps, request.window_frames,
+                     request.window_overlap)  # fmt: skip
     if opts.public and request.num_inference_steps > opts.max_steps_public:
         raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
     check_dub_video(opts, request.video, names.get(request.video))
