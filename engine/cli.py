@@ -152,17 +152,18 @@ def cmd_dub(args) -> int:
     pipe = load_pipeline(args.model or best_available_model(), device=args.device, scheduler=args.scheduler,
                          memory_mode=args.memory_mode)  # fmt: skip
     request.num_inference_steps = args.steps or pipe.sampling_defaults.num_inference_steps
-    request.guidance = _schedule_for(pipe, "TIA", args)
+    request.guidance = _schedule_for(pipe, dub.MODE, args)
     path, record = dub.dub_to_file(pipe, request, args.out, callback_on_step_end=_progress_printer(), plan=plan)
     print(f"wrote {path} seed={record['seed']} frames={record['num_frames']} face={record['dub']['face_box']}")
     return 0
 
 
-def _schedule_for(pipe, mode: str, args) -> dict:
+def _schedule_for(pipe, mode: str, args):
+    """The run's GuidanceSchedule: a --guidance-json file (the JSON input edge), else a preset with the scales."""
     from engine import guidance
 
     if args.guidance_json:
-        return guidance.GuidanceSchedule.from_dict(json.loads(Path(args.guidance_json).read_text())).to_dict()
+        return guidance.GuidanceSchedule.from_dict(json.loads(Path(args.guidance_json).read_text()))
     schedule = guidance.preset_schedule(
         args.guidance_preset or pipe.sampling_defaults.guidance_preset,
         pipe.variant,
@@ -172,14 +173,14 @@ def _schedule_for(pipe, mode: str, args) -> dict:
         scale_a=args.scale_a,
         switch_timestep=args.switch_timestep,
     )
-    return schedule.to_dict()
+    return schedule
 
 
 def _request(pipe, args, prompt: str, images: list[str], audio: str | None):
     from engine.generate import GenerationRequest
-    from engine.pipeline import mode_from_inputs
+    from engine.plan import mode_of
 
-    mode = mode_from_inputs(bool(images), audio is not None)
+    mode = mode_of(images, audio)
     defaults = pipe.sampling_defaults  # the model's own: a student's 4 steps and single pass, HuMo-nano's 64x64
     return GenerationRequest(
         prompt=prompt,
@@ -213,7 +214,7 @@ def generate_argv(request, model: str, out, guidance_file=None, options: dict | 
     argv += [item for flag, value in named.items() if value is not None for item in (flag, str(value))]
     argv += [item for image in request.images for item in ("--image", str(image))]
     if request.guidance:
-        Path(guidance_file).write_text(json.dumps(request.guidance))
+        Path(guidance_file).write_text(json.dumps(request.guidance.to_dict()))  # the worker-group edge
         argv += ["--guidance-json", str(guidance_file)]
     argv += ["--vae-tiling"] if request.vae_tiling else []
     argv += ["--sequential-branches"] if request.batch_branches is False else []

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ import numpy as np
 from engine import media
 from engine.audio import SAMPLING_RATE, check_voice, load_audio, num_video_frames, probe_audio, snap_frames
 from engine.errors import InputError
+from engine.guidance import GuidanceSchedule
 from engine.known_latents import KEEP
+from engine.plan import mode_of, run_schedule
 
 FPS = 25  # the model's frame rate; sources at other rates are resampled and the settings say so
 DETECT_SIZE = 256  # frames are upscaled to at least this short side before the Haar cascade
@@ -48,6 +50,7 @@ DEFAULT_DILATE = 0.05  # grow the detector's box by this share (Haar's square bo
 DEFAULT_FEATHER = 0.05  # soft edge width as a share of the face height (every mask cell is regenerated:
 # at 64x64 one latent cell is 8 px, so a wide edge regenerates much of the frame)
 EXTEND_POLICIES = ("pingpong", "trim")
+MODE = mode_of("a frame of the source video", "the new voice")  # TIA: a dub's reference is a frame of its source
 # ffmpeg demuxers of single images: a still given as the video is refused from its header
 STILL_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe", "avif"}
 STILL_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "jpeg2000", "av1_image"}
@@ -368,9 +371,19 @@ class DubRequest:
     width: int | None = None
     num_inference_steps: int | None = None  # None: the model's (pipe.sampling_defaults)
     seed: int | None = None
-    guidance: dict | None = None
+    guidance: GuidanceSchedule | None = None  # None: the model's preset for MODE
     window_frames: int | None = None
     window_overlap: int = 4
+
+    @property
+    def mode(self) -> str:
+        return MODE
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (the gallery row, the mp4): every field, the guidance as its `to_dict()`."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["guidance"] = self.guidance.to_dict() if self.guidance is not None else None
+        return data
 
 
 @dataclass
@@ -442,15 +455,13 @@ def _resize(frames: np.ndarray, hw: tuple[int, int], interpolation: int) -> np.n
 
 def run_dub(pipe, request: DubRequest, plan: DubPlan, callback_on_step_end=None, schedule=None):
     """The pipeline on a plan at the model size -> (composited uint8 frames at the source size, pipeline output)."""
-    from engine.guidance import GuidanceSchedule
-
     default_hw = getattr(pipe, "default_size", (480, 832))
     height, width = request.height, request.width
     if height is None or width is None:
         height, width = model_size(plan.frames.shape[1:3], default_hw)
     frames = _resize(plan.frames, (height, width), cv2.INTER_AREA)
     mask = _resize(plan.mask, (height, width), cv2.INTER_LINEAR)
-    schedule = schedule or (GuidanceSchedule.from_dict(request.guidance) if request.guidance else None)
+    schedule = schedule or request.guidance
     reference = frames[plan.face_frame or 0]  # the source's own face is the identity to keep
     output = pipe(
         prompt=request.prompt,
@@ -516,7 +527,7 @@ def dub_to_file(
     )
     record = settings_record(pipe, conditioning, output, schedule)
     names = names or {}
-    dub = {k: v for k, v in asdict(request).items() if k not in ("video", "audio", "prompt", "negative_prompt")}
+    dub = {k: v for k, v in request.to_dict().items() if k not in ("video", "audio", "prompt", "negative_prompt")}
     dub.update(
         video=Path(names.get(request.video) or request.video).name,
         video_sha256=_sha256(request.video),
@@ -532,7 +543,5 @@ def dub_to_file(
 
 
 def dub_schedule(pipe, request: DubRequest):
-    """The request's guidance schedule, else the model's TIA preset (the reference is a source frame)."""
-    from engine.guidance import GuidanceSchedule
-
-    return GuidanceSchedule.from_dict(request.guidance) if request.guidance else pipe.default_guidance("TIA")
+    """The request's guidance schedule, else the model's preset for a dub's MODE (the reference is a source frame)."""
+    return run_schedule(request.guidance, pipe.sampling_defaults, pipe.variant, MODE)

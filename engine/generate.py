@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import transformers
 
 from engine import media, provenance
 from engine.guidance import GuidanceSchedule
-from engine.pipeline import HuMoPipeline, HuMoPipelineOutput, mode_from_inputs
+from engine.pipeline import HuMoPipeline, HuMoPipelineOutput
+from engine.plan import mode_of, run_schedule
 from engine.provenance import ENGINE_VERSION
 from engine.registry import MODELS, display_id
 
@@ -23,7 +24,8 @@ from engine.registry import MODELS, display_id
 @dataclass
 class GenerationRequest:
     """Everything a user chooses for one video. Fields mirror `HuMoPipeline.__call__`; those left None are the
-    model's (`with_model_defaults`)."""
+    model's (`with_model_defaults`). The guidance travels as the `GuidanceSchedule` object; `to_dict` / `from_dict`
+    are the request's plain-data form at the edges (the gallery row, a worker group or a Ray worker, JSON input)."""
 
     prompt: str
     images: list[str] = field(default_factory=list)
@@ -34,12 +36,31 @@ class GenerationRequest:
     num_frames: int | None = None
     num_inference_steps: int | None = None
     seed: int | None = None
-    guidance: dict | None = None  # GuidanceSchedule.to_dict(); None -> the model's preset
+    guidance: GuidanceSchedule | None = None  # None -> the model's preset for the request's mode
     resize_mode: str = "pad"
     batch_branches: bool | None = None
     vae_tiling: bool = False
     window_frames: int | None = None  # long videos: temporal windows of this many frames (engine/long_video.py)
     window_overlap: int = 4  # latent frames shared by neighbouring windows
+
+    @property
+    def mode(self) -> str:
+        """TIA / TA / TI / T of this request's inputs (engine.plan.mode_of)."""
+        return mode_of(self.images, self.audio)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: every field, the guidance as `GuidanceSchedule.to_dict()`."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["images"] = list(self.images)
+        data["guidance"] = self.guidance.to_dict() if self.guidance is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """The request `to_dict` wrote (a worker's job, a JSON case); InputError for a malformed guidance."""
+        guidance = data.get("guidance")
+        schedule = GuidanceSchedule.from_dict(guidance) if guidance else None
+        return cls(**{**data, "guidance": schedule})
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {
@@ -52,7 +73,7 @@ class GenerationRequest:
             "num_frames": self.num_frames,
             "num_inference_steps": None if self.num_inference_steps is None else int(self.num_inference_steps),
             "seed": self.seed,
-            "guidance": GuidanceSchedule.from_dict(self.guidance) if self.guidance else None,
+            "guidance": self.guidance,
             "resize_mode": self.resize_mode,
             "batch_branches": self.batch_branches,
             "vae_tiling": self.vae_tiling,
@@ -65,13 +86,12 @@ def with_model_defaults(pipe: HuMoPipeline, request: GenerationRequest) -> Gener
     """The request with every field it leaves None set to what the model samples with (`pipe.sampling_defaults`),
     exactly what `pipe(**request.pipeline_kwargs())` would use, so the mp4 and the gallery row record them."""
     defaults = pipe.sampling_defaults
-    mode = mode_from_inputs(bool(request.images), bool(request.audio))
     return replace(
         request,
         height=defaults.height if request.height is None else request.height,
         width=defaults.width if request.width is None else request.width,
         num_inference_steps=request.num_inference_steps or defaults.num_inference_steps,
-        guidance=request.guidance or pipe.default_guidance(mode).to_dict(),
+        guidance=run_schedule(request.guidance, defaults, pipe.variant, request.mode),
     )
 
 
@@ -100,7 +120,7 @@ def settings_record(
 
     Input files are named by base name only (never a server path); their SHA-256 is in `input_hashes`.
     """
-    record = asdict(request)
+    record = request.to_dict()
     record.update(
         {
             "images": [Path(str(p)).name for p in request.images],
@@ -143,11 +163,10 @@ def generate_to_file(
     signer = c2pa_signer()
     request = with_model_defaults(pipe, request)
     kwargs = request.pipeline_kwargs()
-    schedule = kwargs["guidance"]
     # One loop for short and long clips: with window_frames the callback runs after every window of a step, with
     # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
     output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
-    record = settings_record(pipe, request, output, schedule)
+    record = settings_record(pipe, request, output, request.guidance)
     if advanced:
         record["advanced"] = advanced
     path = write_generated(media.to_uint8(output.frames[0]), record, out_path, request.audio, fps, signer)

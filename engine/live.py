@@ -210,10 +210,9 @@ def chunked_record(pipe, request, seed: int, num_frames: int, schedule, chunk_fr
     """The settings of a chunked generation, known before its first chunk (a streamed file's header holds them, and
     its watermark payload is their hash, so they carry no timings)."""
     from engine.generate import settings_record
-    from engine.pipeline import HuMoPipelineOutput, mode_from_inputs
+    from engine.pipeline import HuMoPipelineOutput
 
-    mode = mode_from_inputs(bool(request.images), bool(request.audio))
-    output = HuMoPipelineOutput(frames=None, seed=seed, mode=mode, num_frames=num_frames, timings={})
+    output = HuMoPipelineOutput(frames=None, seed=seed, mode=request.mode, num_frames=num_frames, timings={})
     record = settings_record(pipe, request, output, schedule)
     record.pop("timings", None)
     record["live"] = {"chunk_frames": chunk_frames, "motion_frames": motion_frames}
@@ -252,8 +251,7 @@ def plan_live(
     advanced: dict | None = None,
 ) -> LiveRun:
     """Check a request for chunked generation and fix its seed, length and settings (nothing is generated)."""
-    from engine.guidance import GuidanceSchedule
-    from engine.pipeline import mode_from_inputs
+    from engine.plan import run_schedule
 
     if request.window_frames is not None:
         raise InputError("Chunked generation replaces windowed long video: leave window_frames unset.", "window_frames")
@@ -271,8 +269,7 @@ def plan_live(
         "window_overlap",
     ):
         kwargs.pop(name)
-    schedule = kwargs["guidance"] or pipe.default_guidance(mode_from_inputs(bool(request.images), bool(request.audio)))
-    kwargs["guidance"] = GuidanceSchedule.from_dict(schedule.to_dict())
+    schedule = kwargs["guidance"] = run_schedule(request.guidance, pipe.sampling_defaults, pipe.variant, request.mode)
     waveform = _voice(request.audio)
     num_frames = request.num_frames
     if num_frames is None:

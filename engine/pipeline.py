@@ -38,7 +38,7 @@ from engine.defaults import SamplingDefaults
 from engine.errors import InputError
 from engine.guidance import Branch, GuidanceSchedule
 from engine.long_video import DEFAULT_WINDOW_OVERLAP, ContextWindows, accumulate_window, match_colors, window_slice
-from engine.plan import DEFAULT_FRAMES, plan_run
+from engine.plan import DEFAULT_FRAMES, batch_pays, check_run_inputs, mode_of, plan_run, run_schedule
 
 # The standard Wan2.1 negative prompt, used verbatim by the official code as "null text" (§4.3).
 WAN_NEGATIVE_PROMPT = (
@@ -47,7 +47,6 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 TEXT_LEN = 512  # the official text context is zero-padded to 512 tokens with no mask
-MAX_FRAMES = 4 * 1024 + 1  # RoPE table size bounds the latent frame count; long videos use windows (issue #6)
 
 
 class GenerationInterrupted(RuntimeError):
@@ -83,11 +82,6 @@ class HuMoPipelineOutput(BaseOutput):
     mode: str = "TIA"
     num_frames: int = 0
     timings: dict = field(default_factory=dict)
-
-
-def mode_from_inputs(has_image: bool, has_audio: bool) -> str:
-    """TIA / TA / TI / T from which inputs are present."""
-    return "T" + ("I" if has_image else "") + ("A" if has_audio else "")
 
 
 class HuMoPipeline(DiffusionPipeline):
@@ -280,49 +274,10 @@ class HuMoPipeline(DiffusionPipeline):
         window_frames=None,
         window_overlap=DEFAULT_WINDOW_OVERLAP,
     ):
-        if prompt is None and prompt_embeds is None:
-            raise InputError("Type a prompt describing the scene and the action.", field="prompt")
-        if prompt is not None and not isinstance(prompt, str):
-            raise InputError("The prompt must be a single string.", field="prompt")
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value < 16 or value % 16:
-                raise InputError(f"{name} must be a positive multiple of 16 (got {value!r}).", field=name)
-            if value > 4096:
-                raise InputError(f"{name} {value} is too large: use at most 4096.", field=name)
-        if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
-            raise InputError(f"Number of frames must be at least 1 (got {num_frames!r}).", field="num_frames")
-        if num_frames is not None and num_frames > MAX_FRAMES and window_frames is None:
-            raise InputError(
-                f"At most {MAX_FRAMES} frames in one pass (got {num_frames}); set window_frames for longer clips.",
-                field="num_frames",
-            )
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1 or num_inference_steps > 1000:
-            raise InputError(
-                f"Steps must be a whole number from 1 to 1000 (got {num_inference_steps!r}).", field="steps"
-            )
-        self._check_windows(window_frames, window_overlap)
+        """The request's own checks (engine.plan.check_run_inputs: the studio runs the same before a job exists)."""
+        check_run_inputs(prompt, height, width, num_frames, num_inference_steps, window_frames, window_overlap,
+                         prompt_embeds)  # fmt: skip
         del images, audio
-
-    def _check_windows(self, window_frames, window_overlap) -> None:
-        if window_frames is None:
-            return
-        if (
-            not isinstance(window_frames, int)
-            or isinstance(window_frames, bool)
-            or not 1 <= window_frames <= MAX_FRAMES
-        ):
-            raise InputError(
-                f"window_frames must be a whole number of frames from 1 to {MAX_FRAMES} (got {window_frames!r}); "
-                f"{DEFAULT_FRAMES} is the trained length.",
-                field="window_frames",
-            )
-        window = audio_lib.latent_frame_count(audio_lib.snap_frames(window_frames))
-        if not isinstance(window_overlap, int) or isinstance(window_overlap, bool) or not 0 <= window_overlap < window:
-            raise InputError(
-                f"window_overlap must be from 0 to {window - 1} latent frames for windows of {window_frames} frames "
-                f"(got {window_overlap!r}).",
-                field="window_overlap",
-            )
 
     def _pad_text(self, embeds: torch.Tensor, name: str) -> torch.Tensor:
         """Text embeddings [B, L, D] (or [L, D]) zero-padded to TEXT_LEN rows, as the official DiT pads every context
@@ -396,10 +351,8 @@ class HuMoPipeline(DiffusionPipeline):
         bound: measured on an H100, HuMo-1.7B at 480x832x97 took 3.77 s for a batch of 4 branches against
         4 x 0.934 s sequentially, at twice the peak memory (bench/RESULTS.md), so real sizes run sequentially.
         """
-        if device.type != "cuda":
-            return True
-        if num_tokens * passes > 16384:
-            return False
+        if not batch_pays(device.type, num_tokens, passes) or device.type != "cuda":
+            return batch_pays(device.type, num_tokens, passes)
         free, _ = torch.cuda.mem_get_info(device)
         dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
         # hidden states, q/k/v/out and the FFN intermediate of one block dominate: ~16 tensors of [L, dim] in bf16
@@ -532,7 +485,7 @@ class HuMoPipeline(DiffusionPipeline):
         width: int | None = None,
         num_frames: int | None = None,
         num_inference_steps: int | None = None,
-        guidance: GuidanceSchedule | dict | None = None,
+        guidance: GuidanceSchedule | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         latents: torch.Tensor | None = None,
@@ -570,8 +523,8 @@ class HuMoPipeline(DiffusionPipeline):
                 which begin this clip. Their latents are held as known latents, noised to each step's level (the
                 dubbing mechanism above), so the clip continues them; the rest of the clip is generated.
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
-            guidance: a `GuidanceSchedule` (or its dict); None -> the model's preset for this mode (official, or a
-                distilled student's single pass).
+            guidance: a `GuidanceSchedule` (a stored one: `GuidanceSchedule.from_dict`); None -> the model's preset
+                for this mode (official, or a distilled student's single pass).
             prompt_embeds / negative_prompt_embeds: [1, L, text_dim], L <= 512; zero-padded to 512 (§4.3).
             audio_embeds: precomputed windows [F_vid, 8, 5, C] (or with the reference windows, [F_total, ...]).
             batch_branches: evaluate the guidance branches in one batched forward (None: when memory allows).
@@ -593,8 +546,7 @@ class HuMoPipeline(DiffusionPipeline):
         self._interrupt = False
         self._attention_kwargs = attention_kwargs
         images = [] if image is None else (list(image) if isinstance(image, (list, tuple)) else [image])
-        has_audio = audio is not None or audio_embeds is not None
-        mode = mode_from_inputs(bool(images), has_audio)
+        mode = mode_of(images, audio if audio_embeds is None else audio_embeds)
         defaults = self.sampling_defaults
         height = defaults.height if height is None else height
         width = defaults.width if width is None else width
@@ -671,7 +623,7 @@ class HuMoPipeline(DiffusionPipeline):
             source=source,
         )
         plan = plan_run(schedule, timesteps, num_frames, height, width, num_ref, window_frames, window_overlap,
-                        window_shift, bool(batch_branches), self.vae_scale_factor_spatial)  # fmt: skip
+                        window_shift, bool(batch_branches), self.vae_scale_factor_spatial, mode=mode)  # fmt: skip
 
         # 6. Denoising loop (long videos: every step blends its windows)
         step_times = []
@@ -702,7 +654,7 @@ class HuMoPipeline(DiffusionPipeline):
         return output if return_dict else (output.frames,)
 
     def _check_call(self, output_type, tensor_inputs, guidance, mode: str) -> GuidanceSchedule:
-        """The call's own checks; returns the validated schedule (given, from its dict, or the mode's official)."""
+        """The call's own checks; returns the validated schedule (the one given, else the model's for the mode)."""
         if output_type not in ("np", "pil", "latent"):
             raise InputError(f"output_type must be 'np', 'pil' or 'latent' (got {output_type!r}).", "output_type")
         unknown = set(tensor_inputs) - set(self._callback_tensor_inputs)
@@ -711,9 +663,10 @@ class HuMoPipeline(DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs: choose from {self._callback_tensor_inputs} (got {sorted(unknown)}).",
                 field="callback_on_step_end_tensor_inputs",
             )
-        if isinstance(guidance, dict):
-            guidance = GuidanceSchedule.from_dict(guidance)
-        schedule = guidance or self.default_guidance(mode)
+        if guidance is not None and not isinstance(guidance, GuidanceSchedule):
+            raise InputError(f"guidance must be a GuidanceSchedule (got {type(guidance).__name__}); read a stored one "
+                             "with GuidanceSchedule.from_dict.", field="guidance")  # fmt: skip
+        schedule = run_schedule(guidance, self.sampling_defaults, self.variant, mode)
         schedule.validate()
         return schedule
 
@@ -811,6 +764,6 @@ __all__ = [
     "HuMoPipelineOutput",
     "GenerationInterrupted",
     "WAN_NEGATIVE_PROMPT",
-    "mode_from_inputs",
+    "mode_of",
     "build_condition",
 ]

@@ -24,10 +24,9 @@ from engine.errors import InputError
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- fast recipes
-# Seconds per transformer pass on one H100, bf16, 97 frames (bench/RESULTS.md, `bench/gpu_bench.py`, 2026-11-24):
-# what a recipe's expected time is computed from (denoising only; encoders and the VAE decode come on top).
-H100_PASS_SECONDS = {("humo-1.7b", 480): 0.940, ("humo-1.7b", 720): 3.798, ("humo-17b", 480): 5.109,
-                     ("humo-17b", 720): 19.056}  # fmt: skip
+# A recipe's expected time is priced with the engine's one H100 cost table (engine.plan.h100_pass_seconds, from
+# bench/RESULTS.md): denoising only, at 97 frames; encoders and the VAE decode come on top.
+RECIPE_SIZES = {480: (480, 832), 720: (720, 1280)}
 LIGHTX2V_T2V_14B = "lightx2v/Wan2.1-Distill-Loras: wan2.1_t2v_14b_lora_rank64_lightx2v_4step.safetensors (631 MB)"
 
 
@@ -66,8 +65,11 @@ class FastRecipe:
         return self.schedule(mode).passes_per_step(scheduler.timesteps)
 
     def expected_seconds(self, height: int = 480, mode: str = "TIA") -> float:
-        """Denoising time on one H100 from the measured pass cost (`H100_PASS_SECONDS`)."""
-        return sum(self.passes(mode)) * H100_PASS_SECONDS[(self.model, 720 if height > 480 else 480)]
+        """Denoising time on one H100 at 97 frames of 480p or 720p (engine.plan's H100 pass costs)."""
+        from engine.plan import DEFAULT_FRAMES, h100_pass_seconds, run_tokens
+
+        tokens = run_tokens(DEFAULT_FRAMES, *RECIPE_SIZES[720 if height > 480 else 480])
+        return sum(self.passes(mode)) * h100_pass_seconds("17b" if self.model == "humo-17b" else "1.7b", tokens)
 
 
 FAST_RECIPES = {

@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def job_dict(model_id: str, request, out_path: str | Path, options: dict | None 
     if request.seed is None:
         raise InputError("a pool job needs its seed fixed before it is sent (a retry must render the same video)",
                          field="seed")  # fmt: skip
-    return {"job_id": job_id or uuid.uuid4().hex, "model_id": model_id, "request": asdict(request),
+    return {"job_id": job_id or uuid.uuid4().hex, "model_id": model_id, "request": request.to_dict(),
             "out_path": str(out_path), "options": options, "record": record}  # fmt: skip
 
 
@@ -147,7 +147,7 @@ class HuMoWorker:
             if state.stop.is_set():
                 raise GenerationInterrupted("stopped before it started")
             result["load_s"] = self.load(job["model_id"])
-            request = GenerationRequest(**job["request"])
+            request = GenerationRequest.from_dict(job["request"])
             callback = self._callback(state)
             with job_options(self.pipe, job.get("options"), self._device()):
                 if self.rank == 0:
@@ -176,7 +176,7 @@ class HuMoWorker:
         from engine.generate import GenerationRequest
 
         self.load(job["model_id"])
-        request = GenerationRequest(**job["request"])
+        request = GenerationRequest.from_dict(job["request"])
         return self.pipe(**request.pipeline_kwargs(), output_type="np").frames[0]
 
     # -- inside

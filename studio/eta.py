@@ -82,8 +82,11 @@ def plan_job(
 
 
 def batches_branches(device: str, tokens: int, passes_per_step: int) -> bool:
-    """Whether the pipeline will batch the guidance branches (HuMoPipeline._auto_batch without its memory check)."""
-    return device != "cuda" or tokens * passes_per_step <= 16384
+    """Whether the pipeline will batch the guidance branches (engine.plan.batch_pays: HuMoPipeline._auto_batch
+    without its memory check)."""
+    from engine.plan import batch_pays
+
+    return batch_pays(device, tokens, passes_per_step)
 
 
 # ------------------------------------------------------------------------------------------- measured costs
@@ -332,23 +335,14 @@ def load_costs(store) -> dict:
 
 
 def plan_of_settings(settings: dict, model_id: str, device: str) -> Plan:
-    """The plan a finished job ran, from its settings record (frames as made, batching as it happened)."""
-    from engine.guidance import GuidanceSchedule
-
-    timings = settings.get("timings") or {}
-    return plan_job(
-        GuidanceSchedule.from_dict(settings["guidance"]),
-        int(settings["num_inference_steps"]),
-        int(settings["num_frames"]),
-        int(settings["height"]),
-        int(settings["width"]),
-        sampling_shift(model_id),
-        references=len(settings.get("images") or []),
-        audio=bool(settings.get("audio")),
-        window_frames=settings.get("window_frames"),
-        window_overlap=int(settings.get("window_overlap") or 4),
-        batched=bool(timings.get("batched_branches", device != "cuda")),
-    )
+    """The plan a finished job ran: the engine's own, which the loop records in `timings["plan"]` (frames as made,
+    windows and batching as they happened); nothing is derived again. `model_id` and `device`: kept for callers."""
+    del model_id, device
+    run = settings["timings"]["plan"]
+    audio = bool(settings.get("audio"))
+    return Plan(len(run["passes_per_step"]), int(run["passes"]), int(run["forwards"]), int(run["tokens"]),
+                int(run["windows"]), int(run["frames"]), int(settings["height"]), int(settings["width"]),
+                int(run["references"]), int(run["frames"]) / FPS if audio else 0.0)  # fmt: skip
 
 
 DECODE_PROBE_FRAMES = 5  # 2 latent frames decode to 1 + 4 frames; decode time grows with the frames made
@@ -471,17 +465,14 @@ def estimate(
 
 
 def estimate_request(ctx, request, frames: int, model_id: str | None = None, probe: bool = False) -> Estimate:
-    """The estimate of a GenerationRequest that will make `frames` frames (jobs.validate_request's count)."""
-    from engine import guidance, registry
-    from engine.pipeline import mode_from_inputs
+    """The estimate of a GenerationRequest that will make `frames` frames (jobs.validate_request's count), with the
+    schedule the run samples with (engine.plan.run_schedule: its own, else the model's preset for its mode)."""
+    from engine import registry
+    from engine.plan import run_schedule
 
     model_id = model_id or ctx.default_model
-    mode = mode_from_inputs(bool(request.images), bool(request.audio))
-    if request.guidance:
-        schedule = guidance.GuidanceSchedule.from_dict(request.guidance)
-    else:  # what the pipeline runs when none is given: the model's preset
-        spec = registry.get_spec(model_id)
-        schedule = spec.sampling_defaults().guidance(spec.variant, mode)
+    spec = registry.get_spec(model_id)
+    schedule = run_schedule(request.guidance, spec.sampling_defaults(), spec.variant, request.mode)
     return estimate(ctx, model_id, schedule, request.num_inference_steps, frames, request.height, request.width,
                     len(request.images), bool(request.audio), request.window_frames,
                     request.window_overlap, probe)  # fmt: skip

@@ -117,6 +117,12 @@ def schedule_of(state: EditorState, variant: str, mode: str, timesteps: Sequence
     ).validate()
 
 
+def stored_schedule(data) -> GuidanceSchedule:
+    """The schedule of a stored job (a gallery row's or an mp4's settings: the store edge, where the guidance is its
+    `to_dict()`); InputError for a malformed one."""
+    return GuidanceSchedule.from_dict(data)
+
+
 def parse_phases(text, variant: str, mode: str) -> GuidanceSchedule | None:
     """The schedule typed as custom phases (JSON as `--guidance-json` reads it), checked against this job's inputs;
     None when the box is blank (the editor's schedule runs). InputError(field="guidance") says what to change."""

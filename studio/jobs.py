@@ -23,8 +23,8 @@ from pathlib import Path
 from engine import registry
 from engine.errors import InputError, WorkerError
 from engine.generate import GenerationRequest, generate_to_file
-from engine.pipeline import GenerationInterrupted, mode_from_inputs
-from engine.plan import plan_run, run_frames
+from engine.pipeline import GenerationInterrupted
+from engine.plan import check_run_inputs, plan_request, run_frames
 from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
@@ -52,16 +52,11 @@ def validate_request(ctx: StudioContext, request: GenerationRequest, names: dict
     names = names or {}
     inputs.text(request.prompt, "prompt", "prompt")
     inputs.text(request.negative_prompt, "prompt", "negative prompt")
-    if not (request.prompt or "").strip():
+    if not (request.prompt or "").strip():  # the studio's rule (the engine encodes an empty prompt too)
         raise InputError("Type a prompt describing the scene and the action.", field="prompt")
-    for name in ("height", "width"):
-        value = getattr(request, name)
-        if not isinstance(value, int) or value < 16 or value % 16:
-            raise InputError(f"{name.capitalize()} must be a positive multiple of 16 (got {value}).", field=name)
-    if not isinstance(request.num_inference_steps, int) or request.num_inference_steps < 1:
-        raise InputError("Steps must be at least 1.", field="steps")
-    if request.num_frames is not None and request.num_frames < 1:
-        raise InputError("Frames must be at least 1 (or 0 for: from the audio).", field="num_frames")
+    # the engine's own checks of a run (the pipeline runs the same ones), before any row or file exists
+    check_run_inputs(request.prompt, request.height, request.width, request.num_frames, request.num_inference_steps,
+                     request.window_frames, request.window_overlap)  # fmt: skip
     if request.seed is not None and not -1 <= request.seed <= inputs.MAX_SEED:
         raise InputError(f"Seed must be from 0 to {inputs.MAX_SEED} (or -1 for random).", field="seed")
     if len(request.images) > 1 + opts.max_extra_images:
@@ -125,30 +120,20 @@ def planned_frames(request: GenerationRequest, from_header: bool = False) -> int
 
 
 def job_cost(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str | None = None) -> JobCost:
-    """What a job costs in transformer passes and tokens (steps × guidance passes, windows for long videos)."""
-    from engine.guidance import GuidanceSchedule
-    from engine.schedulers import official_timesteps
-
+    """What a job costs in transformer passes and tokens: the engine's plan of the request (engine.plan.plan_request:
+    steps x guidance passes, windows for long videos) on its model's grid."""
     model_id = model_id or ctx.default_model
-    schedule = GuidanceSchedule.from_dict(request.guidance) if request.guidance else None
-    timesteps = official_timesteps(request.num_inference_steps, eta.sampling_shift(model_id))
-    if schedule is None:  # what the pipeline runs when none is given: the model's preset
-        spec = registry.get_spec(model_id)
-        schedule = spec.sampling_defaults().guidance(spec.variant, mode_from_inputs(bool(request.images),
-                                                                                    bool(request.audio)))  # fmt: skip
-    plan = plan_run(schedule, timesteps, frames, request.height, request.width, len(request.images),
-                    request.window_frames, request.window_overlap)  # fmt: skip
+    spec = registry.get_spec(model_id)
+    plan = plan_request(request, spec.sampling_defaults(), spec.variant, frames)
     window = request.window_frames or frames
-    return JobCost(model_id, request.num_inference_steps, min(frames, window), request.height, request.width,
+    return JobCost(model_id, plan.steps, min(frames, window), request.height, request.width,
                    sum(plan.passes_per_step), windows=plan.windows, window_frames=window,
                    references=plan.references)  # fmt: skip
 
 
-def _check_passes(limit: int, guidance: dict | None) -> None:
+def _check_passes(limit: int, guidance) -> None:
     """A public job's passes per step: custom phases may mix up to 8 branches, twice what the caps were sized for."""
-    from engine.guidance import GuidanceSchedule
-
-    for number, phase in enumerate(GuidanceSchedule.from_dict(guidance).phases if guidance else [], start=1):
+    for number, phase in enumerate(guidance.phases if guidance is not None else [], start=1):
         if len(phase.branches()) > limit:
             raise InputError(f"Guidance phase {number} runs {len(phase.branches())} transformer passes a step; this "
                              f"public studio runs at most {limit}: mix fewer branches.", field="guidance")  # fmt: skip
@@ -212,8 +197,7 @@ def run_job(
     model_id = model_id or ctx.default_model
     request, input_paths, input_hashes = copy_inputs(ctx, seeded(request))
     settings = {**_settings_of(request), **({"advanced": advanced.record(names)} if advanced else {})}
-    gid = queued_row(ctx, request, model_id, mode_from_inputs(bool(request.images), bool(request.audio)), settings,
-                     input_paths, input_hashes, owner, consent)  # fmt: skip
+    gid = queued_row(ctx, request, model_id, request.mode, settings, input_paths, input_hashes, owner, consent)
     stop_event = stop_event or threading.Event()
 
     def work() -> JobResult:
@@ -400,9 +384,8 @@ def _stop_when_set(stop_event: threading.Event, process: subprocess.Popen) -> No
 
 
 def _settings_of(request: GenerationRequest) -> dict:
-    from dataclasses import asdict
-
-    settings = asdict(request)
+    """A job's settings for its gallery row (the store edge: the guidance as its dict), without the input paths."""
+    settings = request.to_dict()
     settings.pop("images", None)
     settings.pop("audio", None)
     return settings
@@ -556,8 +539,9 @@ def validate_dub(ctx: StudioContext, request, names: dict[str, str] | None = Non
     opts = ctx.options
     names = names or {}
     inputs.text(request.prompt, "prompt", "prompt")
-    if not isinstance(request.num_inference_steps, int) or request.num_inference_steps < 1:
-        raise InputError("Steps must be at least 1.", field="steps")
+    # the engine's checks of the numbers a dub's request sets (its size and frames come from its plan)
+    check_run_inputs(request.prompt, 16, 16, None, request.num_inference_steps, request.window_frames,
+                     request.window_overlap)  # fmt: skip
     if opts.public and request.num_inference_steps > opts.max_steps_public:
         raise InputError(f"This public studio allows at most {opts.max_steps_public} steps.", field="steps")
     check_dub_video(opts, request.video, names.get(request.video))
@@ -596,9 +580,7 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
                 on_progress: Callable[[JobProgress], None] | None = None, owner: str = LOCAL_OWNER,
                 names: dict[str, str] | None = None, consent: bool | None = None) -> JobResult:  # fmt: skip
     """One dub of `owner` to a finished gallery row (the lifecycle of `run_job`; the settings say kind "dub")."""
-    from dataclasses import asdict
-
-    from engine.dub import dub_to_file
+    from engine.dub import MODE, dub_to_file
 
     names = names or {}
     plan = validate_dub(ctx, request, names)
@@ -617,8 +599,8 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
         ctx.store.discard_inputs(rel_paths)
         raise
     request = replace(request, **copies)
-    settings = {k: v for k, v in asdict(request).items() if k not in ("video", "audio", "mask")}
-    gid = queued_row(ctx, request, model_id, "TIA", {"kind": "dub", **settings}, rel_paths, hashes, owner, consent)
+    settings = {k: v for k, v in request.to_dict().items() if k not in ("video", "audio", "mask")}
+    gid = queued_row(ctx, request, model_id, MODE, {"kind": "dub", **settings}, rel_paths, hashes, owner, consent)
     stop_event = stop_event or threading.Event()
 
     def work() -> JobResult:

@@ -21,7 +21,7 @@ from engine import audio as audio_lib
 from engine import live, media
 from engine.errors import InputError
 from engine.generate import GenerationRequest, write_generated
-from engine.pipeline import GenerationInterrupted, mode_from_inputs
+from engine.pipeline import GenerationInterrupted
 from studio import jobs, serving
 from studio.context import StudioContext
 from studio.paths import DataPaths
@@ -121,9 +121,8 @@ def run_live_job(
         request = replace(request, window_frames=None)  # live chunks replace the windowed long video
     jobs.validate_request(ctx, request, names)
     request, input_paths, input_hashes = jobs.copy_inputs(ctx, jobs.seeded(request))
-    mode = mode_from_inputs(bool(request.images), bool(request.audio))
     settings = {**jobs._settings_of(request), "live": True}
-    gid = jobs.queued_row(ctx, request, model_id, mode, settings, input_paths, input_hashes, owner, consent)
+    gid = jobs.queued_row(ctx, request, model_id, request.mode, settings, input_paths, input_hashes, owner, consent)
     stop_event = stop_event or threading.Event()
     kept: list[np.ndarray] = []
 

@@ -37,13 +37,7 @@ MIN_GPU_SECONDS = 30  # shorter reservations get a better place in ZeroGPU's que
 MAX_GPU_SECONDS = int(os.environ.get("HUMO_GPU_MAX_SECONDS", "200"))
 ANONYMOUS_GPU_SECONDS = 80  # 120 s / 1.5: visitors not signed in to huggingface.co are refused above this by ZeroGPU
 
-# Seconds per transformer pass on one H100 80GB (bf16, SDPA, bench/RESULTS.md): (tokens, seconds) at 480x832x97 and
-# 720x1280x97. Both sizes fit t(L) = a*L + b*L^2 exactly (projections/FFN linear in the tokens, attention quadratic):
-# between the two sizes time grows as tokens^1.67 (1.7B) and ^1.57 (17B), towards ^2 for longer clips.
-H100_PASS_SECONDS = {
-    "1.7b": ((40_560, 0.940), (93_600, 3.798)),
-    "17b": ((40_560, 5.109), (93_600, 19.056)),
-}
+# Seconds per transformer pass on one H100: the engine's one table (engine.plan.H100_PASS_SECONDS, h100_pass_seconds).
 # A ZeroGPU "large" slot computes with 60 SMs against the H100's 132; these jobs are compute bound (57-64 % MFU).
 SLOT_SLOWDOWN = 132 / 60
 # GB moved to the GPU when a ZeroGPU worker starts: transformer in bf16 + umT5 bf16 11.4 + Whisper encoder fp32 2.5
@@ -118,18 +112,17 @@ def _small(model_id: str) -> bool:
 
 
 def tokens(frames: int, height: int, width: int, references: int = 1) -> int:
-    """Transformer tokens of one pass: (latent frames + reference slots) x (H/16) x (W/16)."""
-    from engine.audio import latent_frame_count
+    """Transformer tokens of one pass (engine.plan.run_tokens): (latent frames + reference slots) x (H/16) x (W/16)."""
+    from engine.plan import run_tokens
 
-    return (latent_frame_count(frames) + references) * (height // 16) * (width // 16)
+    return run_tokens(frames, height, width, references)
 
 
 def h100_pass_seconds(variant: str, num_tokens: int) -> float:
-    """Seconds of one transformer pass on an H100, from the two measured sizes (a*L + b*L^2 through both)."""
-    (l1, t1), (l2, t2) = H100_PASS_SECONDS[variant]
-    b = (t2 / l2 - t1 / l1) / (l2 - l1)
-    a = t1 / l1 - b * l1
-    return a * num_tokens + b * num_tokens**2
+    """Seconds of one transformer pass on an H100 (engine.plan's cost table)."""
+    from engine.plan import h100_pass_seconds as seconds
+
+    return seconds(variant, num_tokens)
 
 
 def estimate_seconds(cost: JobCost) -> float:

@@ -253,7 +253,7 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     TIA schedule's passes over the steps (its preset: a student's single pass); InputError (shown to the visitor) when no slot is long enough."""
     from engine import registry
     from engine.audio import probe_audio, snap_frames
-    from engine.schedulers import official_timesteps
+    from engine.plan import plan_request
     from studio.spaces import JobCost, gpu_seconds
 
     request, _ = make_dub_request(
@@ -261,9 +261,8 @@ def dub_gpu_seconds(ctx: StudioContext, tab, video=None, audio=None, prompt=None
     )
     spec = registry.get_spec(ctx.default_model)
     frames = snap_frames(max(1, int(probe_audio(request.audio).duration_s * dub.FPS)))
-    timesteps = official_timesteps(request.num_inference_steps, spec.flow_shift)
-    passes = sum(spec.sampling_defaults().guidance(spec.variant, "TIA").passes_per_step(timesteps))  # the model's
-    return gpu_seconds(JobCost(spec.id, request.num_inference_steps, frames, *spec.default_size, passes))
+    plan = plan_request(request, spec.sampling_defaults(), spec.variant, frames)  # the model's schedule for a dub
+    return gpu_seconds(JobCost(spec.id, plan.steps, frames, *spec.default_size, sum(plan.passes_per_step)))
 
 
 def on_frame_click(evt: gr.SelectData) -> str:

@@ -19,7 +19,8 @@ from engine import registry
 from engine.audio import latent_frame_count, snap_frames
 from engine.errors import InputError
 from engine.generate import GenerationRequest
-from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
+from engine.pipeline import DEFAULT_FRAMES
+from engine.plan import MODE_NAMES, mode_of
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
 from studio import admission, advanced, guidance_editor, inputs, live_job
 from studio.context import StudioContext
@@ -74,10 +75,8 @@ def audio_summary(audio, max_seconds: float | None = None) -> tuple[str, int | N
 
 
 def mode_label(image, extra_images, audio) -> str:
-    has_image = bool(image) or bool(extra_images)
-    mode = mode_from_inputs(has_image, bool(audio))
-    names = {"TIA": "text + image + audio", "TA": "text + audio", "TI": "text + image", "T": "text only"}
-    return f"**Mode: {mode}** ({names[mode]})"
+    mode = mode_of([image, extra_images], audio)
+    return f"**Mode: {mode}** ({MODE_NAMES[mode]})"
 
 
 def build_schedule(variant: str, mode: str, preset: str, scale_t, scale_i, scale_a, switch_timestep):
@@ -177,7 +176,7 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
         raise InputError(
             "Tick the box that you have the right to use this face and this voice before generating.", field="consent"
         )
-    mode = mode_from_inputs(bool(files), bool(voice))
+    mode = mode_of([path for path, _ in files], voice)
     schedule = editor_schedule(ctx, model, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes, phases)
     request = GenerationRequest(
         prompt=inputs.text(prompt, "prompt", "prompt"),
@@ -189,7 +188,7 @@ def make_request(ctx, prompt, image=None, audio=None, negative_prompt="", model=
         num_frames=int(frames) or None,
         num_inference_steps=int(steps),
         seed=None if seed < 0 else int(seed),
-        guidance=schedule.to_dict(),
+        guidance=schedule,
         # long videos: windows of the trained length (97 frames) blended at every step (engine/long_video.py)
         window_frames=97 if inputs.flag(long_video) else None,
     )
@@ -317,7 +316,7 @@ def guidance_form_values(data) -> dict:
     a `--guidance-json` file) goes into the custom-phases box as it ran."""
     if not data:
         return {}
-    schedule = guidance_lib.GuidanceSchedule.from_dict(data)  # raises InputError for a malformed one
+    schedule = guidance_editor.stored_schedule(data)  # raises InputError for a malformed one
     source = schedule.source or {}
     scales = source.get("scales") or schedule.scales
     switch = source.get("switch_timestep")
@@ -406,7 +405,7 @@ def guidance_view(ctx, model_id, image, extra_images, audio, preset, scale_t, sc
                   steps, frames, height, width, phases=None, long_video=False) -> tuple:  # fmt: skip
     """(plot SVG, estimate + formulas, preset label) for the editor's raw values; a bad value leaves the plot and
     says what to change."""
-    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    mode = mode_of([image, extra_images], audio)
     try:
         schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes,
                                    phases)  # fmt: skip
@@ -440,7 +439,7 @@ def planned_frames_of(audio, frames: int, long_video) -> tuple[int, int | None]:
 def phases_from_editor(ctx, model_id, image, extra_images, audio, preset, scale_t, scale_i, scale_a, switch, keyframes,
                        steps) -> str:  # fmt: skip
     """The editor's current schedule as custom-phases JSON (the starting point of an edit the controls cannot make)."""
-    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    mode = mode_of([image, extra_images], audio)
     try:
         schedule = editor_schedule(ctx, model_id, mode, steps, preset, scale_t, scale_i, scale_a, switch, keyframes)
     except InputError:
@@ -450,7 +449,7 @@ def phases_from_editor(ctx, model_id, image, extra_images, audio, preset, scale_
 
 def guidance_controls(ctx, preset, model_id, image, extra_images, audio) -> tuple:
     """Sliders that act on this preset, model and mode are live; the others are disabled, with the reason shown."""
-    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    mode = mode_of([image, extra_images], audio)
     try:
         reasons = guidance_editor.applicable(preset or "official", _variant(ctx, model_id), mode)
     except InputError as exc:
@@ -1208,7 +1207,7 @@ def model_defaults(ctx, model_id, image, extra_images, audio) -> tuple:
 
 def preset_scales(ctx, preset, model_id, image, extra_images, audio):
     """The scales a preset starts from, for the sliders."""
-    mode = mode_from_inputs(bool(image) or bool(extra_images), bool(audio))
+    mode = mode_of([image, extra_images], audio)
     schedule = guidance_lib.preset_schedule(preset, _variant(ctx, model_id), mode)
     defaults = guidance_lib.DEFAULT_SCALES[schedule.variant]
     scales = {**defaults, **schedule.scales}

@@ -333,7 +333,7 @@ def test_studio_model_choices_show_the_student(student_dir, monkeypatch, tmp_pat
     try:
         assert "humo-nano-4step" in model_choices(ctx)
         request, _ = make_request(ctx, "a person talks", model="humo-nano-4step", preset="single pass")
-        assert request.num_inference_steps == 4 and request.guidance["preset"] == "single pass"
+        assert request.num_inference_steps == 4 and request.guidance.preset == "single pass"
     finally:
         ctx.store.close()
 

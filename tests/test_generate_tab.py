@@ -305,7 +305,7 @@ def test_custom_phases_run_as_typed_and_come_back(ctx, tmp_path, monkeypatch):
     typed = json.dumps(CUSTOM_PHASES)
     values = _job_values(tmp_path, long_video=False, frames=9, steps=4, keyframes=None, phases=typed)
     request, names = tab_generate.make_request(ctx, **values)
-    schedule = g.GuidanceSchedule.from_dict(request.guidance)
+    schedule = request.guidance  # the object, as it travels to the loop
     assert [(p.above, {str(b): w for b, w in p.weights.items()}) for p in schedule.phases] == [
         (p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]]  # fmt: skip
     grid = [int(t) for t in official_timesteps(4, eta.sampling_shift("tiny"))]
@@ -322,7 +322,7 @@ def test_custom_phases_run_as_typed_and_come_back(ctx, tmp_path, monkeypatch):
     loaded, _ = tab_generate.settings_from_video(ctx, str(result.video_path))
     assert loaded["phases"] == reused["phases"]
     again, _ = tab_generate.make_request(ctx, **{**values, "phases": reused["phases"], "preset": "faster"})
-    assert again.guidance["phases"] == request.guidance["phases"]  # the typed phases win over the controls
+    assert again.guidance.phases == request.guidance.phases  # the typed phases win over the controls
 
 
 def test_editor_schedules_come_back_as_controls_and_others_as_phases(ctx):

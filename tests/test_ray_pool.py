@@ -245,7 +245,7 @@ def test_the_whole_request_travels_guidance_lora_and_options(studio, inputs, tmp
     lora = tmp_path / "style.safetensors"
     save_file(official_lora(load_pipeline("tiny"), SELF + FFN), str(lora))
     options, names = read_options(False, lora_files=[str(lora)], lora_scales="0.5", step_cache=0.05)
-    guidance = preset_schedule("faster", "1.7b", "TIA").to_dict()
+    guidance = preset_schedule("faster", "1.7b", "TIA")
     request = _request(inputs, guidance=guidance, num_inference_steps=3, seed=11)
     local = StudioContext.create(StudioOptions(data_dir=tmp_path / "local", model="tiny"))
     try:
