@@ -17,7 +17,8 @@ chunks made independently (no motion frames: what the motion frames buy) and the
 from the first block's, 0-255), the largest frame-to-frame change at a chunk seam vs the 95th percentile and
 maximum inside chunks, sync (correlation of mouth opening and voice loudness) and |lag|.
 
-Writes bench/out/live_bench.json.
+Writes bench/out/live_bench.json (`--json`). Continuation (training/continuation.py): `--modes "live, clean hold" ...`
+and `--tuned NAME=FOLDER` add rows for the clean motion hold and for a fine-tuned transformer.
 """
 
 from __future__ import annotations
@@ -128,12 +129,13 @@ def independent_chunks(pipe, ex, steps: int) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(parts), seams
 
 
-def live_video(pipe, ex, steps: int, color_match: bool = True) -> tuple[np.ndarray, list[int]]:
+def live_video(pipe, ex, steps: int, color_match: bool = True, hold: str = "noised") -> tuple[np.ndarray, list[int]]:
     from engine import live
 
     chunks = list(live.generate_chunks(pipe, ex.caption, image=ex.reference, audio=ex.waveform,
                                        num_frames=len(ex.video), chunk_frames=CHUNK, motion_frames=MOTION, seed=0,
-                                       color_match=color_match, height=64, width=64, num_inference_steps=steps))  # fmt: skip
+                                       color_match=color_match, height=64, width=64, num_inference_steps=steps,
+                                       motion_hold=hold))  # fmt: skip
     return np.concatenate([c.frames for c in chunks]), [c.start_frame for c in chunks[1:]]
 
 
@@ -165,20 +167,37 @@ def quality(video: np.ndarray, ex, seams: list[int]) -> dict:
     }
 
 
-def quality_rows(pipe, name: str, steps: int, clips: int, seconds: float) -> list[dict]:
+MODES = ("live chunks", "live, no colour match", "independent chunks", "windowed long video", "live, clean hold")
+
+
+def mode_video(pipe, ex, steps: int, mode: str) -> np.ndarray:
+    if mode == "independent chunks":
+        return independent_chunks(pipe, ex, steps)[0]
+    if mode == "windowed long video":
+        return windowed_video(pipe, ex, steps)
+    hold = "clean" if mode == "live, clean hold" else "noised"
+    return live_video(pipe, ex, steps, color_match=mode != "live, no colour match", hold=hold)[0]
+
+
+def quality_rows(pipe, name: str, steps: int, clips: int, seconds: float, modes=MODES[:4]) -> list[dict]:
+    """`modes`: any of MODES; "live, clean hold" holds the motion frames clean (pipe(motion_hold="clean"), what a
+    continuation-tuned model is trained for, training/continuation.py) instead of noised to each step's level."""
+    from engine import live
     from training.nano import NanoBudget, sample_world
 
     budget = NanoBudget()
     frames = int(seconds * FPS) // 4 * 4 + 1
     world = sample_world(clips, frames=frames, size=(64, 64), seed=budget.seed + 1000, prefix="h")
-    rows = {"live chunks": [], "live, no colour match": [], "independent chunks": [], "windowed long video": []}
+    rows = {mode: [] for mode in modes}
     for ex in world:
-        video, seams = live_video(pipe, ex, steps)
-        rows["live chunks"].append(quality(video, ex, seams))
-        rows["live, no colour match"].append(quality(live_video(pipe, ex, steps, color_match=False)[0], ex, seams))
-        alone, _ = independent_chunks(pipe, ex, steps)
-        rows["independent chunks"].append(quality(alone, ex, seams))
-        rows["windowed long video"].append(quality(windowed_video(pipe, ex, steps), ex, seams))
+        seams = [start + MOTION for start, _ in live.plan_chunks(len(ex.video), CHUNK, MOTION)[1:]]  # 1st new frame
+        for mode in modes:
+            started = time.perf_counter()
+            rows[mode].append(quality(mode_video(pipe, ex, steps, mode), ex, seams))
+            wall = round(time.perf_counter() - started, 1)
+            print(
+                json.dumps({"model": name, "clip": ex.name, "mode": mode, "wall_s": wall, **rows[mode][-1]}), flush=True
+            )
     out = []
     for mode, scores in rows.items():
         mean = {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
@@ -190,10 +209,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--voices", type=float, nargs="+", default=[8, 30])
-    parser.add_argument("--speed-models", nargs="+", default=["humo-nano-4step", "humo-nano"])
+    parser.add_argument("--speed-models", nargs="*", default=["humo-nano-4step", "humo-nano"])
     parser.add_argument("--quality-models", nargs="+", default=["humo-nano-4step", "humo-nano"])
     parser.add_argument("--clips", type=int, default=4, help="held-out clips for the quality table")
     parser.add_argument("--clip-seconds", type=float, default=8.0)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:4]), help="quality table modes")
+    parser.add_argument("--tuned", nargs="*", default=[], metavar="NAME=FOLDER",
+                        help="quality rows for fine-tuned transformers: NAME=a diffusers transformer folder (e.g. a "
+                             "continuation run's final/) on --tuned-base's VAE and encoders")  # fmt: skip
+    parser.add_argument("--tuned-base", default="humo-nano")
+    parser.add_argument("--steps", type=int, default=None, help="quality rows: sampling steps (default: the model's)")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "out" / "live_bench.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -230,19 +256,28 @@ def main() -> None:
     quality_table = []
     for name in args.quality_models:
         if args.clips:
-            quality_table += quality_rows(pipe_of(name), name, get_spec(name).steps(), args.clips, args.clip_seconds)
+            steps = args.steps or get_spec(name).steps()
+            quality_table += quality_rows(pipe_of(name), name, steps, args.clips, args.clip_seconds, args.modes)
+    for item in args.tuned:
+        from engine.models import HuMoTransformer3DModel
+
+        name, folder = item.split("=", 1)
+        pipe = load_pipeline(args.tuned_base, device="cpu")  # its own copy: the base's rows keep the base's weights
+        pipe.register_modules(transformer=HuMoTransformer3DModel.from_pretrained(folder).eval())
+        steps = args.steps or get_spec(args.tuned_base).steps()
+        quality_table += quality_rows(pipe, name, steps, args.clips, args.clip_seconds, args.modes)
     if quality_table:
         print(f"\nQuality, {args.clips} held-out synthetic clips of {args.clip_seconds:g} s")
-        print(f"{'model':<16} {'mode':<20} {'id first':>8} {'id last':>8} {'id min':>7} {'drift':>6} {'seam max':>8} "
+        print(f"{'model':<16} {'mode':<22} {'id first':>8} {'id last':>8} {'id min':>7} {'drift':>6} {'seam max':>8} "
               f"{'in p95':>7} {'in max':>7} {'sync':>6} {'|lag|':>6}")  # fmt: skip
         for r in quality_table:
-            print(f"{r['model']:<16} {r['mode']:<20} {r['identity_first']:>8.3f} {r['identity_last']:>8.3f} "
+            print(f"{r['model']:<16} {r['mode']:<22} {r['identity_first']:>8.3f} {r['identity_last']:>8.3f} "
                   f"{r['identity_min']:>7.3f} {r['colour_drift']:>6.1f} {r['seam_max']:>8.2f} {r['within_p95']:>7.2f} "
                   f"{r['within_max']:>7.2f} {r['sync']:>6.3f} {r['abs_lag']:>6.2f}")  # fmt: skip
-    out_dir = ROOT / "bench" / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
     result = {"speed": speed, "windowed_s": windowed, "projected": projected, "quality": quality_table}
-    (out_dir / "live_bench.json").write_text(json.dumps(result, indent=1, default=str))
+    out.write_text(json.dumps(result, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -96,3 +96,16 @@ def check_motion_frames(motion_frames, video, num_frames: int | None, height: in
             f"motion_frames ({shape[0]}) must be fewer than the clip's frames ({num_frames}): nothing would be made.",
             field="motion_frames",
         )
+
+
+MOTION_HOLDS = ("noised", "clean")
+
+
+def check_motion_hold(motion_hold) -> None:
+    """`motion_hold=`: "noised" (training-free: noised to each step's level) or "clean" (a continuation-tuned model)."""
+    if motion_hold not in MOTION_HOLDS:
+        raise InputError(
+            f'motion_hold must be one of {list(MOTION_HOLDS)} (got {motion_hold!r}); "clean" is for a model '
+            "fine-tuned with the continuation objective (training/continuation.py).",
+            field="motion_hold",
+        )

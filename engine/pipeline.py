@@ -425,7 +425,7 @@ class HuMoPipeline(DiffusionPipeline):
         source, mask, noise = run.source
         timesteps = self.scheduler.timesteps
         known = source
-        if step + 1 < len(timesteps):
+        if step + 1 < len(timesteps) and noise is not None:  # no noise: held clean (motion_hold="clean")
             t_next = timesteps[step + 1 : step + 2]
             if hasattr(self.scheduler, "scale_noise"):  # flow-matching Euler
                 known = self.scheduler.scale_noise(source, t_next, noise)
@@ -444,13 +444,14 @@ class HuMoPipeline(DiffusionPipeline):
         keep = known_latents.latent_mask_tensor(mask, source.shape[2:], self.vae_scale_factor_spatial)
         return source, keep.to(noise.device), noise[:, :, : source.shape[2]].clone()
 
-    def prepare_motion(self, motion_frames, height: int, width: int, noise: torch.Tensor):
+    def prepare_motion(self, motion_frames, height: int, width: int, noise: torch.Tensor, clean: bool = False):
         """Motion frames -> `_Denoising.source`: their latents, a mask that keeps all of them, and the starting noise of
-        those latent frames. `_keep_source` then holds the clip's first latent frames to them at every step."""
+        those latent frames (None with `clean`: held un-noised). `_keep_source` then holds the clip's first latent
+        frames to them at every step."""
         pixels = known_latents.video_tensor(motion_frames, len(motion_frames), height, width)
         source = self._vae_encode(pixels).to(noise.device)
         keep = torch.zeros(1, 1, *source.shape[2:], device=noise.device)
-        return source, keep, noise[:, :, : source.shape[2]].clone()
+        return source, keep, None if clean else noise[:, :, : source.shape[2]].clone()
 
     def _step_end(self, run: _Denoising, step, t, latents, noise_pred, window=None, span=None) -> torch.Tensor:
         """Call `callback_on_step_end`, then stop if it asked to. Returns the (possibly replaced) latents; the
@@ -480,6 +481,7 @@ class HuMoPipeline(DiffusionPipeline):
         video=None,
         mask=None,
         motion_frames=None,
+        motion_hold: str = "noised",
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -522,6 +524,8 @@ class HuMoPipeline(DiffusionPipeline):
             motion_frames: chunked generation (engine/live.py): the last 4m+1 frames [M, H, W, 3] of the chunk before,
                 which begin this clip. Their latents are held as known latents, noised to each step's level (the
                 dubbing mechanism above), so the clip continues them; the rest of the clip is generated.
+                `motion_hold="clean"` holds them clean at every step instead (InfiniteTalk's conditioning), for a
+                model fine-tuned with the continuation objective (training/continuation.py).
             num_frames: None -> from the audio length snapped to 4n+1 (97 without audio); else snapped to 4n+1.
             guidance: a `GuidanceSchedule` (a stored one: `GuidanceSchedule.from_dict`); None -> the model's preset
                 for this mode (official, or a distilled student's single pass).
@@ -561,6 +565,7 @@ class HuMoPipeline(DiffusionPipeline):
             known_latents.check_video_and_mask(video, mask, height, width)
         if motion_frames is not None:
             known_latents.check_motion_frames(motion_frames, video, num_frames, height, width)
+        known_latents.check_motion_hold(motion_hold)
 
         # 2. Encode text (any given embeddings are zero-padded to 512 tokens like the encoder's own)
         prompt_embeds, negative_prompt_embeds = self._text_embeds(
@@ -598,7 +603,9 @@ class HuMoPipeline(DiffusionPipeline):
         latents = self.prepare_latents(shape, generator, device, latents)
         source = None if video is None else self.prepare_source(video, mask, num_frames, height, width, latents)
         if motion_frames is not None:
-            source = self.prepare_motion(motion_frames, height, width, latents)
+            source = self.prepare_motion(motion_frames, height, width, latents, clean=motion_hold == "clean")
+            if motion_hold == "clean":  # the first step already sees them
+                latents = torch.cat([source[0].to(latents), latents[:, :, source[0].shape[2] :]], dim=2)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         if batch_branches is None:

@@ -39,6 +39,7 @@ from engine.errors import InputError
 from engine.guidance import Branch
 from engine.pipeline import build_condition
 from engine.registry import BASE_FILE
+from training import continuation
 from training.cache import cache_index, load_cached
 from training.mask_head import FaceMaskHead, head_blocks, size_weighted_bce, token_grid_mask
 from training.schedule import audio_task_probability
@@ -64,6 +65,12 @@ class TrainConfig:
     base_model: str = "tiny"  # model id, or a diffusers folder (e.g. a stage-1 run's final/)
     stage: int | str = 1  # 1 or 2; 0 pretrains a base text-to-video model from scratch (all parameters, no reference)
     # "distill": a few-step student of base_model (training/distill.py); cache_dir holds its teacher trajectories
+    # what the stage learns: "flow" (plain flow matching) or "continuation" (continue a clip from its first latent
+    # frames, held as inference holds them; training/continuation.py)
+    objective: str = "flow"
+    motion_latent_frames: int = 2  # continuation: 4m+1 = 5 pixel frames, engine/live.py's motion frames
+    motion_prob: float = 0.5  # continuation: share of samples with motion frames (the rest: the plain task)
+    motion_hold: str = "clean"  # continuation: "clean" or "noised" (how pipe(motion_frames=...) holds them)
     # optimisation
     steps: int = 1000
     batch_size: int = 1
@@ -259,7 +266,13 @@ def make_batch(clips, negative, indices, step, config: TrainConfig, gen: torch.G
     # x_t over the video frames plus one reference slot (free-running noise for the 17b, overwritten for the 1.7b)
     s = sigmas.view(-1, 1, 1, 1, 1)
     video_noise = noise[:, :, : x0.shape[2]]
-    x_t = torch.cat([(1 - s) * x0 + s * video_noise, noise[:, :, x0.shape[2] :]], dim=2)
+    x_video = (1 - s) * x0 + s * video_noise
+    weights = None
+    if config.objective == "continuation":  # drawn after every plain draw, so the flow objective's stream is unchanged
+        has_motion = continuation.draw_motion(batch, config.motion_prob, gen)
+        x_video = continuation.hold_motion(x_video, x0, has_motion, config.motion_latent_frames, config.motion_hold)
+        weights = continuation.loss_weights(has_motion, x0.shape[2], config.motion_latent_frames)
+    x_t = torch.cat([x_video, noise[:, :, x0.shape[2] :]], dim=2)
     inputs = []
     for b in range(batch):
         branch = Branch(
@@ -282,6 +295,8 @@ def make_batch(clips, negative, indices, step, config: TrainConfig, gen: torch.G
             )
         )
     merged = {k: torch.cat([i[k] for i in inputs]) for k in inputs[0]}
+    if weights is not None:
+        merged["loss_weight"] = weights
     return {
         **merged,
         "timestep": sigmas * 1000.0,
@@ -308,7 +323,10 @@ def compute_loss(transformer, mask_head, batch: dict, config: TrainConfig) -> tu
         return_block_states=blocks if use_mask else None,
     )
     f_vid = batch["target"].shape[2]
-    fm_loss = F.mse_loss(out.sample[:, :, :f_vid].float(), batch["target"].float())
+    if "loss_weight" in batch:  # continuation: no loss on the frames the model is given
+        fm_loss = continuation.masked_mse(out.sample[:, :, :f_vid], batch["target"], batch["loss_weight"])
+    else:
+        fm_loss = F.mse_loss(out.sample[:, :, :f_vid].float(), batch["target"].float())
     logs = {"fm_loss": fm_loss.item()}
     loss = fm_loss
     if use_mask:
@@ -445,6 +463,7 @@ def fit(config: TrainConfig, resume: bool = False, max_steps: int | None = None)
         project_dir=str(run_dir),  # TensorBoard logs in run_dir/tensorboard
     )
     torch.manual_seed(config.seed)
+    continuation.check_config(config)
 
     if config.stage == "distill":
         from training import distill
