@@ -7,7 +7,7 @@ import json
 import gradio as gr
 
 from engine.errors import InputError
-from studio import inputs
+from studio import inputs, sweeps
 from studio.context import StudioContext
 from studio.owners import request_owner
 from studio.serving import evict, served_copy
@@ -60,7 +60,20 @@ def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWN
     if row.error:  # a stop is the user's choice, not an error
         label = "Stopped" if row.status == "stopped" else "Error"
         summary += f"\n\n**{label}:** {row.error.splitlines()[0]}"
+    if cells := sweeps.grid_cells(row.settings):  # a sweep's grid: its cells are gallery rows of their own
+        summary += "\n\n**Cells** (pick one to reuse its settings): " + ", ".join(map(sweeps.cell_caption, cells))
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
+
+
+def cell_choices(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> list[tuple[str, int]]:
+    """(caption, gallery id) of the cells of one of `owner`'s sweep grids; [] for any other entry."""
+    if generation_id is None:
+        return []
+    try:
+        row = ctx.store.get(int(generation_id), owner=owner)
+    except (NotFoundError, InputError, TypeError, ValueError):
+        return []
+    return [(sweeps.cell_caption(cell), cell["id"]) for cell in sweeps.grid_cells(row.settings)]
 
 
 def delete_question(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str | None:
