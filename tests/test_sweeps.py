@@ -159,3 +159,18 @@ def test_a_grid_of_unfinished_cells_is_refused(ctx, tmp_path):
     stopped = ctx.store.create_generation(prompt="x", mode="TIA", model_id="tiny").id
     with pytest.raises(InputError, match=f"#{stopped} did not finish"):
         sweeps.make_grid(ctx, sweep, [done, stopped])
+
+
+def test_download_all_gives_the_owners_videos(ctx, tmp_path):
+    import zipfile
+
+    from tests.test_studio_callbacks import request
+
+    mine = run_job(ctx, request(tmp_path), "tiny", owner="visitor-a")
+    run_job(ctx, request(tmp_path, seed=8), "tiny", owner="visitor-b")
+    served = tab_gallery.videos_zip(ctx, "visitor-a")
+    with zipfile.ZipFile(served) as archive:
+        assert archive.namelist() == [f"humo-{mine.generation_id:06d}.mp4"]  # the visitor's own mp4, not a thumbnail
+        data = archive.read(archive.namelist()[0])
+    assert data == ctx.store.abs_path(ctx.store.get(mine.generation_id, owner="visitor-a").video_path).read_bytes()
+    assert tab_gallery.videos_zip(ctx, "nobody") is None
