@@ -171,7 +171,7 @@ def gallery_layout() -> dict:
                            elem_id="gallery-grid")  # fmt: skip
     with gr.Row():
         with gr.Column(scale=3):
-            c["video"] = gr.Video(label="Video", interactive=False, elem_id="gallery-video")
+            c["video"] = gr.Video(label="Video", interactive=False, height=360, elem_id="gallery-video")
             c["summary"] = gr.Markdown(elem_id="gallery-summary")
             # A sweep's grid: which of its cells "Use these settings" fills the form with
             c["cell"] = gr.Dropdown([], label="Cell to reuse", visible=False, elem_id="gallery-cell")
@@ -187,7 +187,7 @@ def gallery_layout() -> dict:
         with gr.Column(scale=2):
             c["download"] = gr.File(label="Download", interactive=False, elem_id="gallery-download")
             with gr.Accordion("Every setting", open=False, elem_id="gallery-settings-box"):
-                c["settings"] = gr.Code(label="Every setting", language="json", max_lines=SETTINGS_LINES,
+                c["settings"] = gr.Code(label="Settings (JSON)", language="json", max_lines=SETTINGS_LINES,
                                         elem_id="gallery-settings")  # fmt: skip
     with gr.Row():
         c["download_all"] = gr.Button("Download all my videos (zip)", elem_id="gallery-download-all", scale=1)
