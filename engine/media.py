@@ -626,6 +626,64 @@ def preprocess_reference(
     return (pixels - 0.5) / 0.5
 
 
+# ---------------------------------------------------------------------------------------------- grids
+GRID_LABEL_PX = 22  # the height of the column labels' band (and the room a row label gets per line)
+GRID_MAX_WIDTH = 1920  # a grid wider than this is scaled down (six 832-px cells would make a 2,500-px video)
+
+
+def _fit_label(draw, text: str, font, width: int) -> str:
+    """`text` shortened with an ellipsis until it fits `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def tile_frames(videos, columns: int, column_labels, row_labels, min_cell: int = 160,
+                max_width: int = GRID_MAX_WIDTH) -> np.ndarray:  # fmt: skip
+    """One video of several playing side by side (an X/Y sweep's grid): `videos` row-major, each uint8 RGB
+    [F, H, W, 3]; every cell at the first one's size, scaled so a cell is at least `min_cell` px wide (labels need
+    the room) and the grid at most `max_width`; `column_labels` above the columns, `row_labels` left of the rows
+    (empty strings: no band). All cells play frame by frame together for the first cell's length; a shorter cell
+    holds its last frame."""
+    import PIL.ImageDraw
+    import PIL.ImageFont
+
+    videos = [to_uint8(np.asarray(v)) for v in videos]
+    if not videos or columns < 1 or len(videos) % columns:
+        raise InputError(f"A grid needs rows of {columns} cells (got {len(videos)} videos).", field="frames")
+    rows = len(videos) // columns
+    if len(column_labels) != columns or len(row_labels) != rows:
+        raise InputError("A grid needs one label per column and per row.", field="frames")
+    height, width = videos[0].shape[1:3]
+    scale = max(1.0, min_cell / width)
+    label_w = 0 if not any(row_labels) else max(min_cell, 120)
+    scale = min(scale, (max_width - label_w) / (width * columns))
+    cell_w, cell_h = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+    top = GRID_LABEL_PX if any(column_labels) else 0
+    canvas = PIL.Image.new("RGB", (label_w + cell_w * columns, top + cell_h * rows), (24, 24, 28))
+    draw = PIL.ImageDraw.Draw(canvas)
+    font = PIL.ImageFont.load_default(size=14)
+    for index, label in enumerate(column_labels):
+        text = _fit_label(draw, str(label), font, cell_w - 8)
+        draw.text((label_w + index * cell_w + 4, 3), text, fill=(240, 240, 240), font=font)
+    for index, label in enumerate(row_labels):
+        text = _fit_label(draw, str(label), font, label_w - 8)
+        draw.text((4, top + index * cell_h + cell_h // 2 - 8), text, fill=(240, 240, 240), font=font)
+    background = np.asarray(canvas)
+    count = len(videos[0])
+    out = np.repeat(background[None], count, axis=0)
+    for index, video in enumerate(videos):
+        y, x = top + (index // columns) * cell_h, label_w + (index % columns) * cell_w
+        for frame in range(count):
+            image = video[min(frame, len(video) - 1)]
+            if image.shape[:2] != (cell_h, cell_w):
+                image = np.asarray(PIL.Image.fromarray(image).resize((cell_w, cell_h), PIL.Image.Resampling.BILINEAR))
+            out[frame, y : y + cell_h, x : x + cell_w] = image
+    return out
+
+
 __all__ = [
     "ffmpeg_exe",
     "to_uint8",
@@ -637,6 +695,7 @@ __all__ = [
     "probe",
     "read_video_frames",
     "make_thumbnail",
+    "tile_frames",
     "probe_header",
     "run_ffmpeg",
     "video_rotation",

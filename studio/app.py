@@ -14,7 +14,7 @@ from studio.guards import LoginRequired, SessionGuard
 from studio.models import model_choices
 from studio.owners import BROWSER_STORAGE_SECRET, renew_visitor
 from studio.serving import SERVED, cache_sweeper
-from studio.tab_gallery import build_gallery_tab
+from studio.tab_gallery import GALLERY_CSS, build_gallery_tab
 from studio.tab_generate import SHORTCUT_JS, build_generate_tab, wire_page_load
 from studio.tab_models import build_models_tab
 
@@ -108,6 +108,7 @@ def launch_options(ctx: StudioContext) -> dict:
     }
     return {
         "js": SHORTCUT_JS,  # Ctrl+Enter generates
+        "css": GALLERY_CSS,  # the gallery's grid fits a phone
         "app_kwargs": app_kwargs,
         "allowed_paths": [],
         "blocked_paths": [str(data), str(data.resolve())],

@@ -52,6 +52,7 @@ class StudioOptions:
     max_audio_seconds_public: float = 60.0
     max_upload_public: str = "50mb"
     max_queue_public: int = 16  # jobs waiting in all; more get a "busy" message
+    max_sweep_cells_public: int = 4  # a sweep's cells are a visitor's jobs: a bigger grid is refused whole
     admission_ttl_s: float = 900.0  # a queued job whose page went away frees its visitor's slot after this
     # Reverse proxies in front of the studio whose X-Forwarded-For hop is believed for the per-address cap
     # (HUMO_TRUSTED_PROXIES; 1 on a Space). 0: the socket's peer, the header is ignored.

@@ -7,13 +7,18 @@ import json
 import gradio as gr
 
 from engine.errors import InputError
-from studio import inputs
+from studio import inputs, sweeps
 from studio.context import StudioContext
 from studio.owners import request_owner
 from studio.serving import evict, served_copy
 from studio.store import LOCAL_OWNER, PLACEHOLDER_NAME, NotFoundError
 
 PAGE_SIZE = 12
+SETTINGS_LINES = 18  # the settings box scrolls past this many lines
+# A phone (420 px) kept the grid's 6 columns of at least 100 px and cut three off: as many columns as fit.
+GALLERY_CSS = (
+    "#gallery-grid .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; }"
+)
 STATUS_ICONS = {"done": "✔", "failed": "✖", "stopped": "■", "running": "◔", "queued": "◷"}
 
 
@@ -60,7 +65,20 @@ def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWN
     if row.error:  # a stop is the user's choice, not an error
         label = "Stopped" if row.status == "stopped" else "Error"
         summary += f"\n\n**{label}:** {row.error.splitlines()[0]}"
+    if cells := sweeps.grid_cells(row.settings):  # a sweep's grid: its cells are gallery rows of their own
+        summary += "\n\n**Cells** (pick one to reuse its settings): " + ", ".join(map(sweeps.cell_caption, cells))
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
+
+
+def cell_choices(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> list[tuple[str, int]]:
+    """(caption, gallery id) of the cells of one of `owner`'s sweep grids; [] for any other entry."""
+    if generation_id is None:
+        return []
+    try:
+        row = ctx.store.get(int(generation_id), owner=owner)
+    except (NotFoundError, InputError, TypeError, ValueError):
+        return []
+    return [(sweeps.cell_caption(cell), cell["id"]) for cell in sweeps.grid_cells(row.settings)]
 
 
 def delete_question(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str | None:
@@ -93,6 +111,33 @@ def delete_generation(ctx: StudioContext, generation_id: int | None, owner: str 
     return f"Deleted #{generation_id}."
 
 
+def videos_zip(ctx: StudioContext, owner: str = LOCAL_OWNER) -> str | None:
+    """A zip of `owner`'s finished videos (the mp4s, named by gallery number), served to the page; None when there
+    are none. mp4 is compressed already: the zip stores the files as they are."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    videos, page = [], 1
+    while True:
+        rows, total = ctx.store.list_generations(page=page, page_size=100, owner=owner)
+        videos += [
+            (row.id, ctx.store.abs_path(row.video_path)) for row in rows if row.status == "done" and row.video_path
+        ]
+        if page * 100 >= total or not rows:
+            break
+        page += 1
+    videos = [(gid, path) for gid, path in videos if path.is_file()]
+    if not videos:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "humo-videos.zip"
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+            for gid, path in sorted(videos):
+                archive.write(path, f"humo-{gid:06d}.mp4")
+        return served_copy(out)
+
+
 def settings_for_reuse(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> dict:
     """Generate-tab values (`tab_generate.SETTINGS_FIELDS` and its media) that reproduce one of `owner`'s
     generations exactly: the stored request (schedule and its editor values, scales, long video, size, frames,
@@ -121,13 +166,17 @@ def gallery_layout() -> dict:
     c["page"] = gr.State(1)
     c["ids"] = gr.State([])
     c["selected"] = gr.State(None)
-    c["grid"] = gr.Gallery(label="Generations", columns=6, height=360, allow_preview=False, elem_id="gallery-grid")
+    # No download buttons on the grid: its "download all" gave the thumbnails (Download all videos gives the mp4s)
+    c["grid"] = gr.Gallery(label="Generations", columns=6, height=360, allow_preview=False, buttons=[],
+                           elem_id="gallery-grid")  # fmt: skip
     with gr.Row():
         with gr.Column(scale=3):
-            c["video"] = gr.Video(label="Video", interactive=False, elem_id="gallery-video")
+            c["video"] = gr.Video(label="Video", interactive=False, height=360, elem_id="gallery-video")
             c["summary"] = gr.Markdown(elem_id="gallery-summary")
-        with gr.Column(scale=2):
-            c["settings"] = gr.Code(label="Every setting", language="json")
+            # A sweep's grid: which of its cells "Use these settings" fills the form with
+            c["cell"] = gr.Dropdown([], label="Cell to reuse", visible=False, elem_id="gallery-cell")
+            # The buttons sit right under the entry, above its settings: a schedule with keyframes made the settings
+            # block ~2,300 px tall and pushed them off the screen.
             with gr.Row():
                 c["reuse"] = gr.Button("Use these settings", elem_id="gallery-reuse")
                 c["delete"] = gr.Button("Delete", variant="stop", elem_id="gallery-delete")
@@ -135,7 +184,15 @@ def gallery_layout() -> dict:
                 c["confirm_text"] = gr.Markdown(elem_id="gallery-delete-question")
                 c["confirm"] = gr.Button("Delete for good", variant="stop", size="sm", elem_id="gallery-delete-confirm")
                 c["cancel"] = gr.Button("Keep it", size="sm", elem_id="gallery-delete-cancel")
-            c["download"] = gr.File(label="Download", interactive=False)
+        with gr.Column(scale=2):
+            c["download"] = gr.File(label="Download", interactive=False, elem_id="gallery-download")
+            with gr.Accordion("Every setting", open=False, elem_id="gallery-settings-box"):
+                c["settings"] = gr.Code(label="Settings (JSON)", language="json", max_lines=SETTINGS_LINES,
+                                        elem_id="gallery-settings")  # fmt: skip
+    with gr.Row():
+        c["download_all"] = gr.Button("Download all my videos (zip)", elem_id="gallery-download-all", scale=1)
+        c["download_all_file"] = gr.File(label="Your videos", interactive=False, elem_id="gallery-download-all-file",
+                                         scale=2)  # fmt: skip
 
     return c
 
@@ -185,13 +242,21 @@ def _wire_listing(ctx: StudioContext, c: dict, owner_of, visitor):
 
     def select(request: gr.Request, ids, visitor, evt: gr.SelectData):
         gid = ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
-        video, settings, summary = detail(ctx, gid, owner_of(request, visitor))
-        return gid, video, settings, summary, video
+        owner = owner_of(request, visitor)
+        video, settings, summary = detail(ctx, gid, owner)
+        cells = cell_choices(ctx, gid, owner)
+        cell = gr.Dropdown(choices=cells, value=cells[0][1] if cells else None, visible=bool(cells))
+        return gid, video, settings, summary, video, cell
 
     c["grid"].select(
-        select, [c["ids"], visitor], [c["selected"], c["video"], c["settings"], c["summary"], c["download"]],
-        **PRIVATE,
+        select, [c["ids"], visitor],
+        [c["selected"], c["video"], c["settings"], c["summary"], c["download"], c["cell"]], **PRIVATE,
     )  # fmt: skip
+
+    def download_all(request: gr.Request, visitor):
+        return videos_zip(ctx, owner_of(request, visitor))
+
+    c["download_all"].click(download_all, [visitor], c["download_all_file"], **PRIVATE)
     return (load, [c["page"], c["query"], visitor], listing)
 
 
@@ -228,18 +293,22 @@ def _wire_reuse(ctx: StudioContext, c: dict, owner_of, visitor, generate, tabs) 
     """The "Use these settings" button: the Generate tab's form filled from the entry, and that tab shown."""
     targets = generate.settings_outputs()  # SETTINGS_FIELDS then the media, in that order
 
-    def reuse(request: gr.Request, gid, visitor):
+    def reuse(request: gr.Request, gid, cell, visitor):
         from studio.tab_generate import MEDIA_FIELDS, SETTINGS_FIELDS, form_updates
 
         names = SETTINGS_FIELDS + MEDIA_FIELDS
         if gid is None:
             return [gr.update() for _ in names] + [gr.Tabs()]
+        owner = owner_of(request, visitor)
+        cells = [cell_id for _, cell_id in cell_choices(ctx, gid, owner)]
+        if cells:  # a sweep's grid: the picked cell's settings (a grid has none of its own)
+            gid = cell if cell in cells else cells[0]
         try:
-            values = settings_for_reuse(ctx, gid, owner_of(request, visitor))
+            values = settings_for_reuse(ctx, gid, owner)
         except NotFoundError:
             return [gr.update() for _ in names] + [gr.Tabs()]
         # media are set even when empty: a TA run's reuse must not keep the image of the run before
         media = [gr.update(value=values.get(name)) for name in MEDIA_FIELDS]
         return form_updates(values, SETTINGS_FIELDS) + media + [gr.Tabs(selected="generate")]
 
-    c["reuse"].click(reuse, [c["selected"], visitor], [*targets, tabs], **PRIVATE)
+    c["reuse"].click(reuse, [c["selected"], c["cell"], visitor], [*targets, tabs], **PRIVATE)

@@ -569,6 +569,7 @@ class GenerateTab:
     job_events: list = field(default_factory=list)  # generate events: the gallery refreshes after each
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs) the page runs once it has loaded
     runner: JobRunner | None = None
+    sweep: dict = field(default_factory=dict)  # the Sweep accordion's components (`_sweep_panel`)
 
     def settings_outputs(self) -> list:
         """Components of SETTINGS_FIELDS then MEDIA_FIELDS (what reuse fills)."""
@@ -704,6 +705,22 @@ def _advanced_options(ctx: StudioContext) -> dict:
     return c
 
 
+def _sweep_panel() -> dict:
+    """The Sweep accordion: one or two settings and their values; Run sweep queues the grid (studio/sweeps.py)."""
+    from studio import sweeps
+
+    c = {}
+    with gr.Row():
+        c["x_axis"] = gr.Dropdown(sweeps.AXIS_CHOICES[1:], value="Audio scale", label="X axis", elem_id="sweep-x-axis")
+        c["x_values"] = gr.Textbox(label="X values (comma-separated, e.g. 3, 5, 7.5; prompts: one per line)",
+                                   lines=1, elem_id="sweep-x-values")  # fmt: skip
+    with gr.Row():
+        c["y_axis"] = gr.Dropdown(sweeps.AXIS_CHOICES, value=sweeps.NO_AXIS, label="Y axis", elem_id="sweep-y-axis")
+        c["y_values"] = gr.Textbox(label="Y values", lines=1, elem_id="sweep-y-values")
+    c["run"] = gr.Button("Run sweep (each cell is a job; then a grid video)", elem_id="sweep-run")
+    return c
+
+
 def _queue_panel() -> dict:
     c = {"table": gr.Dataframe(headers=["job", "prompt", "state", "position", "time"], value=[], interactive=False,
                                elem_id="queue-table", label="Your jobs (waiting and running)")}  # fmt: skip
@@ -732,6 +749,8 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
         consent_err = gr.Markdown(elem_id="consent-error")
     with gr.Accordion("Guidance schedule", open=True):
         guidance = _guidance_editor(ctx)
+    with gr.Accordion("Sweep: compare settings side by side (X/Y grid)", open=False, elem_id="sweep"):
+        sweep = _sweep_panel()
     with gr.Accordion("Advanced options", open=False, visible=not ctx.options.public):
         options = _advanced_options(ctx)
     with gr.Accordion("Queue", open=True):
@@ -770,6 +789,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
         ),  # fmt: skip
         queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
+        sweep=sweep,
     )
     if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
         with example_slot:
@@ -880,6 +900,12 @@ class JobRunner:
         finally:
             ctx.board.finish(entry)
             admission.release(ctx, owner)
+
+    def on_sweep(self, request: gr.Request, *args):
+        """Run sweep: the grid's cells as jobs, then its grid video (studio/sweeps.py)."""
+        from studio.sweeps import sweep_stream
+
+        yield from sweep_stream(self, request, args)
 
     def on_live(self, request: gr.Request, *args):
         """Generate live (also the `/generate_live` API): one job, made chunk by chunk, whose chunks reach the page
@@ -1044,6 +1070,21 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
                           **PRIVATE)  # fmt: skip
 
 
+def wire_sweep(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
+    """Run sweep: Generate's inputs and admission, then the axes; its cells and its grid reach Generate's outputs."""
+    from studio.pool import job_slots
+
+    outputs = [tab.result.video, tab.result.gallery_id, tab.result.status, tab.result.preview,
+               *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
+    axes = [tab.sweep[k] for k in ("x_axis", "x_values", "y_axis", "y_values")]
+    pooled = runner.ctx.pool is not None
+    event = tab.sweep["run"].click(runner.on_sweep, tab.form.get(API_INPUTS) + tab.form.get(PAGE_INPUTS) + [visitor] + axes,
+                                   outputs, api_visibility="private", trigger_mode="multiple",
+                                   concurrency_id="pool" if pooled else "gpu", concurrency_limit=job_slots(runner.ctx),
+                                   preprocess=False, validator=runner.admit_job)  # fmt: skip
+    tab.job_events.append(event)
+
+
 def wire_queue(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
     q = tab.queue
     q.timer.tick(runner.queue_rows, [visitor], [q.table], show_progress="hidden", **PRIVATE)
@@ -1110,6 +1151,7 @@ def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr
     tab = layout(ctx, model_choices)
     runner = JobRunner(ctx, tab)
     wire_generate(runner, tab, visitor)
+    wire_sweep(runner, tab, visitor)
     wire_queue(runner, tab, visitor)
     wire_form(ctx, runner, tab, visitor)
     tab.on_load = wire_guidance(ctx, tab)  # the panel's first draw
