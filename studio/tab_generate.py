@@ -26,6 +26,7 @@ from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
 from studio.owners import request_owner
+from studio.progress import preview_update
 from studio.serving import served_copy
 from studio.spaces import on_zero_gpu
 from studio.store import LOCAL_OWNER
@@ -529,7 +530,7 @@ class ResultView:
     stop: gr.Button
     status: gr.Markdown
     stop_info: gr.Markdown
-    preview: gr.Image
+    preview: gr.Video
     video: gr.Video
     gallery_id: gr.Number
     live: gr.Button | None = None  # Generate live (studio/live_job.py), shown for models measured fast enough
@@ -608,7 +609,9 @@ def _result_column() -> dict:
     # Generate live: each finished chunk (a short mp4 with its voice) is appended while the job runs
     c["live_video"] = gr.Video(label="Live: plays while it is made", streaming=True, autoplay=True,
                                interactive=False, elem_id="live-video")  # fmt: skip
-    c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=180, elem_id="preview")
+    # the model's predicted clean video while the job runs, with what previews cost (studio/progress.py)
+    c["preview"] = gr.Video(label="Denoising preview", interactive=False, height=200, autoplay=True, loop=True,
+                            elem_id="preview")  # fmt: skip
     c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
     return c
 
@@ -829,7 +832,7 @@ class JobRunner:
                     yield str(event.segment), event.generation_id, event.message, gr.update(), *blank
                 elif isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
-                    preview = event.preview if event.preview is not None else gr.update()
+                    preview = preview_update(event)
                     yield None, event.generation_id, chunk_line + format_progress(event), preview, *blank
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}

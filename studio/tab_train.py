@@ -305,7 +305,7 @@ def log_tail(text: str, lines: int = LOG_LINES) -> str:
     its head."""
     out: list[str] = []
     block: list[str] = []
-    for raw in text.split("\n"):  # not splitlines: it splits at "\\r" too
+    for raw in text.split("\n"):  # not splitlines(): it splits at carriage returns too
         line = raw.rsplit("\r", 1)[-1].rstrip()
         if block or line == "{":
             block.append(line)
