@@ -165,7 +165,10 @@ def generate_to_file(
     kwargs = request.pipeline_kwargs()
     # One loop for short and long clips: with window_frames the callback runs after every window of a step, with
     # {"latents": the whole clip's, "window": (index, count), "window_span": (start, end)} (engine/long_video.py).
-    output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end)
+    # A callback may name the loop's tensors it reads (the studio's previews read the step's noise_pred).
+    tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", ("latents",))
+    output = pipe(**kwargs, output_type="np", callback_on_step_end=callback_on_step_end,
+                  callback_on_step_end_tensor_inputs=tensor_inputs)  # fmt: skip
     record = settings_record(pipe, request, output, request.guidance)
     if advanced:
         record["advanced"] = advanced

@@ -123,6 +123,8 @@ class HuMoPipeline(DiffusionPipeline):
         self._zero_latents_cache: dict[tuple, torch.Tensor] = {}
         self._interrupt = False
         self._preview_projection = None
+        self._video_latent_frames: int | None = None  # of the running call: previews leave out the reference slots
+        self.preview_costs: dict[tuple, float] = {}  # (decoder, latent shape) -> seconds of one preview (studio)
         # What the loader knows and the outputs record; engine.registry.load_pipeline fills them in.
         self.model_id = "custom"
         self.model_hashes: dict[str, str] = {}  # weights file -> fingerprint (engine.registry.file_fingerprint)
@@ -366,6 +368,22 @@ class HuMoPipeline(DiffusionPipeline):
             self._preview_projection = preview.fit_latent_rgb_projection(self.vae)
         return preview.latents_to_preview(latents, self._preview_projection)
 
+    @torch.no_grad()
+    def clean_preview_frames(self, latents: torch.Tensor, noise_pred: torch.Tensor, step: int,
+                             decoder: str = "projection") -> np.ndarray:  # fmt: skip
+        """uint8 frames [F, H, W, 3] of the model's predicted clean video after `step` (x0 from the step's latents and
+        velocity; engine/preview.py), without the reference slots. `decoder`: "projection" (the fitted linear map,
+        upsampled) or "vae" (the real VAE on 2x-pooled latents, every 4th frame)."""
+        from engine import preview
+
+        x0 = preview.predicted_clean(latents[0], noise_pred[0], preview.step_sigma(self.scheduler, step))
+        x0 = x0[:, : self._video_latent_frames or x0.shape[1]]
+        if decoder == "vae":
+            return preview.vae_frames(self.vae, self._vae_denormalize(x0[None])[0])
+        if self._preview_projection is None:
+            self._preview_projection = preview.fit_latent_rgb_projection(self.vae)
+        return preview.projection_frames(x0, self._preview_projection, self.vae_scale_factor_spatial)
+
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, tiling: bool = False) -> torch.Tensor:
@@ -581,6 +599,7 @@ class HuMoPipeline(DiffusionPipeline):
         num_frames = audio_lib.snap_frames(num_frames)
         f_vid = audio_lib.latent_frame_count(num_frames)
         windows = ContextWindows.single(f_vid)
+        self._video_latent_frames = f_vid
         if window_frames is not None:
             window = audio_lib.latent_frame_count(audio_lib.snap_frames(window_frames))
             windows = ContextWindows(f_vid, window, window_overlap, window_shift)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -194,4 +195,156 @@ def latents_to_preview(
     return image
 
 
-__all__ = ["fit_latent_rgb_projection", "latents_to_preview", "project_latents", "synthetic_images", "cache_dir"]
+# ---------------------------------------------------------------- predicted clean video (x0) previews
+PREVIEW_SHARE = 0.10  # previews may cost at most this share of the job's denoising time
+PREVIEW_MAX_SIDE = 256  # px: the preview video's longer side
+DECODERS = ("projection", "vae")
+
+
+def step_sigma(scheduler, step: int) -> float:
+    """The noise level the latents are at after `step` (the scheduler's next sigma; 0 after the last step)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None or step + 1 >= len(sigmas):
+        return 0.0
+    return float(sigmas[step + 1])
+
+
+def predicted_clean(latents: torch.Tensor, noise_pred: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The flow-matching prediction of the clean latents: x_t = (1 − σ)·x0 + σ·noise and v = noise − x0 give
+    x0 = x_t − σ·v. `latents` are the step's result at level σ (`step_sigma`), `noise_pred` the step's guided
+    velocity (the loop's `callback_on_step_end` tensors). Exact for the Euler step; UniPC's multistep update moves
+    the latents along a corrected velocity, so there it is the prediction through the model's own velocity."""
+    return latents.float() - float(sigma) * noise_pred.float()
+
+
+def _preview_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(height, width))
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+@torch.no_grad()
+def projection_frames(x0: torch.Tensor, projection: Projection, spatial: int = 8, max_side: int = PREVIEW_MAX_SIDE):
+    """[C, F, h, w] clean latents -> uint8 frames [F, H, W, 3] through the fitted linear map, upsampled (bilinear)
+    to about the video's size, at most `max_side` px. One picture per latent frame (4 video frames each)."""
+    rgb = project_latents(x0, projection).clamp(-1, 1)  # [3, F, h, w]
+    size = _preview_size(rgb.shape[-2] * spatial, rgb.shape[-1] * spatial, max_side)
+    frames = F.interpolate(rgb.permute(1, 0, 2, 3), size=size, mode="bilinear", align_corners=False)
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def vae_frames(vae, x0_raw: torch.Tensor, downscale: int = 2, max_side: int = PREVIEW_MAX_SIDE):
+    """[C, F, h, w] clean latents, denormalised for the VAE -> uint8 frames [F', H, W, 3] from the real VAE at low
+    resolution: the latents are average-pooled `downscale`x before the decode, so the decode costs about
+    1/downscale² of a full one, and every 4th decoded frame is kept (one per latent frame, like the projection)."""
+    z = x0_raw[None].float()
+    if downscale > 1:
+        z = F.avg_pool3d(z, (1, downscale, downscale))
+    video = _decode_clip(vae, z)  # [3, F', H, W] in [-1, 1]
+    video = video[:, ::4]
+    h, w = _preview_size(video.shape[-2], video.shape[-1], max_side)
+    if (h, w) != tuple(video.shape[-2:]):
+        video = F.interpolate(video.permute(1, 0, 2, 3), size=(h, w), mode="bilinear", align_corners=False)
+        video = video.permute(1, 0, 2, 3)
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+def _decode_clip(vae, z: torch.Tensor) -> torch.Tensor:
+    device = next(vae.parameters()).device
+    return vae.decode(z.to(device, _vae_dtype(vae))).sample.float().cpu().clamp(-1, 1)[0]
+
+
+def write_preview_video(frames, path: str | os.PathLike, fps: float = 25 / 4) -> Path:
+    """A small silent mp4 of preview frames (one per latent frame, so 25/4 fps plays at the video's pace), labelled
+    AI-generated like every file the studio makes (fast x264 settings: a preview is seen once)."""
+    from engine import media
+
+    return media.write_video(frames, path, fps=fps, crf=28, preset="ultrafast",
+                             ai_label="AI-generated preview (HuMo Studio)")  # fmt: skip
+
+
+class PreviewBudget:
+    """When to make a preview so previews cost at most `share` of the job's denoising time.
+
+    A preview is due at a step's end when what previews have cost so far plus one more stays within `share` of the
+    steps' time so far (so, with a preview costing c and a step s, one every ⌈c / (share·s)⌉ steps). The cost is
+    measured on each preview (`record`); before the first one it is `known_cost_s` (measured on an earlier job of
+    this pipeline and shape), else unknown, and the first preview measures it. Previews turn off for the job when
+    even one costs more than `share` of the whole job (`total_steps` steps at the mean step time)."""
+
+    def __init__(self, total_steps: int, share: float = PREVIEW_SHARE, known_cost_s: float | None = None):
+        self.total_steps = int(total_steps)
+        self.share = float(share)
+        self.cost_s = known_cost_s
+        self.steps_s = 0.0
+        self.steps = 0
+        self.spent_s = 0.0
+        self.made = 0
+
+    @property
+    def step_s(self) -> float | None:
+        return self.steps_s / self.steps if self.steps else None
+
+    @property
+    def off(self) -> bool:
+        """Even one preview would cost more than `share` of the job."""
+        if self.cost_s is None or self.step_s is None or self.share <= 0:
+            return self.share <= 0
+        return self.cost_s > self.share * self.total_steps * self.step_s
+
+    def step_done(self, seconds: float) -> bool:
+        """Count a finished step (its seconds, previews excluded); True when a preview is due now."""
+        self.count(seconds)
+        return self.due()
+
+    def count(self, seconds: float) -> None:
+        self.steps_s += max(0.0, float(seconds))
+        self.steps += 1
+
+    def due(self) -> bool:
+        """A preview now stays within the share. Never after the last step: the finished video comes then."""
+        if self.off or self.steps >= self.total_steps:
+            return False
+        cost = self.cost_s if self.cost_s is not None else 0.0
+        return self.spent_s + cost <= self.share * self.steps_s
+
+    def record(self, seconds: float) -> None:
+        self.cost_s = float(seconds)
+        self.spent_s += float(seconds)
+        self.made += 1
+
+    def every_steps(self) -> int | None:
+        """Steps between previews at the measured costs (None before they are known or when off)."""
+        if self.off or self.cost_s is None or not self.step_s:
+            return None
+        return max(1, math.ceil(self.cost_s / (self.share * self.step_s)))
+
+    def note(self) -> str:
+        """The cost line shown beside the preview."""
+        if self.cost_s is None or not self.step_s:
+            return ""
+        share_of_step = self.cost_s / self.step_s
+        if self.off:
+            return (
+                f"previews off: one costs {self.cost_s:.2f} s, more than {self.share:.0%} of this job "
+                f"({self.total_steps} steps × {self.step_s:.2f} s)"
+            )
+        return (
+            f"preview {self.cost_s:.2f} s ({share_of_step:.0%} of a {self.step_s:.2f} s step) · every "
+            f"{self.every_steps()} step(s), previews ≤ {self.share:.0%} of the job"
+        )
+
+
+__all__ = [
+    "fit_latent_rgb_projection",
+    "latents_to_preview",
+    "project_latents",
+    "synthetic_images",
+    "cache_dir",
+    "predicted_clean",
+    "projection_frames",
+    "vae_frames",
+    "write_preview_video",
+    "PreviewBudget",
+    "step_sigma",
+]

@@ -18,7 +18,9 @@ from studio import inputs
 ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage")
 MEMORY_MODES = ("auto", "gpu", "cpu", "model_offload", "group_offload", "fp8")
 MAX_LORAS = 4
-FIELDS = ("lora_files", "lora_scales", "step_cache", "compile", "attention_backend", "memory_mode", "lora_partial")
+# lora_library: names in the owner's LoRA library (studio/loras.py turns them into files)
+FIELDS = ("lora_files", "lora_scales", "step_cache", "compile", "attention_backend", "memory_mode", "lora_partial",
+          "lora_library")  # fmt: skip
 
 
 @dataclass
@@ -43,8 +45,13 @@ class AdvancedOptions:
 
 
 def read_options(public: bool, lora_files=None, lora_scales=None, step_cache=None, compile=None,
-                 attention_backend=None, memory_mode=None, lora_partial=None) -> tuple[AdvancedOptions, dict[str, str]]:  # fmt: skip
-    """The options from raw form values (and the LoRA files' user names by path); InputError says what to change."""
+                 attention_backend=None, memory_mode=None, lora_partial=None,
+                 lora_library=None) -> tuple[AdvancedOptions, dict[str, str]]:  # fmt: skip
+    """The options from raw form values (and the LoRA files' user names by path); InputError says what to change.
+    Library picks (`lora_library`) must already be files (studio.loras.with_library, which knows the owner)."""
+    if lora_library:
+        raise InputError("LoRAs picked from a library need the studio's owner: studio.loras.with_library.",
+                         field="lora")  # fmt: skip
     files = inputs.uploads(lora_files, "lora")
     if len(files) > MAX_LORAS:
         raise InputError(f"At most {MAX_LORAS} LoRA files.", field="lora")

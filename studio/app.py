@@ -11,7 +11,7 @@ from studio import admission
 from studio.api_values import FileValueGuard
 from studio.context import StudioContext, StudioOptions
 from studio.guards import LoginRequired, SessionGuard
-from studio.models import model_choices
+from studio.models import model_choices, wire_model_refresh
 from studio.owners import BROWSER_STORAGE_SECRET, renew_visitor
 from studio.serving import SERVED, cache_sweeper
 from studio.tab_gallery import GALLERY_CSS, build_gallery_tab
@@ -63,7 +63,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                     build_train_tab = None
                 if build_train_tab is not None:
                     with gr.Tab("Train", id="train"):
-                        build_train_tab(ctx, model_picker=generate.form.model)  # finished runs join the picker
+                        build_train_tab(ctx)
+        wire_model_refresh(ctx, generate.form.model)  # outside the tabs: finished runs join the picker at once
         # First load: give a new visitor an id (renew a valid one, replace anything else); then fill the gallery and the last settings of this owner.
         private = {"queue": False, "api_visibility": "private"}
         load_fn, load_inputs, load_outputs = gallery["_load"]

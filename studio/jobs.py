@@ -29,7 +29,7 @@ from engine.registry import model_source
 from studio import eta
 from studio.context import StudioContext
 from studio.paths import DataPaths
-from studio.progress import JobProgress, JobResult
+from studio.progress import ClipPreviews, JobProgress, JobResult
 from studio.spaces import JobCost, gpu_seconds, on_zero_gpu
 from studio.store import LOCAL_OWNER
 
@@ -408,22 +408,32 @@ def _remember_speed(ctx: StudioContext, model_id: str, settings: dict, seconds: 
 def _progress_callback(ctx, gid, stop_event, on_progress, estimate: eta.Estimate | None = None):
     started = time.perf_counter()
     last_preview = [0.0]
+    step_started = [started]
+    clips: list[ClipPreviews] = []  # made at the first step, when the step count is known
 
     def callback(pipe, step, timestep, kwargs):
         total = len(pipe.scheduler.timesteps)
         done = step + 1
         elapsed = time.perf_counter() - started
         ctx.store.update_progress(gid, done, total)
-        preview = None
+        preview, preview_video, note = None, None, ""
         now = time.perf_counter()
-        if on_progress is not None and (now - last_preview[0] >= PREVIEW_EVERY_S or done == total):
+        window = kwargs.get("window")
+        step_end = not window or window[0] == window[1] - 1
+        if on_progress is not None and step_end and kwargs.get("noise_pred") is not None:
+            if not clips:
+                clips.append(ClipPreviews(pipe, gid, total))
+            try:  # the predicted clean video at the intervals previews can afford (studio/progress.py)
+                preview_video, note = clips[0].step_done(step, now - step_started[0], kwargs)
+            except Exception:  # a preview must never break a job
+                preview_video, note = None, ""
+        elif on_progress is not None and (now - last_preview[0] >= PREVIEW_EVERY_S or done == total):
             last_preview[0] = now
             try:
                 preview = pipe.latent_preview(kwargs["latents"]) if kwargs.get("latents") is not None else None
             except Exception:  # a preview must never break a job
                 preview = None
         if on_progress is not None:
-            window = kwargs.get("window")
             if window:  # long videos report every window of a step: count progress in windows
                 index, count = window
                 fraction = (step + (index + 1) / count) / total
@@ -432,11 +442,14 @@ def _progress_callback(ctx, gid, stop_event, on_progress, estimate: eta.Estimate
             else:
                 remaining = _remaining(estimate, elapsed, done / total)
                 message = f"step {done}/{total}"
-            on_progress(JobProgress(gid, done, total, elapsed, remaining, preview, message))
+            on_progress(JobProgress(gid, done, total, elapsed, remaining, preview, message, preview_video, note))
         if stop_event.is_set():
             pipe._interrupt = True
+        if step_end:
+            step_started[0] = time.perf_counter()  # a step's time leaves out its preview
         return {}
 
+    callback.tensor_inputs = ("latents", "noise_pred")  # the step's velocity gives the predicted clean video
     return callback
 
 

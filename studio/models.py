@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gradio as gr
+
 from engine.errors import HuMoError, InputError
 from studio.context import StudioContext
 from studio.store import LOCAL_OWNER
@@ -72,3 +74,36 @@ def single_file_models() -> list[str]:
         except HuMoError:  # no registered model has its encoders: `python -m engine info` says so
             continue
     return found
+
+
+def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tuple[object, list[str]]:
+    """The Generate tab's model choices when they changed since `known` (a run finished, a checkpoint appeared),
+    else no change: the dropdown is only touched when there is something new in it."""
+
+    choices = model_choices(ctx, owner)
+    if choices == known:
+        return gr.update(), known
+    return gr.update(choices=choices), choices
+
+
+REFRESH_S = 3.0
+
+
+def wire_model_refresh(ctx: StudioContext, model_picker, every_s: float = REFRESH_S):
+    """Finished fine-tunes join `model_picker` (the Generate tab's model list) while the page is open. Call it
+    outside any tab: Gradio mounts a tab's components, a timer too, only once the tab is opened, so a timer in the
+    Train tab left new runs out of the list until someone opened that tab. Not in public mode (no runs there).
+    Returns the timer (None in public mode)."""
+    from studio.owners import request_owner
+
+    if ctx.options.public:
+        return None
+    known = gr.State(None)
+    timer = gr.Timer(every_s)
+
+    def refresh(request: gr.Request, previous):
+        return picker_update(ctx, request_owner(False, request), previous)
+
+    private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+    timer.tick(refresh, known, [model_picker, known], **private)
+    return timer

@@ -146,7 +146,8 @@ def settings_for_reuse(ctx: StudioContext, generation_id: int | None, owner: str
 
     row = ctx.store.get(int(generation_id), owner=owner)
     values, _ = form_values(ctx, dict(row.settings or {}), prompt=row.prompt,
-                            negative_prompt=row.negative_prompt or "", model=row.model_id, seed=row.seed)  # fmt: skip
+                            negative_prompt=row.negative_prompt or "", model=row.model_id, seed=row.seed,
+                            owner=owner)  # fmt: skip
     return {**values, **_served_inputs(ctx, row)}
 
 

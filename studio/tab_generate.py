@@ -22,11 +22,12 @@ from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES
 from engine.plan import MODE_NAMES, mode_of
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
-from studio import admission, advanced, guidance_editor, inputs, live_job
+from studio import admission, advanced, guidance_editor, inputs, live_job, loras
 from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
 from studio.owners import request_owner
+from studio.progress import preview_update
 from studio.serving import served_copy
 from studio.spaces import on_zero_gpu
 from studio.store import LOCAL_OWNER
@@ -247,7 +248,7 @@ def format_result(result: JobResult, demo: bool) -> str:
 # Every value "Use these settings", "Load settings from a video" and a reload put back into the form, by form name.
 SETTINGS_FIELDS = ("prompt", "negative_prompt", "model", "resolution", "height", "width", "frames", "steps", "seed",
                    "long_video", "preset", "scale_t", "scale_i", "scale_a", "switch", "keyframes", "phases", "lora_scales",
-                   "step_cache", "compile", "attention_backend", "memory_mode")  # fmt: skip
+                   "step_cache", "compile", "attention_backend", "memory_mode", "lora_library")  # fmt: skip
 MEDIA_FIELDS = ("image", "extra_images", "audio")
 # Page-only inputs of the generate event, after API_INPUTS (the /generate API keeps its 19 inputs).
 PAGE_INPUTS = ("keyframes", "phases", "variations", *advanced.FIELDS)
@@ -263,7 +264,8 @@ def resolution_of(ctx: StudioContext, height, width) -> str:
 
 
 def form_values(ctx: StudioContext, settings: dict, prompt: str | None = None, negative_prompt: str | None = None,
-                model: str | None = None, seed: int | None = None) -> tuple[dict, list[str]]:  # fmt: skip
+                model: str | None = None, seed: int | None = None,
+                owner: str = LOCAL_OWNER) -> tuple[dict, list[str]]:  # fmt: skip
     """Form values (SETTINGS_FIELDS) that reproduce a run from its stored settings (a gallery row's, or an mp4's),
     and notes on what could not be restored. Never trusted: every value is read as the form's own would be, and
     a bad one is left out with a note rather than put into the form."""
@@ -305,7 +307,11 @@ def form_values(ctx: StudioContext, settings: dict, prompt: str | None = None, n
     take("seed", lambda: inputs.number(seed, "seed", "Seed", minimum=-1, maximum=inputs.MAX_SEED, integer=True))
     take("guidance", lambda: values.update(guidance_form_values(settings.get("guidance"))))
     take("advanced options", lambda: values.update(advanced.form_values(settings.get("advanced"))))
-    if (settings.get("advanced") or {}).get("loras"):
+    values["lora_library"], library_notes = loras.restore(ctx, settings, owner)  # picked again by name + sha256
+    notes += library_notes
+    uploaded = [x for x in (settings.get("advanced") or {}).get("loras") or [] if isinstance(x, dict)
+                and not str(x.get("file", "")).startswith(loras.PREFIX)]  # fmt: skip
+    if uploaded:
         notes.append("LoRA files: add them again (their scales are back)")
     return values, notes
 
@@ -360,7 +366,7 @@ def keyframe_table(keyframes) -> list[list]:
     return guidance_editor.keyframe_rows(keyframes) or [list(EMPTY_KEYFRAME)]
 
 
-def settings_from_video(ctx: StudioContext, value) -> tuple[dict, str]:
+def settings_from_video(ctx: StudioContext, value, owner: str = LOCAL_OWNER) -> tuple[dict, str]:
     """Form values from an mp4 made by this studio or the CLI (its embedded settings), and what was done."""
     from engine.media import read_settings
 
@@ -375,7 +381,7 @@ def settings_from_video(ctx: StudioContext, value) -> tuple[dict, str]:
         return {}, f"Could not read {upload[1]!r} as a video ({type(exc).__name__})."
     if not settings:
         return {}, f"{upload[1]} has no HuMo settings in it (only videos made by HuMo Studio or its CLI do)."
-    values, notes = form_values(ctx, settings)
+    values, notes = form_values(ctx, settings, owner=owner)
     text = f"Settings of {upload[1]} loaded (seed {values.get('seed', '?')}); add its image and voice again."
     return values, text + "".join(f"\n- Not restored: {n}" for n in notes)
 
@@ -508,6 +514,7 @@ class JobInputs:
     attention_backend: gr.Dropdown
     memory_mode: gr.Dropdown
     lora_partial: gr.Checkbox
+    lora_library: gr.Dropdown  # LoRAs picked by name from the owner's library (studio/loras.py)
 
     def get(self, names) -> list:
         return [getattr(self, n) for n in names]
@@ -528,7 +535,7 @@ class ResultView:
     stop: gr.Button
     status: gr.Markdown
     stop_info: gr.Markdown
-    preview: gr.Image
+    preview: gr.Video
     video: gr.Video
     gallery_id: gr.Number
     live: gr.Button | None = None  # Generate live (studio/live_job.py), shown for models measured fast enough
@@ -570,6 +577,7 @@ class GenerateTab:
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs) the page runs once it has loaded
     runner: JobRunner | None = None
     sweep: dict = field(default_factory=dict)  # the Sweep accordion's components (`_sweep_panel`)
+    lora_box: dict = field(default_factory=dict)  # the LoRA library's add/remove components (studio/loras.py)
 
     def settings_outputs(self) -> list:
         """Components of SETTINGS_FIELDS then MEDIA_FIELDS (what reuse fills)."""
@@ -608,7 +616,9 @@ def _result_column() -> dict:
     # Generate live: each finished chunk (a short mp4 with its voice) is appended while the job runs
     c["live_video"] = gr.Video(label="Live: plays while it is made", streaming=True, autoplay=True,
                                interactive=False, elem_id="live-video")  # fmt: skip
-    c["preview"] = gr.Image(label="Denoising preview", interactive=False, height=180, elem_id="preview")
+    # the model's predicted clean video while the job runs, with what previews cost (studio/progress.py)
+    c["preview"] = gr.Video(label="Denoising preview", interactive=False, height=200, autoplay=True, loop=True,
+                            elem_id="preview")  # fmt: skip
     c["gallery_id"] = gr.Number(label="Gallery id", interactive=False, precision=0, elem_id="gallery-id")
     return c
 
@@ -689,7 +699,11 @@ def _advanced_options(ctx: StudioContext) -> dict:
     """The CLI's speed and LoRA options (studio/advanced.py); a public studio shows none."""
     c = {"lora_files": gr.File(label="LoRA files (.safetensors)", file_count="multiple", file_types=[".safetensors"],
                                elem_id="lora-files")}  # fmt: skip
-    c["lora_scales"] = gr.Textbox(label="LoRA scales (one per file, or one for all; blank = 1)", elem_id="lora-scales")
+    c["lora_library"] = gr.Dropdown([], value=[], multiselect=True, label="LoRAs from your library (by name)",
+                                    elem_id="lora-library")  # fmt: skip
+    c["lora_scales"] = gr.Textbox(label="LoRA scales (one per file, or one for all; files first, then library LoRAs; "
+                                  "blank = 1)", elem_id="lora-scales")  # fmt: skip
+    c["lora_box"] = {} if ctx.options.public else loras.library_layout()
     c["lora_report"] = gr.Markdown(elem_id="lora-report")  # how much of each file fits the model
     c["lora_partial"] = gr.Checkbox(label="Load LoRAs that only partly apply (the modules that fit)",
                                     elem_id="lora-partial")  # fmt: skip
@@ -790,6 +804,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
         queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
         sweep=sweep,
+        lora_box=options["lora_box"],
     )
     if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
         with example_slot:
@@ -832,7 +847,9 @@ class JobRunner:
         self.stop_events[tab_id] = (owner, stop)  # Stop in this tab, by this owner, ends this job
         try:
             job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
-            extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
+            options, library_names = loras.with_library(ctx, options, owner)  # picked by name: files
+            extra, lora_names = advanced.read_options(ctx.options.public, **options)
+            lora_names.update(library_names)
             remembered = {k: values[k] for k in REMEMBERED if k in values}
             remembered["keyframes"] = keyframe_table(guidance_editor.parse_keyframes(keyframes))
             remembered["phases"] = phases if isinstance(phases, str) else ""
@@ -848,7 +865,7 @@ class JobRunner:
                     yield str(event.segment), event.generation_id, event.message, gr.update(), *blank
                 elif isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
-                    preview = event.preview if event.preview is not None else gr.update()
+                    preview = preview_update(event)
                     yield None, event.generation_id, chunk_line + format_progress(event), preview, *blank
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}
@@ -1109,8 +1126,9 @@ def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: 
                         else "", [f.lora_files, f.model], h.lora_report, **RAW)  # fmt: skip
     h.last_seed.click(runner.last_seed, [visitor], f.seed, **PRIVATE)
 
-    def load_video(value):
-        values, text = settings_from_video(ctx, value)
+    def load_video(request: gr.Request, value):
+        owner = LOCAL_OWNER if ctx.options.public else request_owner(False, request)  # the library's owner
+        values, text = settings_from_video(ctx, value, owner)
         return *form_updates(values), text
 
     h.settings_file.upload(load_video, h.settings_file, [*f.get(SETTINGS_FIELDS), h.settings_info], **RAW)
@@ -1167,6 +1185,8 @@ def wire_page_load(ctx: StudioContext, tab: GenerateTab, opened, visitor: gr.Bro
         return restore_last_settings(ctx, request_owner(ctx.options.public, request, visitor, ctx.visitor_key))
 
     restored = opened.then(restore, [visitor], outputs, **PRIVATE)
+    if tab.lora_box and not ctx.options.public:  # the owner's LoRA library
+        loras.wire_library(ctx, tab.lora_box, tab.form.lora_library, opened)
     for fn, fn_inputs, fn_outputs in tab.on_load:
         restored.then(fn, fn_inputs, fn_outputs, preprocess=False, **PRIVATE)
     f = tab.form

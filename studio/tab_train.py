@@ -21,7 +21,7 @@ import yaml
 
 from engine.errors import InputError
 from studio.context import StudioContext
-from studio.models import OWNER_FILE, list_checkpoints, run_owner, runs_dir
+from studio.models import OWNER_FILE, list_checkpoints, picker_update, run_owner, runs_dir  # noqa: F401
 from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.store import LOCAL_OWNER
@@ -101,12 +101,21 @@ def build_dataset(ctx: StudioContext, name: str, videos: list, model: str, frame
         raise InputError(f"Preparing the clips failed: {error}", field="videos")
     report = json.loads((clips / "report.json").read_text())
     if not report.get("clips"):
+        _release_folder(clips)
         raise InputError(_no_clip_advice(report.get("skipped", {}), src, int(frames)), field="videos")
     error = _build_step(run_dir.name, ["cache", "--clips", str(clips), "--out", str(root / "cache"),
                                        "--model", model or "tiny"], log)  # fmt: skip
     if error is not None:
         raise InputError(f"Encoding the clips failed: {error}", field="videos")
     return str(root / "cache")
+
+
+def _release_folder(clips: Path) -> None:
+    """A prepare run that made no clip leaves nothing to protect: drop its geometry marker (training/raw.py's
+    prepare.json), so the next Build with other settings (the Frames per clip the advice names) uses the folder
+    instead of refusing it as "built with other settings"."""
+    if not any((clips / "clips").glob("*/meta.json")):
+        (clips / "prepare.json").unlink(missing_ok=True)
 
 
 BUILDS: dict[str, subprocess.Popen] = {}  # run name -> the dataset build step (prepare or cache) now running
@@ -237,7 +246,7 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
         return "No run selected.", "", None
     building = name in BUILDS and BUILDS[name].poll() is None
     log_path = run_dir / ("build.log" if building else "train.log")
-    log = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+    log = log_tail(log_path.read_text(errors="replace")[-20000:]) if log_path.exists() else ""
     if building:
         return f"**{name}**: building its dataset", log, None
     rows = []
@@ -253,9 +262,9 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
     if rows:
         last = rows[-1]
         text += f" · step {last['step']}/{total} · loss {last['loss']:.4f}"
-        if running and last.get("time_s") and last["step"]:
-            per_step = last["time_s"] / max(1, last["step"] - rows[0]["step"] + 1)
-            text += f" · about {per_step * (total - last['step']):.0f} s left"
+        per_step = seconds_per_step(rows)
+        if running and per_step is not None:
+            text += f" · about {per_step * max(0, total - last['step']):.0f} s left"
     if not rows:
         return text, log, None
     frame = pd.DataFrame(
@@ -264,6 +273,66 @@ def run_status(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> tuple
         columns=["step", "loss", "series"],
     ).astype({"step": "int64", "loss": "float64", "series": "str"})
     return text, log, frame
+
+
+def seconds_per_step(rows: list[dict]) -> float | None:
+    """Seconds per step of the run's latest process, from metrics.jsonl rows. Each `fit` process counts `time_s`
+    from its own start, so a Resume starts the clock again (and may log steps again from its checkpoint): the
+    rows are split where time or step goes back, and the rate comes from the newest part (from two of its rows,
+    or its one row and the steps since that part began), else from the part before it."""
+    parts: list[list[dict]] = []
+    for row in rows:
+        if row.get("time_s") is None:
+            continue
+        if not parts or row["time_s"] < parts[-1][-1]["time_s"] or row["step"] <= parts[-1][-1]["step"]:
+            parts.append([])
+        parts[-1].append(row)
+    for index in range(len(parts) - 1, -1, -1):
+        part = parts[index]
+        if len(part) >= 2 and part[-1]["step"] > part[0]["step"]:
+            return (part[-1]["time_s"] - part[0]["time_s"]) / (part[-1]["step"] - part[0]["step"])
+        if index == 0 and part[0]["step"] > 0:  # the first process started at step 0
+            return part[0]["time_s"] / part[0]["step"]
+    return None
+
+
+LOG_LINES = 12  # the Log box's height: the newest lines fill it
+
+
+def log_tail(text: str, lines: int = LOG_LINES) -> str:
+    """The newest `lines` lines of a log, readable: a progress bar's carriage-return redraws keep their last state,
+    and a multi-line JSON dump (the `fit` summary) becomes one `key: value` line instead of filling the box with
+    its head."""
+    out: list[str] = []
+    block: list[str] = []
+    for raw in text.split("\n"):  # not splitlines(): it splits at carriage returns too
+        line = raw.rsplit("\r", 1)[-1].rstrip()
+        if block or line == "{":
+            block.append(line)
+            if line == "}":
+                out.append(_json_line("\n".join(block)))
+                block = []
+            continue
+        if line:
+            out.append(line)
+    out += [b for b in block if b]  # an unfinished dump (still being written) stays as it is
+    return "\n".join(out[-lines:])
+
+
+def _json_line(dump: str) -> str:
+    try:
+        data = json.loads(dump)
+    except ValueError:
+        return " ".join(part.strip() for part in dump.splitlines())
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return [item for k, v in value.items() for item in flat(v, f"{prefix}{k}.")]
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        return [f"{prefix.rstrip('.')}: {value}"]
+
+    return "summary · " + " · ".join(flat(data))
 
 
 _STEP = re.compile(r"step_(\d+)\.mp4$")  # the trainer's validation/step_NNNNNN.mp4
@@ -279,17 +348,6 @@ def run_validations(ctx: StudioContext, name: str, owner: str = LOCAL_OWNER) -> 
         return []
     videos = [(int(m.group(1)), p) for p in (run_dir / "validation").glob("step_*.mp4") if (m := _STEP.match(p.name))]
     return [(served_copy(path), f"step {step}") for step, path in sorted(videos, reverse=True)]
-
-
-def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tuple[object, list[str]]:
-    """The Generate tab's model choices when they changed since `known` (a run finished, a checkpoint appeared),
-    else no change: the dropdown is only touched when there is something new in it."""
-    from studio.models import model_choices
-
-    choices = model_choices(ctx, owner)
-    if choices == known:
-        return gr.update(), known
-    return gr.update(choices=choices), choices
 
 
 def build_dataset_message(ctx: StudioContext, owner: str, name, videos, frames, size, out_dir,
@@ -369,11 +427,12 @@ def train_layout(ctx: StudioContext) -> dict:
 PRIVATE = {"api_visibility": "private"}  # the Train tab's callbacks are the page's, not the API's
 
 
-def build_train_tab(ctx: StudioContext, model_picker: gr.Dropdown | None = None) -> dict:
-    """The tab; `model_picker` (the Generate tab's model dropdown) gets finished runs without a restart."""
+def build_train_tab(ctx: StudioContext) -> dict:
+    """The tab. Finished runs reach the Generate tab's model list through studio.models.wire_model_refresh, wired
+    outside this tab: a tab's components (a timer too) exist on the page only once the tab has been opened."""
     c = train_layout(ctx)
     _wire_runs(ctx, c)
-    _wire_follow(ctx, c, model_picker)
+    _wire_follow(ctx, c)
     return c
 
 
@@ -408,8 +467,8 @@ def _wire_runs(ctx: StudioContext, c: dict) -> None:
     c["stop"].click(safe(lambda o, n: stop(ctx, n, o)), c["name"], c["message"], **PRIVATE)
 
 
-def _wire_follow(ctx: StudioContext, c: dict, model_picker: gr.Dropdown | None) -> None:
-    """The run's status, log and loss every second, its validation videos, and finished runs into the model list."""
+def _wire_follow(ctx: StudioContext, c: dict) -> None:
+    """The run's status, log and loss every second, and its validation videos."""
 
     def status(request: gr.Request, name):
         return run_status(ctx, name, request_owner(False, request))
@@ -422,21 +481,6 @@ def _wire_follow(ctx: StudioContext, c: dict, model_picker: gr.Dropdown | None) 
         return run_validations(ctx, name, request_owner(False, request))
 
     c["show_validations"].click(validations, c["name"], c["validations"], queue=False, **PRIVATE)
-    if model_picker is not None:
-        known = gr.State(None)
-        c["picker_timer"] = gr.Timer(3.0)
-
-        def refresh_picker(request: gr.Request, previous):
-            return picker_update(ctx, request_owner(False, request), previous)
-
-        c["picker_timer"].tick(
-            refresh_picker,
-            known,
-            [model_picker, known],
-            queue=False,
-            show_progress="hidden",
-            **PRIVATE,
-        )
 
 
 def _bases(ctx: StudioContext) -> list[str]:

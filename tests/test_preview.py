@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -146,3 +147,125 @@ def test_humo_nano_preview_has_the_videos_colours(tmp_path):
     expected = F.adaptive_avg_pool2d(decoded[None], shown.shape[-2:])[0]
     assert shown.mean((1, 2)).argmax() == expected.mean((1, 2)).argmax() == 0  # red, as the video
     assert (shown - expected).abs().mean() < 0.25
+
+
+# ---------------------------------------------------------------- predicted clean video previews (issue 29)
+def test_predicted_clean_is_the_flow_matching_x0_after_an_euler_step():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    scheduler.set_timesteps(8)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(1, 4, 3, 4, 4, generator=gen), torch.randn(1, 4, 3, 4, 4, generator=gen)
+    sigma = float(scheduler.sigmas[2])
+    latents = (1 - sigma) * x0 + sigma * noise
+    velocity = noise - x0  # the velocity a perfect model predicts
+    scheduler._step_index = 2
+    after = scheduler.step(velocity, scheduler.timesteps[2], latents, return_dict=False)[0]
+    predicted = preview.predicted_clean(after, velocity, preview.step_sigma(scheduler, 2))
+    assert torch.allclose(predicted, x0, atol=1e-5)
+    assert not torch.allclose(after, x0, atol=0.1)  # the latents themselves are still noisy
+    assert preview.step_sigma(scheduler, 7) == 0.0  # after the last step the latents are the clean video
+
+
+def test_preview_budget_keeps_previews_within_their_share():
+    budget = preview.PreviewBudget(total_steps=40, share=0.10)
+    made = []
+    for step in range(40):
+        if budget.step_done(1.0):
+            budget.record(0.5)  # a preview costs half a step
+            made.append(step + 1)
+        assert budget.spent_s <= 0.10 * budget.steps_s + 1e-9 or budget.made == 1 and budget.spent_s == 0.5
+    assert made[0] == 1  # the first one measures the cost
+    # then the total stays within 10 %: once the steps have paid for it, one every 0.5 / (0.1 × 1.0) = 5 steps
+    assert made[1:4] == [10, 15, 20] and budget.every_steps() == 5
+    assert 40 not in made  # never after the last step: the finished video comes then
+    assert "every 5 step(s)" in budget.note() and "50% of a 1.00 s step" in budget.note()
+    # one preview costing more than 10 % of the whole job: off, and the note says why
+    slow = preview.PreviewBudget(total_steps=10, share=0.10, known_cost_s=2.0)
+    assert [slow.step_done(1.0) for _ in range(10)] == [False] * 10
+    assert slow.off and slow.note().startswith("previews off: one costs 2.00 s")
+
+
+@pytest.fixture(scope="module")
+def nano_pipe():
+    from engine import nano
+
+    if not nano.is_present():
+        pytest.skip("assets/humo-nano missing")
+    return nano.load_nano_pipeline()
+
+
+def test_studio_previews_show_the_predicted_clip_before_the_job_ends(nano_pipe, tmp_path, monkeypatch):
+    """HuMo-nano through the studio's progress callback: small mp4 clips of the predicted clean video arrive while
+    the loop runs, at the budget's intervals, without a second loop, and a late one looks like the finished video."""
+    import json
+    import threading
+
+    from engine import media
+    from studio.progress import ClipPreviews
+
+    root = Path(__file__).resolve().parents[1]
+    case = json.loads((root / "assets/examples/cases.json").read_text())["nano"]
+    example = {
+        "prompt": case["prompt"],
+        "image": str(root / case["img_paths"][0]),
+        "audio": str(root / case["audio_path"]),
+    }
+    events = []
+
+    def on_progress(event):
+        if event.preview_video:  # copy: the job keeps only its newest two preview files
+            copy = tmp_path / f"p{event.step}.mp4"
+            copy.write_bytes(Path(event.preview_video).read_bytes())
+            events.append((event.step, copy, event.preview_note))
+
+    from studio import jobs
+
+    store = SimpleNamespace(update_progress=lambda *a: None)
+    callback = jobs._progress_callback(SimpleNamespace(store=store), 1, threading.Event(), on_progress)
+    monkeypatch.setattr(preview, "PREVIEW_SHARE", 0.5)  # several previews in a short job (the default is 10 %)
+    monkeypatch.setattr(ClipPreviews, "DECODERS", ("projection",))
+    calls = []
+
+    def counting(pipe, step, t, kwargs):
+        calls.append(step)
+        return callback(pipe, step, t, kwargs)
+
+    out = nano_pipe(**example, num_inference_steps=8, num_frames=17, seed=3, output_type="np", callback_on_step_end=counting,
+                    callback_on_step_end_tensor_inputs=callback.tensor_inputs)  # fmt: skip
+    assert calls == list(range(8))  # one loop, one callback per step
+    assert events and len(events) >= 2 and all(step < 8 for step, _, _ in events)
+    step, path, note = events[-1]
+    frames = media.read_video_frames(path)
+    video = out.frames[0]  # [F, H, W, 3] float in [0, 1]
+    assert frames.shape[0] == (video.shape[0] - 1) // 4 + 1  # one picture per latent frame, no reference slot
+    assert f"predicted clean video after step {step}/8 (projection decoder)" in note and "s step)" in note
+    # a late prediction looks like the finished video: its mean colour is close (a latent or noise is not)
+    late = frames.astype(np.float32).mean(axis=(0, 1, 2)) / 255
+    final = np.asarray(video, dtype=np.float32).mean(axis=(0, 1, 2))
+    assert np.abs(late - final).max() < 0.12, (late, final)
+
+
+def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pipe):
+    from studio.progress import ClipPreviews
+
+    latents = torch.randn(1, 16, 3, 8, 8)
+    kwargs = {"latents": latents, "noise_pred": torch.randn_like(latents)}
+    nano_pipe.scheduler.set_timesteps(10)
+    nano_pipe._video_latent_frames = 2
+    nano_pipe.preview_costs = {}
+    clips = ClipPreviews(nano_pipe, 5, total_steps=10, share=1e-6)  # a step of 1 ms: any preview costs too much
+    path, note = clips.step_done(0, 0.001, kwargs)
+    assert path is not None and clips.decoder == "projection"  # the VAE's one preview measured, then it gave way
+    assert ("vae", tuple(latents.shape)) in nano_pipe.preview_costs and "through the projection decoder" in note
+    path, note = clips.step_done(1, 0.001, kwargs)
+    assert path is None  # what the VAE preview cost is spent: no more previews in this job
+    # the next job knows the VAE is too costly: it measures the projection once, which turns previews off
+    second = ClipPreviews(nano_pipe, 6, total_steps=10, share=1e-6)
+    path, note = second.step_done(0, 0.001, kwargs)
+    assert path is not None and second.decoder is None and "(projection decoder)" in note
+    # a third knows both: no preview at all, and the note says why
+    third = ClipPreviews(nano_pipe, 7, total_steps=10, share=1e-6)
+    assert third.step_done(0, 0.001, kwargs)[0] is None and third.decoder is None
+    assert third.note.startswith("previews off: one costs")

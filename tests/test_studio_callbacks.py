@@ -93,7 +93,9 @@ def test_job_done_row_files_and_settings(ctx, tmp_path):
     # inputs were copied into the data folder, so the entry can be re-run after the uploads are gone
     assert len(row.input_paths) == 2 and all(ctx.store.abs_path(p).exists() for p in row.input_paths)
     assert [e.step for e in events] == [1, 2] and events[-1].total == 2
-    assert events[-1].preview is not None  # the last step always gets a preview
+    # the predicted clean video after step 1 (the first preview measures its cost); none after the last step
+    assert events[0].preview_video.endswith(".mp4") and "after step 1/2" in events[0].preview_note
+    assert events[-1].preview_video is None
     values = tab_gallery.settings_for_reuse(ctx, row.id)
     assert values["prompt"] == "a person talks" and values["seed"] == 7 and values["steps"] == 2
     assert values["image"].endswith(".png") and values["audio"].endswith(".wav")

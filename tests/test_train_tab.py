@@ -115,3 +115,90 @@ def test_finished_runs_reach_the_model_picker_once(ctx):
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, known)
     assert "run:done-run" in update["choices"] and not any("broken-run" in c for c in known)
     assert ctx.pipeline("run:done-run").sampling_defaults.num_inference_steps == 8  # its base's (tiny) defaults
+
+
+def test_a_build_that_made_no_clip_releases_its_folder(ctx, short_videos, tmp_path):
+    # 33 frames per clip: the 17-frame videos give no clip; the advice names 17, and 17 must then work in the same
+    # folder (the failed build used to lock it to 33 frames: "already holds a dataset built with other settings")
+    message, _ = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "first", short_videos, 33, 64, "")
+    assert message.startswith("⚠") and "set Frames per clip to 17" in message
+    message, dataset = tab_train.build_dataset_message(ctx, LOCAL_OWNER, "first", short_videos, 17, 64, "")
+    assert message.startswith("✔"), message
+    assert dataset == str(tmp_path / "data/train/first/cache")
+
+
+def test_finished_runs_reach_the_model_picker_without_opening_the_train_tab(ctx):
+    # Gradio mounts a tab's components (a timer too) only once the tab is opened: the timer that brings finished
+    # runs into the Generate tab's model list must live outside the Train tab
+    from studio.app import build_app
+
+    demo = build_app(ctx)
+    config = demo.get_config_file()
+    components = {c["id"]: c for c in config["components"]}
+    picker = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "model")
+
+    def subtree(node):
+        return [node["id"]] + [i for child in node.get("children", []) for i in subtree(child)]
+
+    def find(node, wanted):
+        if wanted(node["id"]):
+            return node
+        return next((f for child in node.get("children", []) if (f := find(child, wanted))), None)
+
+    train = find(config["layout"], lambda i: components.get(i, {}).get("type") == "tabitem"
+                 and components[i]["props"].get("label") == "Train")  # fmt: skip
+    assert components[train["id"]]["props"]["render_children"] is False  # mounted when opened
+    inside_train = set(subtree(train))
+    timers = [
+        target[0]
+        for dep in config["dependencies"]
+        if picker in dep["outputs"]
+        for target in dep["targets"]
+        if components[target[0]]["type"] == "timer"
+    ]
+    assert timers, "no timer refreshes the model list"
+    assert not inside_train & set(timers)
+    make_final(models.runs_dir(ctx.store.data_dir) / "fresh-run")
+    update, _ = models.picker_update(ctx, LOCAL_OWNER, None)
+    assert "run:fresh-run" in update["choices"]
+
+
+def test_time_left_after_resume_comes_from_the_resumed_process(ctx):
+    import subprocess
+    import sys
+
+    # first process: steps 1..100 at 0.1 s/step; Resume from the step-90 checkpoint: steps 91..95 at 0.5 s/step,
+    # its clock starting again at 0
+    first = [{"step": s, "loss": 0.5, "time_s": 0.1 * s} for s in range(1, 101)]
+    resumed = [{"step": 90 + s, "loss": 0.4, "time_s": 0.5 * s} for s in range(1, 6)]
+    write_run(ctx, "again", first + resumed)
+    (models.runs_dir(ctx.store.data_dir) / "again" / "run.yaml").write_text("steps: 200\n")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tab_train.PROCESSES["again"] = process
+    try:
+        text = tab_train.run_status(ctx, "again")[0]
+        assert "step 95/200" in text and "about 52 s left" in text, text  # 105 steps x 0.5 s
+        # one row of the resumed process so far: the rate of the process before it
+        write_run(ctx, "once", first + resumed[:1])
+        (models.runs_dir(ctx.store.data_dir) / "once" / "run.yaml").write_text("steps: 200\n")
+        tab_train.PROCESSES["once"] = process
+        assert "about 11 s left" in tab_train.run_status(ctx, "once")[0]  # 109 steps x 0.1 s
+    finally:
+        process.kill()
+        process.wait()
+        tab_train.PROCESSES.pop("again", None)
+        tab_train.PROCESSES.pop("once", None)
+
+
+def test_the_log_shows_its_newest_lines_readably(ctx):
+    write_run(ctx, "logged", [{"step": 1, "loss": 0.5}])
+    steps = "".join(f"step {s}/200 loss 0.{s:04d} p_audio 0.50\n" for s in range(10, 210, 10))
+    summary = json.dumps({"step": 200, "last": {"loss": 0.123456, "p_audio": 0.5}, "stopped": False}, indent=2)
+    bar = "prepare:  10%|#  | 1/10\rprepare: 100%|####| 10/10\n"
+    (models.runs_dir(ctx.store.data_dir) / "logged" / "train.log").write_text(bar + steps + summary + "\n")
+    log = tab_train.run_status(ctx, "logged")[1]
+    lines = log.splitlines()
+    assert len(lines) == tab_train.LOG_LINES  # the box's height: the newest lines, not the head of a long text
+    assert lines[-2] == "step 200/200 loss 0.0200 p_audio 0.50"
+    assert lines[-1] == "summary · step: 200 · last.loss: 0.1235 · last.p_audio: 0.5 · stopped: False"
+    assert tab_train.log_tail(bar) == "prepare: 100%|####| 10/10"  # a progress bar's last state
