@@ -21,7 +21,7 @@ from engine.errors import InputError
 from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES, mode_from_inputs
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
-from studio import admission, advanced, guidance_editor, inputs, live_job
+from studio import admission, advanced, guidance_editor, inputs, live_job, queue_view
 from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
@@ -550,9 +550,15 @@ class FormHelpers:
 
 @dataclass
 class QueueView:
+    """The queue list beside the result: the owner's jobs by gallery number; a row clicked is the selected job,
+    which the buttons cancel (waiting), stop (running) or move among the owner's waiting jobs."""
+
     table: gr.Dataframe
-    job: gr.Number
+    job: gr.Textbox  # the selected job ("#12"; "new 3" before it has a number), filled by clicking a row
     cancel: gr.Button
+    stop: gr.Button
+    up: gr.Button
+    down: gr.Button
     info: gr.Markdown
     timer: gr.Timer
 
@@ -706,37 +712,43 @@ def _advanced_options(ctx: StudioContext) -> dict:
 
 
 def _queue_panel() -> dict:
-    c = {"table": gr.Dataframe(headers=["job", "prompt", "state", "position", "time"], value=[], interactive=False,
-                               elem_id="queue-table", label="Your jobs (waiting and running)")}  # fmt: skip
-    with gr.Row():
-        c["job"] = gr.Number(label="Job to cancel", precision=0, elem_id="queue-job")
-        c["cancel"] = gr.Button("Cancel that job", elem_id="queue-cancel")
-    c["info"] = gr.Markdown(elem_id="queue-info")
+    """The queue list and the buttons that act on the job clicked in it (a Dataframe cannot hold buttons)."""
+    with gr.Group(elem_id="queue-panel"):
+        c = {"table": gr.Dataframe(headers=queue_view.QUEUE_HEADERS, value=[], interactive=False, wrap=True,
+                                   elem_id="queue-table", label="Queue: your jobs by gallery number (click one to "
+                                   "cancel, stop or move it)")}  # fmt: skip
+        with gr.Row(equal_height=True):
+            c["job"] = gr.Textbox(label="Selected job", interactive=False, elem_id="queue-job", scale=1, min_width=90)
+            c["cancel"] = gr.Button("Cancel", elem_id="queue-cancel", size="sm", min_width=70)
+            c["stop"] = gr.Button("Stop", elem_id="queue-stop", variant="stop", size="sm", min_width=60)
+            c["up"] = gr.Button("▲ Up", elem_id="queue-up", size="sm", min_width=60)
+            c["down"] = gr.Button("▼ Down", elem_id="queue-down", size="sm", min_width=60)
+        c["info"] = gr.Markdown(elem_id="queue-info")
     c["timer"] = gr.Timer(2.0)
     return c
 
 
 def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
-    """The tab's components, top to bottom: prompt and media, Generate, result (beside them on wide screens),
-    then the settings, the guidance editor, the queue and loading settings from a video."""
+    """The tab's components, top to bottom: prompt and media, consent (public) and Generate, the result and the
+    queue (beside them on wide screens), then the settings, the guidance editor and loading settings from a video."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             media = _media_inputs(ctx)
+            # the consent box right above Generate: every visitor's first click needs it (public mode)
+            consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
+                                  "with the video)", value=False, visible=ctx.options.public, elem_id="consent")  # fmt: skip
+            consent_err = gr.Markdown(elem_id="consent-error")
             bar = _generate_bar(ctx)
             example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
         with gr.Column(scale=4, elem_id="result-column"):
             result = _result_column()
+            queue = _queue_panel()  # beside the result, where the user looks (and under it on a phone)
     with gr.Accordion("Settings", open=True):
         settings = _size_and_run_settings(ctx, model_choices)
-        consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
-                              "with the video)", value=False, visible=ctx.options.public, elem_id="consent")  # fmt: skip
-        consent_err = gr.Markdown(elem_id="consent-error")
     with gr.Accordion("Guidance schedule", open=True):
         guidance = _guidance_editor(ctx)
     with gr.Accordion("Advanced options", open=False, visible=not ctx.options.public):
         options = _advanced_options(ctx)
-    with gr.Accordion("Queue", open=True):
-        queue = _queue_panel()
     with gr.Accordion("Load settings from a video made here", open=False):
         settings_file = gr.File(label="Drop an mp4 from this studio or the CLI", file_types=[".mp4"],
                                 elem_id="settings-file")  # fmt: skip
@@ -769,7 +781,16 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             media["restore_info"],
             options["lora_report"],
         ),  # fmt: skip
-        queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
+        queue=QueueView(
+            queue["table"],
+            queue["job"],
+            queue["cancel"],
+            queue["stop"],
+            queue["up"],
+            queue["down"],
+            queue["info"],
+            queue["timer"],
+        ),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
     )
     if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
@@ -829,6 +850,7 @@ class JobRunner:
                     yield str(event.segment), event.generation_id, event.message, gr.update(), *blank
                 elif isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
+                    ctx.line.progress(event.generation_id, event.remaining_s)
                     preview = event.preview if event.preview is not None else gr.update()
                     yield None, event.generation_id, chunk_line + format_progress(event), preview, *blank
                 else:
@@ -861,7 +883,7 @@ class JobRunner:
         entry = ctx.board.start(owner, getattr(request, "session_hash", None))
         try:
             if ctx.board.cancelled(entry):
-                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
                 return
             try:
                 seeds = variation_seeds(seed, variations, ctx.options.public)
@@ -896,7 +918,7 @@ class JobRunner:
         entry = ctx.board.start(owner, getattr(request, "session_hash", None))
         try:
             if ctx.board.cancelled(entry):
-                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
                 return
             yield from self.gpu_job_stream(_tab(request), *values, owner=owner, keyframes=keyframes, phases=phases,
                                            options=options, live=True)  # fmt: skip
@@ -945,14 +967,39 @@ class JobRunner:
 
     def queue_rows(self, request: gr.Request, visitor=None):
         self.ctx.board.prune(self.ctx.session_in_queue)
-        return self.ctx.board.rows(self.owner(request, visitor))
+        ctx = self.ctx
+        return queue_view.queue_rows(ctx.line, ctx.board, ctx.store, self.owner(request, visitor))
 
-    def cancel(self, request: gr.Request, job, visitor=None):
+    def select_job(self, evt: gr.SelectData, request: gr.Request, visitor=None):
+        """A row clicked in the queue list: its job is the one the buttons act on (named on them)."""
+        row = getattr(evt, "row_value", None) or []
+        job = str(row[0]) if row else ""
+        if queue_view.job_key(job) is None:
+            return "", gr.update(value="Cancel"), gr.update(value="Stop"), ""
+        running = len(row) > 4 and row[4] == "running"
+        label = job if job.startswith("#") else "it"
+        return (job, gr.update(value=f"Cancel {label}"), gr.update(value=f"Stop {label}"),
+                f"Selected {job}: {'running, Stop ends it' if running else 'Cancel, ▲ or ▼ acts on it'}.")  # fmt: skip
+
+    def queue_action(self, action: str, request: gr.Request, job, visitor=None):
+        """Cancel (waiting), Stop (running), up or down (among the owner's waiting jobs) on the selected job; only
+        the owner's own jobs are found (another's number reads as unknown). Returns (message, the list)."""
+        ctx = self.ctx
         owner = self.owner(request, visitor)
-        message = self.ctx.board.cancel(owner, job)
-        if message.endswith("it will not run.") and self.ctx.options.public:
-            admission.release(self.ctx, owner)  # its slot is free now; the event ends at once when it starts
-        return message, self.ctx.board.rows(owner)
+        key = queue_view.job_key(job)
+        if key is None:
+            message = "Click a job of yours in the list first."
+        elif key[0] == "new":  # not checked yet (no gallery number): only Cancel applies
+            message = ctx.board.cancel(owner, key[1]) if action == "cancel" else "That job has no number yet."
+            if message.endswith("it will not run.") and ctx.options.public:
+                admission.release(ctx, owner)  # its slot is free now; the event ends at once when it starts
+        elif action == "cancel":
+            message = ctx.line.cancel(owner, key[1])
+        elif action == "stop":
+            message = ctx.line.stop(owner, key[1])
+        else:
+            message = ctx.line.move(owner, key[1], -1 if action == "up" else 1)
+        return message, queue_view.queue_rows(ctx.line, ctx.board, ctx.store, owner)
 
     def last_seed(self, request: gr.Request, visitor=None):
         rows, _ = self.ctx.store.list_generations(page=1, page_size=1, owner=self.owner(request, visitor))
@@ -1021,9 +1068,8 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
                *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
     from studio.pool import job_slots  # issue 31: with --ray many jobs go on to the pool at once
 
-    pooled = runner.ctx.pool is not None
-    job = {"concurrency_id": "pool" if pooled else "gpu", "concurrency_limit": job_slots(runner.ctx),
-           "preprocess": False, "validator": runner.admit_job}  # fmt: skip
+    job = {**job_concurrency(runner.ctx, job_slots(runner.ctx)), "preprocess": False,
+           "validator": runner.admit_job}  # fmt: skip
     # trigger_mode="multiple": a second click queues a second job (listed below) instead of being ignored
     run_event = tab.result.run.click(runner.on_generate, api_inputs + tab.form.get(PAGE_INPUTS) + [visitor],
                                      outputs, api_visibility="private", trigger_mode="multiple", **job)  # fmt: skip
@@ -1039,16 +1085,38 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
     tab.form.model.change(lambda m: gr.update(visible=live_job.live_offered(m, device)), tab.form.model,
                           tab.result.live, **PRIVATE)  # fmt: skip
     tab.job_events += [run_event, api_event, live_event]
+    for button in (tab.result.run, tab.result.live):  # a new job: an old "Stopping…" line no longer applies
+        button.click(lambda: "", None, tab.result.stop_info, **PRIVATE)
+    for event in tab.job_events:
+        event.then(lambda: "", None, tab.result.stop_info, **PRIVATE)
     # Stop sets the job's event (next step); under ZeroGPU the job runs in a forked worker, so Stop also cancels
     # the event, which closes the generator and ends the worker.
     tab.result.stop.click(runner.on_stop, [visitor], [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
                           **PRIVATE)  # fmt: skip
 
 
+def job_concurrency(ctx: StudioContext, pool_slots: int) -> dict:
+    """How many generate events run their callback at once. In this process: up to LINE_SLOTS, so a waiting job
+    has its gallery row (its number) and waits in the studio's turn line, which the queue list shows and an owner
+    reorders; the turn still runs one job at a time. A ZeroGPU Space asks a GPU slot per running callback: one.
+    With a Ray pool: the pool's slots."""
+    if ctx.pool is not None:
+        return {"concurrency_id": "pool", "concurrency_limit": pool_slots}
+    if on_zero_gpu():
+        return {"concurrency_id": "gpu", "concurrency_limit": 1}
+    return {"concurrency_id": "jobs", "concurrency_limit": LINE_SLOTS}
+
+
+LINE_SLOTS = 8  # jobs that wait in the turn line with their number; each holds two threads of Gradio's 40
+
+
 def wire_queue(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
     q = tab.queue
+    outputs = [q.info, q.table]
     q.timer.tick(runner.queue_rows, [visitor], [q.table], show_progress="hidden", **PRIVATE)
-    q.cancel.click(runner.cancel, [q.job, visitor], [q.info, q.table], **PRIVATE)
+    q.table.select(runner.select_job, [visitor], [q.job, q.cancel, q.stop, q.info], **PRIVATE)
+    for button, action in ((q.cancel, "cancel"), (q.stop, "stop"), (q.up, "up"), (q.down, "down")):
+        button.click(functools.partial(runner.queue_action, action), [q.job, visitor], outputs, **PRIVATE)
     for event in tab.job_events:
         event.then(runner.queue_rows, [visitor], [q.table], **PRIVATE)
 
