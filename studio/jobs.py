@@ -156,15 +156,11 @@ def _check_passes(limit: int, guidance: dict | None) -> None:
 
 def _check_frames(opts, request: GenerationRequest, frames: int) -> None:
     """The frame cap on what the job will make (the audio sets it when Frames is 0 or for long videos)."""
+    from studio.admission import frame_cap_message  # the words the page warns with on upload
+
     seconds = frames / 25
-    if opts.public and frames > opts.max_frames_public:
-        limit = opts.max_frames_public
-        raise InputError(
-            f"This job would make {frames} frames ({seconds:.1f} s); this public studio makes at most {limit} "
-            f"({limit / 25:.1f} s). Trim the voice to {limit / 25:.1f} s, or set Frames to {limit} to use its "
-            "beginning.",
-            field="num_frames" if request.num_frames else "audio",
-        )
+    if message := frame_cap_message(opts, frames):
+        raise InputError(message, field="num_frames" if request.num_frames else "audio")
     if not request.window_frames and frames > opts.max_frames_plain:
         raise InputError(
             f"The voice sets {frames} frames ({seconds:.1f} s), more than one window of {opts.max_frames_plain} "

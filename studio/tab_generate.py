@@ -73,6 +73,35 @@ def audio_summary(audio, max_seconds: float | None = None) -> tuple[str, int | N
     return text, frames
 
 
+def voice_check(ctx: StudioContext, audio, frames=0) -> tuple[str, dict]:
+    """The voice's line under the inputs and the Long video box's state. A public studio warns on upload, in the
+    refusal's own words (studio.admission.frame_cap_message), when the voice sets more frames than it makes (unless
+    Frames takes its beginning), and greys out Long video where it cannot fit."""
+    from engine.plan import run_frames
+
+    opts = ctx.options
+    text, voice = audio_summary(audio, opts.audio_cap_s)
+    if voice is not None and not text.startswith("⚠"):
+        message = admission.frame_cap_message(opts, run_frames(_int(frames) or None, voice))
+        text = f"⚠ {message}  \n{text}" if message else text
+    return text, long_video_offer(opts, voice)
+
+
+def long_video_offer(opts, voice_frames: int | None) -> dict:
+    """Long video counts against a public studio's frame cap: offered only where a voice longer than one window
+    still fits it (greyed out with the reason otherwise)."""
+    if not opts.public:
+        return gr.update(interactive=True, info=None)
+    cap = opts.max_frames_public
+    if cap <= DEFAULT_FRAMES:
+        why = f"Not here: this public studio makes at most {cap} frames ({cap / 25:.1f} s), one window."
+    elif voice_frames is not None and voice_frames > cap:
+        why = f"This voice sets {voice_frames} frames; this public studio makes at most {cap}: trim it."
+    else:
+        return gr.update(interactive=True, info=None)
+    return gr.update(interactive=False, value=False, info=why)
+
+
 def mode_label(image, extra_images, audio) -> str:
     has_image = bool(image) or bool(extra_images)
     mode = mode_from_inputs(has_image, bool(audio))
@@ -574,6 +603,7 @@ class GenerateTab:
     queue: QueueView
     errors: dict[str, gr.Markdown]  # by ERROR_FIELDS
     job_events: list = field(default_factory=list)  # generate events: the gallery refreshes after each
+    keys: dict = field(default_factory=dict)  # the keyframe editor's row of inputs and buttons (_keyframe_editor)
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs) the page runs once it has loaded
     runner: JobRunner | None = None
 
@@ -645,8 +675,10 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
         c["variations"] = gr.Number(label=f"Variations (seeds s, s+1, …; at most {MAX_VARIATIONS})", value=1,
                                     precision=0, minimum=1, maximum=MAX_VARIATIONS, elem_id="variations",
                                     visible=not ctx.options.public)  # fmt: skip
+    offer = long_video_offer(ctx.options, None)  # a public studio's frame cap may leave no room for it
     c["long_video"] = gr.Checkbox(label="Long video: as long as the audio, in 97-frame windows blended at every step",
-                                  value=False, elem_id="long-video")  # fmt: skip
+                                  value=False, elem_id="long-video", interactive=offer.get("interactive", True),
+                                  info=offer.get("info"))  # fmt: skip
     c["negative_prompt"] = gr.Textbox(label="Negative prompt (empty: the official Wan negative prompt)", lines=2,
                                       value="", elem_id="negative-prompt")  # fmt: skip
     c["extra_images"] = gr.File(label="More reference images (optional, one slot each)", file_count="multiple",
@@ -674,12 +706,7 @@ def _guidance_editor(ctx: StudioContext) -> dict:
         c["switch"] = gr.Slider(900, 999, value=980, step=1, label="Switch timestep (17B: text-dominant while t >)",
                                 elem_id="switch")  # fmt: skip
     c["notes"] = gr.Markdown(elem_id="guidance-notes")
-    c["keyframes"] = gr.Dataframe(
-        headers=guidance_editor.KEYFRAME_HEADERS, datatype=["str", "number", "number", "number", "str"],
-        value=[EMPTY_KEYFRAME], row_count=(1, "dynamic"), column_count=(5, "fixed"), interactive=True, elem_id="keyframes",
-        label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; "
-              "'linear' ramps from the previous keyframe",
-    )  # fmt: skip
+    c.update(_keyframe_editor())
     with gr.Accordion("Custom phases (JSON: any schedule the engine runs, as --guidance-json)", open=False):
         c["to_phases"] = gr.Button("Edit as phases (copy the schedule above here)", size="sm", elem_id="to-phases")
         c["phases"] = gr.Code(language="json", value="", interactive=True, elem_id="phases",
@@ -689,6 +716,47 @@ def _guidance_editor(ctx: StudioContext) -> dict:
     c["estimate"] = gr.Markdown(elem_id="estimate")
     c["guidance_err"] = gr.Markdown(elem_id="guidance-error")
     return c
+
+
+def _keyframe_editor() -> dict:
+    """The keyframes (a table the page shows) and the row of plain inputs they are typed into, with Add: a user
+    types `t950` and gets t950 (a table cell swallowed the first key)."""
+    with gr.Group(elem_id="keyframe-editor"):
+        c = {"keyframes": gr.Dataframe(
+            headers=guidance_editor.KEYFRAME_HEADERS, datatype=["str", "number", "number", "number", "str"],
+            value=[EMPTY_KEYFRAME], interactive=False, elem_id="keyframes",
+            label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; 'linear' "
+                  "ramps from the previous keyframe. Type one in the row below and press Add")}  # fmt: skip
+        with gr.Row(equal_height=True):
+            c["key_at"] = gr.Textbox(label="at: step (12) or timestep (t950)", elem_id="key-at", min_width=130)
+            for name, label in (("key_t", "text"), ("key_i", "image"), ("key_a", "audio")):
+                c[name] = gr.Number(label=f"{label} scale (blank: keep)", value=None, minimum=0, maximum=30,
+                                    elem_id=name.replace("_", "-"), min_width=90)  # fmt: skip
+            c["key_segment"] = gr.Dropdown(["hold", "linear"], value="hold", label="from the previous",
+                                           elem_id="key-segment", min_width=90)  # fmt: skip
+        with gr.Row():
+            c["key_add"] = gr.Button("Add keyframe", elem_id="key-add", size="sm", variant="secondary")
+            c["key_remove"] = gr.Button("Remove last", elem_id="key-remove", size="sm")
+            c["key_clear"] = gr.Button("Clear keyframes", elem_id="key-clear", size="sm")
+        c["key_info"] = gr.Markdown(elem_id="key-info")
+    return c
+
+
+def add_keyframe_row(table, at, scale_t, scale_i, scale_a, segment) -> tuple:
+    """Add pressed: (table, the inputs emptied, message); a bad row keeps what was typed and says what to change."""
+    try:
+        rows = guidance_editor.add_keyframe(table, at, scale_t, scale_i, scale_a, segment)
+    except InputError as exc:
+        return (gr.update(),) * 5 + (f"⚠ {exc}",)
+    return rows, "", None, None, None, f"Keyframe {rows[-1][0]} added."
+
+
+def remove_last_keyframe(table) -> tuple:
+    try:
+        rows = guidance_editor.keyframe_rows(guidance_editor.parse_keyframes(table))
+    except InputError:
+        rows = []
+    return keyframe_table(rows[:-1]), ""
 
 
 def _advanced_options(ctx: StudioContext) -> dict:
@@ -792,6 +860,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             queue["timer"],
         ),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
+        keys={k: v for k, v in guidance.items() if k.startswith("key_")},
     )
     if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
         with example_slot:
@@ -1127,7 +1196,8 @@ def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: 
     media = [f.image, f.extra_images, f.audio]
     for comp in media:
         comp.change(lambda i, e, a: mode_line(ctx, i, e, a), media, h.mode, **RAW)
-    f.audio.change(lambda a: audio_summary(a, ctx.options.audio_cap_s)[0], f.audio, h.audio_info, **RAW)
+    for comp in (f.audio, f.frames):  # the voice's line (and its public-cap warning) before Generate is pressed
+        comp.change(lambda a, n: voice_check(ctx, a, n), [f.audio, f.frames], [h.audio_info, f.long_video], **RAW)
     # user edits only (.input): values put in by reuse or a reload must not be overwritten by these
     f.resolution.input(lambda r: size_of(r), f.resolution, [f.height, f.width], **RAW)
     for box in (f.height, f.width):
@@ -1158,6 +1228,15 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     for comp in view_inputs:
         comp.change(view, view_inputs, view_outputs, **RAW)
     g.to_phases.click(lambda *a: phases_from_editor(ctx, *a), view_inputs[:11], f.phases, **RAW)
+    k = tab.keys
+    k["key_add"].click(add_keyframe_row, [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"],
+                                          k["key_segment"]],
+                       [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"], k["key_info"]], **RAW)  # fmt: skip
+    k["key_at"].submit(add_keyframe_row, [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"],
+                                          k["key_segment"]],
+                       [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"], k["key_info"]], **RAW)  # fmt: skip
+    k["key_remove"].click(remove_last_keyframe, f.keyframes, [f.keyframes, k["key_info"]], **RAW)
+    k["key_clear"].click(lambda: (keyframe_table([]), ""), None, [f.keyframes, k["key_info"]], **PRIVATE)
     for event in tab.job_events:  # after a run the estimate is this run's measured costs (wire_generate came first)
         event.then(view, view_inputs, view_outputs, **RAW)
     control_inputs = [f.preset, f.model, f.image, f.extra_images, f.audio]
