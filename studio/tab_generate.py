@@ -264,9 +264,20 @@ def format_progress(event: JobProgress) -> str:
     return f"◔ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
 
 
+def untrained(model_id: str | None) -> bool:
+    """Whether a job's model is an untrained test model (`tiny`: its videos are noise)."""
+    spec = registry.find_spec(model_id) if model_id else None
+    return bool(spec is not None and spec.untrained)
+
+
+def model_labels(choices: list[str]) -> list[tuple[str, str]]:
+    """The model list as (label, id): an untrained test model says so where it is picked."""
+    return [(f"{m} (untrained test model: noise)" if untrained(m) else m, m) for m in choices]
+
+
 def format_result(result: JobResult, demo: bool) -> str:
     if result.status == "done":
-        note = " — untrained demo model: the video is noise" if demo else ""
+        note = " — untrained test model: the video is noise" if demo else ""
         return f"✔ Generation #{result.generation_id} done (seed {result.settings.get('seed')}){note}"
     if result.status == "stopped":
         return f"■ Generation #{result.generation_id} stopped: {result.error}"
@@ -652,7 +663,7 @@ def _result_column() -> dict:
 def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict:
     c = {}
     with gr.Row():
-        c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
+        c["model"] = gr.Dropdown(model_labels(model_choices), value=ctx.default_model, label="Model", elem_id="model")
         size = start_defaults(ctx).size  # the default model's own (HuMo-nano's 64x64)
         default_res = resolution_of(ctx, *size)
         c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution",
@@ -772,7 +783,7 @@ def _advanced_options(ctx: StudioContext) -> dict:
                                     minimum=0, maximum=1, elem_id="step-cache")  # fmt: skip
         c["compile"] = gr.Checkbox(label="torch.compile the transformer blocks (first run slower)", elem_id="compile")
     with gr.Row():
-        c["attention_backend"] = gr.Dropdown(list(advanced.ATTENTION_BACKENDS), value="native",
+        c["attention_backend"] = gr.Dropdown(advanced.backend_choices(ctx.options.device), value="native",
                                              label="Attention backend", elem_id="attention-backend")  # fmt: skip
         c["memory_mode"] = gr.Dropdown(list(advanced.MEMORY_MODES), value="auto", elem_id="memory-mode",
                                        label="Memory mode (auto: chosen from free memory)")  # fmt: skip
@@ -904,6 +915,8 @@ class JobRunner:
         try:
             job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
             extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
+            if ctx.pool is None:  # a Ray worker's machine is not this one: it says so itself
+                advanced.check_backend(extra, ctx.options.device)
             remembered = {k: values[k] for k in REMEMBERED if k in values}
             remembered["keyframes"] = keyframe_table(guidance_editor.parse_keyframes(keyframes))
             remembered["phases"] = phases if isinstance(phases, str) else ""
@@ -925,7 +938,7 @@ class JobRunner:
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}
                     video = served_copy(event.video_path) if event.video_path and not live else None
-                    status = format_result(event, ctx.is_demo_model)
+                    status = format_result(event, untrained(model_id))
                     yield video, event.generation_id, status, gr.update(), *[errors.get(k, "") for k in ERROR_FIELDS]
         except InputError as exc:
             yield refusal(exc)
@@ -1185,9 +1198,18 @@ def wire_queue(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) ->
     q.timer.tick(runner.queue_rows, [visitor], [q.table], show_progress="hidden", **PRIVATE)
     q.table.select(runner.select_job, [visitor], [q.job, q.cancel, q.stop, q.info], **PRIVATE)
     for button, action in ((q.cancel, "cancel"), (q.stop, "stop"), (q.up, "up"), (q.down, "down")):
-        button.click(functools.partial(runner.queue_action, action), [q.job, visitor], outputs, **PRIVATE)
+        button.click(_queue_button(runner, action), [q.job, visitor], outputs, **PRIVATE)
     for event in tab.job_events:
         event.then(runner.queue_rows, [visitor], [q.table], **PRIVATE)
+
+
+def _queue_button(runner: JobRunner, action: str):
+    """A queue button's callback (its own signature: Gradio finds the request by annotation, not in a partial)."""
+
+    def act(request: gr.Request, job, visitor=None):
+        return runner.queue_action(action, request, job, visitor)
+
+    return act
 
 
 def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
@@ -1196,6 +1218,8 @@ def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: 
     media = [f.image, f.extra_images, f.audio]
     for comp in media:
         comp.change(lambda i, e, a: mode_line(ctx, i, e, a), media, h.mode, **RAW)
+    for comp in (f.image, f.audio):
+        comp.change(restore_note, [f.image, f.audio], h.restore_info, **RAW)
     for comp in (f.audio, f.frames):  # the voice's line (and its public-cap warning) before Generate is pressed
         comp.change(lambda a, n: voice_check(ctx, a, n), [f.audio, f.frames], [h.audio_info, f.long_video], **RAW)
     # user edits only (.input): values put in by reuse or a reload must not be overwritten by these
@@ -1281,9 +1305,18 @@ def wire_page_load(ctx: StudioContext, tab: GenerateTab, opened, visitor: gr.Bro
 
 
 def mode_line(ctx: StudioContext, image, extra_images, audio) -> str:
-    """The one line that states the mode from the inputs (the voice's length and frames show under it)."""
-    label = mode_label(image, extra_images, audio)
+    """The one line that states the mode from the inputs (the voice's length and frames show under it). A voice
+    that cannot be read (from its header) is no voice: the line never says TIA for it."""
+    unreadable = bool(audio) and audio_summary(audio)[1] is None
+    label = mode_label(image, extra_images, None if unreadable else audio)
+    if unreadable:
+        return f"{label} · ⚠ the voice could not be read (see under the inputs): replace it"
     return label if audio else f"{label} · no voice: the frames are set below"
+
+
+def restore_note(image, audio):
+    """The reload's "add the reference image and the voice again" goes once both are there again."""
+    return "" if image and audio else gr.update()
 
 
 def size_of(resolution) -> tuple:

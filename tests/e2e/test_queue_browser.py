@@ -83,3 +83,47 @@ def test_queue_numbers_are_the_gallerys_cancel_and_reorder(browser, tmp_path, wi
         page.locator("#gallery-refresh").click()
         for gid in ids:  # the gallery shows the same numbers
             page.wait_for_selector(f"#gallery-grid :text('#{gid} ')", timeout=30_000)
+
+
+def in_view(page, elem_id: str) -> bool:
+    box = page.locator(f"#{elem_id}").bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["height"] > 0 and 0 <= box["y"] and box["y"] + box["height"] <= height
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_public_visitor_is_warned_before_generate_with_consent_in_view(browser, tmp_path, width):  # noqa: F811
+    image = write_image(tmp_path / "face.png", size=(64, 64))
+    voice = write_wav(tmp_path / "speech.wav", 8.55)
+    with running_studio(tmp_path / "data", public=True) as (url, ctx):
+        page = open_at(browser, url, width)
+        page.locator("#prompt textarea").fill("a woman talks")
+        page.locator("#image input[type=file]").set_input_files(str(image))
+        page.locator("#audio input[type=file]").set_input_files(str(voice))
+        # on upload, before Generate: the refusal's own sentence, with the banner's number
+        wait_text(page, "audio-info", "would make 213 frames")
+        assert "at most 97 (3.9 s)" in text_of(page, "audio-info")
+        assert "voices up to 3.9 s used whole" in text_of(page, "public-notice")
+        expect_disabled = page.locator("#long-video input[type=checkbox]")
+        assert expect_disabled.is_disabled()
+        assert ctx.store.list_generations(owner="local")[1] == 0
+        # the consent box is in view whenever Generate is
+        page.locator("#generate").scroll_into_view_if_needed()
+        assert in_view(page, "generate") and in_view(page, "consent"), width
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_keyframe_typed_as_t950_arrives_whole(browser, tmp_path, width):  # noqa: F811
+    with running_studio(tmp_path / "data") as (url, ctx):
+        page = open_at(browser, url, width)
+        wait_text(page, "schedule-label", "official")
+        page.locator("#key-at input, #key-at textarea").first.fill("")
+        page.locator("#key-at input, #key-at textarea").first.type("t950")  # key by key, as a user types
+        set_number(page, "key-a", 11)
+        page.locator("#key-add").click()
+        wait_text(page, "key-info", "Keyframe t950 added")
+        assert page.locator("#keyframes [data-testid='cell-0-0']").inner_text().strip() == "t950"
+        assert page.locator("#keyframes [data-testid='cell-0-3']").inner_text().strip() == "11"
+        wait_text(page, "schedule-label", "custom")
+        page.locator("#key-remove").click()
+        wait_text(page, "schedule-label", "official")
