@@ -151,3 +151,21 @@ def working(ctx, owner: str) -> Iterator[None]:
                 ctx.working[owner] = left
             elif owner in ctx.release_pending:
                 _drop(ctx, owner)
+
+
+# ---------------------------------------------------------------------------------------------- the public frame cap
+def public_voice_seconds(opts) -> float:
+    """The longest voice a public job uses whole: the frame cap in seconds (the voice sets the frames). One number
+    for the banner, the warning on upload and the refusal after Generate."""
+    return opts.max_frames_public / 25
+
+
+def frame_cap_message(opts, frames: int) -> str | None:
+    """Why a public job of `frames` frames is refused (the same words on upload and after Generate); None if it
+    fits or the studio is not public."""
+    if not opts.public or frames <= opts.max_frames_public:
+        return None
+    limit, seconds = opts.max_frames_public, public_voice_seconds(opts)
+    return (f"This job would make {frames} frames ({frames / 25:.1f} s); this public studio makes at most {limit} "
+            f"({seconds:.1f} s). Trim the voice to {seconds:.1f} s, or set Frames to {limit} to use its "
+            "beginning.")  # fmt: skip

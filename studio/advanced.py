@@ -16,6 +16,10 @@ from engine.errors import InputError
 from studio import inputs
 
 ATTENTION_BACKENDS = ("native", "flash", "_flash_3", "sage")
+# What each attention backend needs besides native SDPA: its package, and a CUDA GPU (issue 29: offered on a CPU,
+# they failed only after the job's gallery row existed).
+BACKEND_NEEDS = {"flash": ("flash_attn", "flash-attn"), "_flash_3": ("flash_attn_interface", "FlashAttention 3"),
+                 "sage": ("sageattention", "sageattention")}  # fmt: skip
 MEMORY_MODES = ("auto", "gpu", "cpu", "model_offload", "group_offload", "fp8")
 MAX_LORAS = 4
 # lora_library: names in the owner's LoRA library (studio/loras.py turns them into files)
@@ -131,3 +135,32 @@ def applied(pipe, options: AdvancedOptions | None, device=None):
     from engine.speed import job_options
 
     return job_options(pipe, asdict(options) if options is not None else None, device)
+
+
+def backend_missing(name: str, device: str | None = None) -> str | None:
+    """Why this machine cannot run attention backend `name` (None: it can): its package, or a CUDA GPU, is missing."""
+    import importlib.util
+
+    if name not in BACKEND_NEEDS:
+        return None
+    module, package = BACKEND_NEEDS[name]
+    if importlib.util.find_spec(module) is None:
+        return f"needs {package}, not installed here"
+    import torch
+
+    if not torch.cuda.is_available() or (device is not None and not str(device).startswith("cuda")):
+        return "needs a CUDA GPU"
+    return None
+
+
+def backend_choices(device: str | None = None) -> list[tuple[str, str]]:
+    """The attention backends as (label, value): those this machine lacks say so in their label."""
+    return [(name if not (why := backend_missing(name, device)) else f"{name} (not here: {why})", name)
+            for name in ATTENTION_BACKENDS]  # fmt: skip
+
+
+def check_backend(options: AdvancedOptions, device: str | None = None) -> None:
+    """Refuse, before any gallery row exists, an attention backend this machine cannot run."""
+    if why := backend_missing(options.attention_backend, device):
+        raise InputError(f"Attention backend {options.attention_backend!r} cannot run here ({why}): choose native.",
+                         field="steps")  # fmt: skip

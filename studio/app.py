@@ -86,7 +86,9 @@ def public_notice(opts: StudioOptions) -> str:
     return (
         "**Public studio.** You see only your own videos (kept in this browser); one job at a time, at most "
         f"{opts.max_steps_public} steps, {opts.max_frames_public} frames ({opts.max_frames_public / 25:.1f} s), "
-        f"480×832, voices up to {opts.max_audio_seconds_public:.0f} s and uploads up to {opts.max_upload_public}. "
+        f"480×832, voices up to {admission.public_voice_seconds(opts):.1f} s used whole (a longer one, up to "
+        f"{opts.max_audio_seconds_public:.0f} s, with Frames set to {opts.max_frames_public}: its beginning) and "
+        f"uploads up to {opts.max_upload_public}. "
         "Use only faces and voices you have the right to use."
     )
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.queue_view import JobBoard
+from studio.queue_view import JobBoard, JobTurn, Waiter
 from studio.store import Store
 
 
@@ -87,8 +87,9 @@ class StudioContext:
     working: dict = field(default_factory=dict)
     release_pending: set = field(default_factory=set)
     # One job at a time on this studio's pipelines (and GPU), whatever Gradio's queue does: a job whose page went away
-    # keeps its turn until its worker thread has really ended (DESIGN.md decision 11).
-    _turn: threading.Lock = field(default_factory=threading.Lock)
+    # keeps its turn until its worker thread has really ended (DESIGN.md decision 11). The turn is handed out in the
+    # order of its line, which the queue list shows by gallery number and an owner may reorder (studio/queue_view.py).
+    line: JobTurn = field(default_factory=JobTurn)
     # session hash -> whether Gradio's queue still holds (or runs) an event of that page; set by the app once the
     # queue exists (studio.admission.watch_queue). A ticket of a page whose event the queue dropped is given back.
     session_in_queue: Callable[[str], bool] | None = None
@@ -136,18 +137,21 @@ class StudioContext:
             return self._pipelines[model_id]
 
     @contextmanager
-    def turn(self, stop_event: threading.Event | None = None) -> Iterator[None]:
+    def turn(self, stop_event: threading.Event | None = None, gid: int | None = None, owner: str | None = None,
+             seconds: float | None = None) -> Iterator[None]:  # fmt: skip
         """Hold the studio's one job turn while a job loads and runs its pipeline: a pipeline (its scheduler keeps
-        per-run state) never runs two jobs at once. A job stopped while it waits leaves without its turn."""
+        per-run state) never runs two jobs at once. Jobs get the turn in the order of the line (gallery row `gid`
+        of `owner`, `seconds` its estimate); one stopped or cancelled while it waits leaves without its turn."""
         from engine.pipeline import GenerationInterrupted
 
-        while not self._turn.acquire(timeout=0.1):
-            if stop_event is not None and stop_event.is_set():
-                raise GenerationInterrupted("stopped before it started")
+        waiter = Waiter(gid, owner, stop_event if stop_event is not None else threading.Event(), seconds)
+        if not self.line.acquire(waiter):
+            raise GenerationInterrupted("cancelled before it started" if waiter.cancelled else
+                                        "stopped before it started")  # fmt: skip
         try:
             yield
         finally:
-            self._turn.release()
+            self.line.release()
 
     @property
     def is_demo_model(self) -> bool:

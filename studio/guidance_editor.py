@@ -89,6 +89,18 @@ def _keyframe(number: int, cells: list) -> Keyframe:
         raise InputError(f"Keyframe row {number}: {exc}", field="guidance") from None
 
 
+def add_keyframe(table, at, scale_t=None, scale_i=None, scale_a=None, segment=None) -> list[list]:
+    """The table's keyframes with one more, typed in the editor's row of inputs and checked as a job reads it
+    (InputError names what to change). Rows are typed into plain inputs: a table cell swallowed the first key."""
+    rows = keyframe_rows(parse_keyframes(table))
+    if len(rows) >= MAX_KEYFRAMES:
+        raise InputError(f"At most {MAX_KEYFRAMES} keyframes.", field="guidance")
+    key = _keyframe(len(rows) + 1, [at, scale_t, scale_i, scale_a, segment])
+    if key.scale_t is None and key.scale_i is None and key.scale_a is None:
+        raise InputError("Give the keyframe at least one scale (text, image or audio).", field="guidance")
+    return rows + keyframe_rows([key])
+
+
 def keyframe_rows(keyframes: Sequence[dict | Keyframe]) -> list[list]:
     """Table rows of keyframes (from a schedule's `source`), blanks where a scale is kept."""
     rows = []
@@ -274,12 +286,47 @@ def _step_ticks(steps: int) -> list[int]:
 
 
 def describe(schedule: GuidanceSchedule, timesteps: Sequence[int]) -> str:
-    """The phases as formulas, with the steps each covers (escaped: it goes into Markdown)."""
+    """The phases as formulas, with the steps each covers (escaped: it goes into Markdown). A run of phases whose
+    weights change by the same amount each step (a linear keyframe ramp, one phase per step) is one line."""
+    covered = {id(p): [i + 1 for i, t in enumerate(timesteps) if schedule.phase_for(t) is p] for p in schedule.phases}
     lines = []
-    for phase in schedule.phases:
-        covered = [i + 1 for i, t in enumerate(timesteps) if schedule.phase_for(t) is phase]
-        span = f"steps {covered[0]}–{covered[-1]}" if len(covered) > 1 else (f"step {covered[0]}" if covered else
-                                                                             "no step on this grid")  # fmt: skip
-        when = f"t > {phase.above}" if phase.above is not None else "else"
-        lines.append(f"{when} ({span}): {phase.formula()}")
+    for run in _linear_runs(schedule.phases, covered):
+        first, last = run[0], run[-1]
+        steps = [s for p in run for s in covered[id(p)]]
+        span = f"steps {steps[0]}–{steps[-1]}" if len(steps) > 1 else (f"step {steps[0]}" if steps else
+                                                                        "no step on this grid")  # fmt: skip
+        when = f"t > {first.above}" if first.above is not None else "else"
+        if len(run) == 1:
+            lines.append(f"{when} ({span}): {first.formula()}")
+        else:
+            until = f"t > {last.above}" if last.above is not None else "else"
+            lines.append(f"{when} … {until} ({span}): ramps linearly from {first.formula()} to {last.formula()}")
     return html.escape("\n".join(lines))
+
+
+def _linear_runs(phases, covered: dict) -> list[list]:
+    """Consecutive phases, one step each, with the same branches and weights that change by the same amount per
+    step, grouped (at least three make a ramp; two stay two lines)."""
+    runs: list[list] = []
+    for phase in phases:
+        run = runs[-1] if runs else None
+        if run and _continues(run, phase, covered):
+            run.append(phase)
+        else:
+            runs.append([phase])
+    out = []
+    for run in runs:  # a "ramp" of two is just two phases
+        out.extend([run] if len(run) >= 3 else [[p] for p in run])
+    return out
+
+
+def _continues(run: list, phase, covered: dict) -> bool:
+    last = run[-1]
+    if len(covered[id(last)]) != 1 or len(covered[id(phase)]) != 1 or covered[id(phase)][0] != covered[id(last)][0] + 1:
+        return False
+    if last.weights.keys() != phase.weights.keys():
+        return False
+    if len(run) == 1:
+        return True
+    step = {b: last.weights[b] - run[-2].weights[b] for b in last.weights}
+    return all(abs((phase.weights[b] - last.weights[b]) - d) <= 1e-6 * max(1.0, abs(d)) for b, d in step.items())

@@ -141,15 +141,11 @@ def _check_passes(limit: int, guidance) -> None:
 
 def _check_frames(opts, request: GenerationRequest, frames: int) -> None:
     """The frame cap on what the job will make (the audio sets it when Frames is 0 or for long videos)."""
+    from studio.admission import frame_cap_message  # the words the page warns with on upload
+
     seconds = frames / 25
-    if opts.public and frames > opts.max_frames_public:
-        limit = opts.max_frames_public
-        raise InputError(
-            f"This job would make {frames} frames ({seconds:.1f} s); this public studio makes at most {limit} "
-            f"({limit / 25:.1f} s). Trim the voice to {limit / 25:.1f} s, or set Frames to {limit} to use its "
-            "beginning.",
-            field="num_frames" if request.num_frames else "audio",
-        )
+    if message := frame_cap_message(opts, frames):
+        raise InputError(message, field="num_frames" if request.num_frames else "audio")
     if not request.window_frames and frames > opts.max_frames_plain:
         raise InputError(
             f"The voice sets {frames} frames ({seconds:.1f} s), more than one window of {opts.max_frames_plain} "
@@ -229,7 +225,15 @@ def run_job(
             return work()
         except BaseException as exc:
             return _end_row(ctx, gid, exc)
-    return _in_turn(ctx, gid, stop_event, work)
+    return _in_turn(ctx, gid, stop_event, work, owner, _waiting_seconds(ctx, request, frames, model_id))
+
+
+def _waiting_seconds(ctx: StudioContext, request: GenerationRequest, frames: int, model_id: str) -> float | None:
+    """A job's seconds from this machine's measured costs (no probe), for the queue list while it waits."""
+    try:
+        return eta.estimate_request(ctx, request, frames, model_id).total_s
+    except Exception:  # a time estimate never fails a job
+        return None
 
 
 def seeded(request):
@@ -274,13 +278,15 @@ def _render_here(ctx: StudioContext, gid: int, model_id: str, stop_event: thread
     return video_rel, path, settings
 
 
-def _in_turn(ctx: StudioContext, gid: int, stop_event: threading.Event, work: Callable[[], JobResult]) -> JobResult:
-    """Run a job's `work` in the studio's one job turn (the row stays queued until the pipelines are free) and end
-    its row while the turn is still held, so the next job's row never runs beside it."""
+def _in_turn(ctx: StudioContext, gid: int, stop_event: threading.Event, work: Callable[[], JobResult],
+             owner: str = LOCAL_OWNER, seconds: float | None = None) -> JobResult:  # fmt: skip
+    """Run a job's `work` in the studio's one job turn (the row stays queued, listed by its number in the turn's
+    line, until the pipelines are free) and end its row while the turn is still held, so the next job's row never
+    runs beside it."""
     from engine.pipeline import GenerationInterrupted
 
     try:
-        with ctx.turn(stop_event):
+        with ctx.turn(stop_event, gid, owner, seconds):
             try:
                 return work()
             except BaseException as exc:
@@ -624,4 +630,4 @@ def run_dub_job(ctx: StudioContext, request, model_id: str | None = None, stop_e
         video_rel, path, settings = _render_here(ctx, gid, model_id, stop_event, on_progress, estimate, render)
         return _finish(ctx, gid, video_rel, path, settings)
 
-    return _in_turn(ctx, gid, stop_event, work)
+    return _in_turn(ctx, gid, stop_event, work, owner)

@@ -149,7 +149,7 @@ def run_live_job(
                 return _keep(ctx, gid, run, kept, request, stopped=str(exc))
             return jobs._end_row(ctx, gid, exc)
 
-    return jobs._in_turn(ctx, gid, stop_event, work)
+    return jobs._in_turn(ctx, gid, stop_event, work, owner)
 
 
 def _keep(ctx, gid: int, run: live.LiveRun, kept: list[np.ndarray], request, stopped: str | None) -> jobs.JobResult:

@@ -156,3 +156,190 @@ def _eta(until_end: float | None, state: str) -> str:
     from studio.eta import seconds_text
 
     return f"ends in about {seconds_text(until_end)}"
+
+
+# ---------------------------------------------------------------------------------------------- the job turn (issue 29)
+@dataclass
+class Waiter:
+    """A job in the studio's turn line: its gallery row (None for a caller outside the job layer), its owner, the
+    event that stops it, and its own estimated seconds (None when unknown)."""
+
+    gid: int | None
+    owner: str | None
+    stop_event: threading.Event | None
+    seconds: float | None = None
+    cancelled: bool = False
+    left: float | None = None  # running: the seconds left its progress said, and when
+    said: float = 0.0
+
+
+class JobTurn:
+    """The studio's one job turn, handed out in the order of its line rather than to whichever thread grabs a lock:
+    the queue list shows that line with each job's gallery number, and an owner may reorder their own waiting jobs
+    in it (a move swaps places with that owner's nearest waiting job, so nobody overtakes another owner's job)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._line: list[Waiter] = []  # waiting, in the order they get the turn
+        self.running: Waiter | None = None
+        self._busy = False
+
+    def acquire(self, waiter: Waiter) -> bool:
+        """Wait for `waiter`'s turn; False when its stop event was set meanwhile (it has left the line)."""
+        with self._cond:
+            self._line.append(waiter)
+            try:
+                while self._busy or self._line[0] is not waiter:
+                    if waiter.stop_event is not None and waiter.stop_event.is_set():
+                        self._line.remove(waiter)
+                        self._cond.notify_all()
+                        return False
+                    self._cond.wait(0.1)
+            except BaseException:
+                self._line.remove(waiter)
+                self._cond.notify_all()
+                raise
+            self._line.pop(0)
+            self._busy, self.running = True, waiter
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._busy, self.running = False, None
+            self._cond.notify_all()
+
+    def snapshot(self) -> tuple[Waiter | None, list[Waiter]]:
+        """(the running job, the waiting ones in turn order)."""
+        with self._cond:
+            return self.running, list(self._line)
+
+    def find(self, owner: str, gid) -> Waiter | None:
+        """`owner`'s job with this gallery number, running or waiting (another owner's reads as unknown)."""
+        gid = _job_number(gid)
+        with self._cond:
+            for waiter in ([self.running] if self.running else []) + self._line:
+                if waiter.gid is not None and waiter.gid == gid and waiter.owner == owner:
+                    return waiter
+        return None
+
+    def cancel(self, owner: str, gid) -> str:
+        """Cancel `owner`'s waiting job #gid: it leaves the line at once and its row ends 'stopped'."""
+        waiter = self.find(owner, gid)
+        if waiter is None:
+            return f"No job #{_job_number(gid) or gid} of yours is waiting."
+        if waiter is self.running:
+            return f"Job #{waiter.gid} is running: use Stop to end it."
+        waiter.cancelled = True
+        waiter.stop_event.set()
+        with self._cond:
+            self._cond.notify_all()
+        return f"Job #{waiter.gid} is cancelled; it will not run."
+
+    def stop(self, owner: str, gid) -> str:
+        """Stop `owner`'s running job #gid at its next step."""
+        waiter = self.find(owner, gid)
+        if waiter is None or waiter is not self.running:
+            return f"Job #{_job_number(gid) or gid} of yours is not running (Cancel ends a waiting one)."
+        waiter.stop_event.set()
+        return f"■ Stopping job #{waiter.gid} at the next step…"
+
+    def move(self, owner: str, gid, step: int) -> str:
+        """Move `owner`'s waiting job #gid one place up (step -1) or down (+1) among that owner's waiting jobs."""
+        gid_number = _job_number(gid)
+        with self._cond:
+            mine = [i for i, w in enumerate(self._line) if w.owner == owner and w.gid is not None]
+            here = next((i for i in mine if self._line[i].gid == gid_number), None)
+            if here is None:
+                return f"No job #{gid_number or gid} of yours is waiting."
+            others = [i for i in mine if (i < here if step < 0 else i > here)]
+            if not others:
+                return f"Job #{gid_number} is already {'first' if step < 0 else 'last'} of your waiting jobs."
+            there = others[-1] if step < 0 else others[0]
+            self._line[here], self._line[there] = self._line[there], self._line[here]
+            self._cond.notify_all()
+        return f"Job #{gid_number} moved {'up' if step < 0 else 'down'}."
+
+    def progress(self, gid: int | None, left_s: float | None) -> None:
+        """The running job reports its seconds left (the time the jobs after it are told)."""
+        running = self.running
+        if running is not None and running.gid == gid and left_s is not None:
+            running.left, running.said = float(left_s), time.monotonic()
+
+
+def _job_number(value) -> int | None:
+    """A job's gallery number from what a page sends ("#12", 12, "12")."""
+    try:
+        return int(str(value).strip().lstrip("#"))
+    except (TypeError, ValueError):
+        return None
+
+
+QUEUE_HEADERS = ["job", "prompt", "settings", "seed", "state", "position", "time"]
+
+
+def queue_rows(line: JobTurn, board: JobBoard, store, owner: str) -> list[list]:
+    """The Generate tab's queue list for `owner`: the running job and the waiting ones in the order they will get
+    the turn, each by its gallery number ("#12", the number the gallery shows), with its seed and short settings;
+    then the owner's clicks that have not reached the line yet (no number yet: "new N"). Position and time count
+    every job ahead, anyone's; only the owner's own jobs are listed."""
+    now = time.monotonic()
+    running, waiting = line.snapshot()
+    rows, wait = [], 0.0
+    for ahead, waiter in enumerate(([running] if running else []) + waiting):
+        is_running = waiter is running
+        left = _left_s(waiter, now, is_running)
+        wait = None if wait is None or left is None else wait + left
+        if waiter.owner != owner or waiter.gid is None:
+            continue
+        try:
+            row = store.get(waiter.gid, owner=owner)
+        except KeyError:  # deleted meanwhile (it cannot be: an active row is never deleted) — skip it
+            continue
+        state = "running" if is_running else ("cancelled" if waiter.cancelled else "waiting")
+        position = "now" if is_running else f"{ahead} ahead"
+        time_text = _eta(wait, "queued" if not is_running else "running")
+        rows.append([f"#{waiter.gid}", (row.prompt or "")[:60], short_settings(row.model_id, row.settings or {}),
+                     row.seed if row.seed is not None else "", state, position, time_text])  # fmt: skip
+    for entry_id, label, state, _position, time_text in board.rows(owner):
+        if state in ("queued", "cancelled"):
+            rows.append([f"new {entry_id}", label[:60], "", "", "arriving" if state == "queued" else state,
+                         "next to be checked", time_text])  # fmt: skip
+    return rows
+
+
+def _left_s(waiter: Waiter, now: float, running: bool) -> float | None:
+    if running and waiter.left is not None:
+        return max(0.0, waiter.left - (now - waiter.said))
+    return waiter.seconds
+
+
+def short_settings(model_id: str, settings: dict) -> str:
+    """'tiny · 8 steps · 64×64 · 97 frames · official': what tells two jobs of one prompt apart."""
+    parts = [str(model_id)]
+    if settings.get("num_inference_steps"):
+        parts.append(f"{settings['num_inference_steps']} steps")
+    if settings.get("height") and settings.get("width"):
+        parts.append(f"{settings['height']}×{settings['width']}")
+    frames = settings.get("num_frames")
+    parts.append(
+        "long video" if settings.get("window_frames") else (f"{frames} frames" if frames else "voice's length")
+    )
+    guidance = settings.get("guidance") or {}
+    preset = (guidance.get("source") or {}).get("preset") or guidance.get("preset")
+    if guidance.get("phases") and not (guidance.get("source") or {}).get("preset") and not preset:
+        preset = "custom phases"
+    if (guidance.get("source") or {}).get("keyframes"):
+        preset = f"{preset or 'custom'} + keyframes"
+    if preset:
+        parts.append(str(preset))
+    return " · ".join(parts)
+
+
+def job_key(value) -> tuple[str, int] | None:
+    """("row", gallery number) for "#12", ("new", board entry) for "new 3"; None for anything else."""
+    text = str(value or "").strip()
+    if text.startswith("new "):
+        number = _job_number(text[4:])
+        return ("new", number) if number is not None else None
+    number = _job_number(text)
+    return ("row", number) if number is not None else None

@@ -22,7 +22,7 @@ from engine.generate import GenerationRequest
 from engine.pipeline import DEFAULT_FRAMES
 from engine.plan import MODE_NAMES, mode_of
 from engine.schedulers import DEFAULT_SHIFT, official_timesteps
-from studio import admission, advanced, guidance_editor, inputs, live_job, loras
+from studio import admission, advanced, guidance_editor, inputs, live_job, loras, queue_view
 from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
@@ -73,6 +73,35 @@ def audio_summary(audio, max_seconds: float | None = None) -> tuple[str, int | N
     if max_seconds is not None and seconds > max_seconds:
         text = f"⚠ {voice[1]} is {seconds:.1f} s long; this studio takes voices up to {max_seconds:.0f} s: trim it."
     return text, frames
+
+
+def voice_check(ctx: StudioContext, audio, frames=0) -> tuple[str, dict]:
+    """The voice's line under the inputs and the Long video box's state. A public studio warns on upload, in the
+    refusal's own words (studio.admission.frame_cap_message), when the voice sets more frames than it makes (unless
+    Frames takes its beginning), and greys out Long video where it cannot fit."""
+    from engine.plan import run_frames
+
+    opts = ctx.options
+    text, voice = audio_summary(audio, opts.audio_cap_s)
+    if voice is not None and not text.startswith("⚠"):
+        message = admission.frame_cap_message(opts, run_frames(_int(frames) or None, voice))
+        text = f"⚠ {message}  \n{text}" if message else text
+    return text, long_video_offer(opts, voice)
+
+
+def long_video_offer(opts, voice_frames: int | None) -> dict:
+    """Long video counts against a public studio's frame cap: offered only where a voice longer than one window
+    still fits it (greyed out with the reason otherwise)."""
+    if not opts.public:
+        return gr.update(interactive=True, info=None)
+    cap = opts.max_frames_public
+    if cap <= DEFAULT_FRAMES:
+        why = f"Not here: this public studio makes at most {cap} frames ({cap / 25:.1f} s), one window."
+    elif voice_frames is not None and voice_frames > cap:
+        why = f"This voice sets {voice_frames} frames; this public studio makes at most {cap}: trim it."
+    else:
+        return gr.update(interactive=True, info=None)
+    return gr.update(interactive=False, value=False, info=why)
 
 
 def mode_label(image, extra_images, audio) -> str:
@@ -235,9 +264,20 @@ def format_progress(event: JobProgress) -> str:
     return f"◔ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
 
 
+def untrained(model_id: str | None) -> bool:
+    """Whether a job's model is an untrained test model (`tiny`: its videos are noise)."""
+    spec = registry.find_spec(model_id) if model_id else None
+    return bool(spec is not None and spec.untrained)
+
+
+def model_labels(choices: list[str]) -> list[tuple[str, str]]:
+    """The model list as (label, id): an untrained test model says so where it is picked."""
+    return [(f"{m} (untrained test model: noise)" if untrained(m) else m, m) for m in choices]
+
+
 def format_result(result: JobResult, demo: bool) -> str:
     if result.status == "done":
-        note = " — untrained demo model: the video is noise" if demo else ""
+        note = " — untrained test model: the video is noise" if demo else ""
         return f"✔ Generation #{result.generation_id} done (seed {result.settings.get('seed')}){note}"
     if result.status == "stopped":
         return f"■ Generation #{result.generation_id} stopped: {result.error}"
@@ -556,9 +596,15 @@ class FormHelpers:
 
 @dataclass
 class QueueView:
+    """The queue list beside the result: the owner's jobs by gallery number; a row clicked is the selected job,
+    which the buttons cancel (waiting), stop (running) or move among the owner's waiting jobs."""
+
     table: gr.Dataframe
-    job: gr.Number
+    job: gr.Textbox  # the selected job ("#12"; "new 3" before it has a number), filled by clicking a row
     cancel: gr.Button
+    stop: gr.Button
+    up: gr.Button
+    down: gr.Button
     info: gr.Markdown
     timer: gr.Timer
 
@@ -574,6 +620,7 @@ class GenerateTab:
     queue: QueueView
     errors: dict[str, gr.Markdown]  # by ERROR_FIELDS
     job_events: list = field(default_factory=list)  # generate events: the gallery refreshes after each
+    keys: dict = field(default_factory=dict)  # the keyframe editor's row of inputs and buttons (_keyframe_editor)
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs) the page runs once it has loaded
     runner: JobRunner | None = None
     sweep: dict = field(default_factory=dict)  # the Sweep accordion's components (`_sweep_panel`)
@@ -626,7 +673,7 @@ def _result_column() -> dict:
 def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict:
     c = {}
     with gr.Row():
-        c["model"] = gr.Dropdown(model_choices, value=ctx.default_model, label="Model", elem_id="model")
+        c["model"] = gr.Dropdown(model_labels(model_choices), value=ctx.default_model, label="Model", elem_id="model")
         size = start_defaults(ctx).size  # the default model's own (HuMo-nano's 64x64)
         default_res = resolution_of(ctx, *size)
         c["resolution"] = gr.Dropdown(resolution_choices(ctx), value=default_res, label="Resolution",
@@ -649,8 +696,10 @@ def _size_and_run_settings(ctx: StudioContext, model_choices: list[str]) -> dict
         c["variations"] = gr.Number(label=f"Variations (seeds s, s+1, …; at most {MAX_VARIATIONS})", value=1,
                                     precision=0, minimum=1, maximum=MAX_VARIATIONS, elem_id="variations",
                                     visible=not ctx.options.public)  # fmt: skip
+    offer = long_video_offer(ctx.options, None)  # a public studio's frame cap may leave no room for it
     c["long_video"] = gr.Checkbox(label="Long video: as long as the audio, in 97-frame windows blended at every step",
-                                  value=False, elem_id="long-video")  # fmt: skip
+                                  value=False, elem_id="long-video", interactive=offer.get("interactive", True),
+                                  info=offer.get("info"))  # fmt: skip
     c["negative_prompt"] = gr.Textbox(label="Negative prompt (empty: the official Wan negative prompt)", lines=2,
                                       value="", elem_id="negative-prompt")  # fmt: skip
     c["extra_images"] = gr.File(label="More reference images (optional, one slot each)", file_count="multiple",
@@ -678,12 +727,7 @@ def _guidance_editor(ctx: StudioContext) -> dict:
         c["switch"] = gr.Slider(900, 999, value=980, step=1, label="Switch timestep (17B: text-dominant while t >)",
                                 elem_id="switch")  # fmt: skip
     c["notes"] = gr.Markdown(elem_id="guidance-notes")
-    c["keyframes"] = gr.Dataframe(
-        headers=guidance_editor.KEYFRAME_HEADERS, datatype=["str", "number", "number", "number", "str"],
-        value=[EMPTY_KEYFRAME], row_count=(1, "dynamic"), column_count=(5, "fixed"), interactive=True, elem_id="keyframes",
-        label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; "
-              "'linear' ramps from the previous keyframe",
-    )  # fmt: skip
+    c.update(_keyframe_editor())
     with gr.Accordion("Custom phases (JSON: any schedule the engine runs, as --guidance-json)", open=False):
         c["to_phases"] = gr.Button("Edit as phases (copy the schedule above here)", size="sm", elem_id="to-phases")
         c["phases"] = gr.Code(language="json", value="", interactive=True, elem_id="phases",
@@ -693,6 +737,47 @@ def _guidance_editor(ctx: StudioContext) -> dict:
     c["estimate"] = gr.Markdown(elem_id="estimate")
     c["guidance_err"] = gr.Markdown(elem_id="guidance-error")
     return c
+
+
+def _keyframe_editor() -> dict:
+    """The keyframes (a table the page shows) and the row of plain inputs they are typed into, with Add: a user
+    types `t950` and gets t950 (a table cell swallowed the first key)."""
+    with gr.Group(elem_id="keyframe-editor"):
+        c = {"keyframes": gr.Dataframe(
+            headers=guidance_editor.KEYFRAME_HEADERS, datatype=["str", "number", "number", "number", "str"],
+            value=[EMPTY_KEYFRAME], interactive=False, elem_id="keyframes",
+            label="Keyframes: from this step (12) or timestep (t950) on, these scales; blank = keep; 'linear' "
+                  "ramps from the previous keyframe. Type one in the row below and press Add")}  # fmt: skip
+        with gr.Row(equal_height=True):
+            c["key_at"] = gr.Textbox(label="at: step (12) or timestep (t950)", elem_id="key-at", min_width=130)
+            for name, label in (("key_t", "text"), ("key_i", "image"), ("key_a", "audio")):
+                c[name] = gr.Number(label=f"{label} scale (blank: keep)", value=None, minimum=0, maximum=30,
+                                    elem_id=name.replace("_", "-"), min_width=90)  # fmt: skip
+            c["key_segment"] = gr.Dropdown(["hold", "linear"], value="hold", label="from the previous",
+                                           elem_id="key-segment", min_width=90)  # fmt: skip
+        with gr.Row():
+            c["key_add"] = gr.Button("Add keyframe", elem_id="key-add", size="sm", variant="secondary")
+            c["key_remove"] = gr.Button("Remove last", elem_id="key-remove", size="sm")
+            c["key_clear"] = gr.Button("Clear keyframes", elem_id="key-clear", size="sm")
+        c["key_info"] = gr.Markdown(elem_id="key-info")
+    return c
+
+
+def add_keyframe_row(table, at, scale_t, scale_i, scale_a, segment) -> tuple:
+    """Add pressed: (table, the inputs emptied, message); a bad row keeps what was typed and says what to change."""
+    try:
+        rows = guidance_editor.add_keyframe(table, at, scale_t, scale_i, scale_a, segment)
+    except InputError as exc:
+        return (gr.update(),) * 5 + (f"⚠ {exc}",)
+    return rows, "", None, None, None, f"Keyframe {rows[-1][0]} added."
+
+
+def remove_last_keyframe(table) -> tuple:
+    try:
+        rows = guidance_editor.keyframe_rows(guidance_editor.parse_keyframes(table))
+    except InputError:
+        rows = []
+    return keyframe_table(rows[:-1]), ""
 
 
 def _advanced_options(ctx: StudioContext) -> dict:
@@ -712,7 +797,7 @@ def _advanced_options(ctx: StudioContext) -> dict:
                                     minimum=0, maximum=1, elem_id="step-cache")  # fmt: skip
         c["compile"] = gr.Checkbox(label="torch.compile the transformer blocks (first run slower)", elem_id="compile")
     with gr.Row():
-        c["attention_backend"] = gr.Dropdown(list(advanced.ATTENTION_BACKENDS), value="native",
+        c["attention_backend"] = gr.Dropdown(advanced.backend_choices(ctx.options.device), value="native",
                                              label="Attention backend", elem_id="attention-backend")  # fmt: skip
         c["memory_mode"] = gr.Dropdown(list(advanced.MEMORY_MODES), value="auto", elem_id="memory-mode",
                                        label="Memory mode (auto: chosen from free memory)")  # fmt: skip
@@ -736,39 +821,45 @@ def _sweep_panel() -> dict:
 
 
 def _queue_panel() -> dict:
-    c = {"table": gr.Dataframe(headers=["job", "prompt", "state", "position", "time"], value=[], interactive=False,
-                               elem_id="queue-table", label="Your jobs (waiting and running)")}  # fmt: skip
-    with gr.Row():
-        c["job"] = gr.Number(label="Job to cancel", precision=0, elem_id="queue-job")
-        c["cancel"] = gr.Button("Cancel that job", elem_id="queue-cancel")
-    c["info"] = gr.Markdown(elem_id="queue-info")
+    """The queue list and the buttons that act on the job clicked in it (a Dataframe cannot hold buttons)."""
+    with gr.Group(elem_id="queue-panel"):
+        c = {"table": gr.Dataframe(headers=queue_view.QUEUE_HEADERS, value=[], interactive=False, wrap=True,
+                                   elem_id="queue-table", label="Queue: your jobs by gallery number (click one to "
+                                   "cancel, stop or move it)")}  # fmt: skip
+        with gr.Row(equal_height=True):
+            c["job"] = gr.Textbox(label="Selected job", interactive=False, elem_id="queue-job", scale=1, min_width=90)
+            c["cancel"] = gr.Button("Cancel", elem_id="queue-cancel", size="sm", min_width=70)
+            c["stop"] = gr.Button("Stop", elem_id="queue-stop", variant="stop", size="sm", min_width=60)
+            c["up"] = gr.Button("▲ Up", elem_id="queue-up", size="sm", min_width=60)
+            c["down"] = gr.Button("▼ Down", elem_id="queue-down", size="sm", min_width=60)
+        c["info"] = gr.Markdown(elem_id="queue-info")
     c["timer"] = gr.Timer(2.0)
     return c
 
 
 def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
-    """The tab's components, top to bottom: prompt and media, Generate, result (beside them on wide screens),
-    then the settings, the guidance editor, the queue and loading settings from a video."""
+    """The tab's components, top to bottom: prompt and media, consent (public) and Generate, the result and the
+    queue (beside them on wide screens), then the settings, the guidance editor and loading settings from a video."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
             media = _media_inputs(ctx)
+            # the consent box right above Generate: every visitor's first click needs it (public mode)
+            consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
+                                  "with the video)", value=False, visible=ctx.options.public, elem_id="consent")  # fmt: skip
+            consent_err = gr.Markdown(elem_id="consent-error")
             bar = _generate_bar(ctx)
             example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
         with gr.Column(scale=4, elem_id="result-column"):
             result = _result_column()
+            queue = _queue_panel()  # beside the result, where the user looks (and under it on a phone)
     with gr.Accordion("Settings", open=True):
         settings = _size_and_run_settings(ctx, model_choices)
-        consent = gr.Checkbox(label="I have the right to use this face and this voice (required here; recorded "
-                              "with the video)", value=False, visible=ctx.options.public, elem_id="consent")  # fmt: skip
-        consent_err = gr.Markdown(elem_id="consent-error")
     with gr.Accordion("Guidance schedule", open=True):
         guidance = _guidance_editor(ctx)
     with gr.Accordion("Sweep: compare settings side by side (X/Y grid)", open=False, elem_id="sweep"):
         sweep = _sweep_panel()
     with gr.Accordion("Advanced options", open=False, visible=not ctx.options.public):
         options = _advanced_options(ctx)
-    with gr.Accordion("Queue", open=True):
-        queue = _queue_panel()
     with gr.Accordion("Load settings from a video made here", open=False):
         settings_file = gr.File(label="Drop an mp4 from this studio or the CLI", file_types=[".mp4"],
                                 elem_id="settings-file")  # fmt: skip
@@ -801,10 +892,20 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             media["restore_info"],
             options["lora_report"],
         ),  # fmt: skip
-        queue=QueueView(queue["table"], queue["job"], queue["cancel"], queue["info"], queue["timer"]),
+        queue=QueueView(
+            queue["table"],
+            queue["job"],
+            queue["cancel"],
+            queue["stop"],
+            queue["up"],
+            queue["down"],
+            queue["info"],
+            queue["timer"],
+        ),
         errors={k: all_c[f"{k}_err"] for k in ERROR_FIELDS},
         sweep=sweep,
         lora_box=options["lora_box"],
+        keys={k: v for k, v in guidance.items() if k.startswith("key_")},
     )
     if rows := example_rows():  # the README's example result is seed 0: clicking the example sets it
         with example_slot:
@@ -850,6 +951,8 @@ class JobRunner:
             options, library_names = loras.with_library(ctx, options, owner)  # picked by name: files
             extra, lora_names = advanced.read_options(ctx.options.public, **options)
             lora_names.update(library_names)
+            if ctx.pool is None:  # a Ray worker's machine is not this one: it says so itself
+                advanced.check_backend(extra, ctx.options.device)
             remembered = {k: values[k] for k in REMEMBERED if k in values}
             remembered["keyframes"] = keyframe_table(guidance_editor.parse_keyframes(keyframes))
             remembered["phases"] = phases if isinstance(phases, str) else ""
@@ -865,12 +968,13 @@ class JobRunner:
                     yield str(event.segment), event.generation_id, event.message, gr.update(), *blank
                 elif isinstance(event, JobProgress):
                     ctx.board.progress(tab_id, event.remaining_s)  # the queue list's time for this job
+                    ctx.line.progress(event.generation_id, event.remaining_s)
                     preview = preview_update(event)
                     yield None, event.generation_id, chunk_line + format_progress(event), preview, *blank
                 else:
                     errors = error_updates(event.field, event.error) if event.status == "failed" else {}
                     video = served_copy(event.video_path) if event.video_path and not live else None
-                    status = format_result(event, ctx.is_demo_model)
+                    status = format_result(event, untrained(model_id))
                     yield video, event.generation_id, status, gr.update(), *[errors.get(k, "") for k in ERROR_FIELDS]
         except InputError as exc:
             yield refusal(exc)
@@ -897,7 +1001,7 @@ class JobRunner:
         entry = ctx.board.start(owner, getattr(request, "session_hash", None))
         try:
             if ctx.board.cancelled(entry):
-                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
                 return
             try:
                 seeds = variation_seeds(seed, variations, ctx.options.public)
@@ -938,7 +1042,7 @@ class JobRunner:
         entry = ctx.board.start(owner, getattr(request, "session_hash", None))
         try:
             if ctx.board.cancelled(entry):
-                yield None, None, f"Job {entry.id} was cancelled before it started.", gr.update(), *_blank_errors()
+                yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
                 return
             yield from self.gpu_job_stream(_tab(request), *values, owner=owner, keyframes=keyframes, phases=phases,
                                            options=options, live=True)  # fmt: skip
@@ -987,14 +1091,39 @@ class JobRunner:
 
     def queue_rows(self, request: gr.Request, visitor=None):
         self.ctx.board.prune(self.ctx.session_in_queue)
-        return self.ctx.board.rows(self.owner(request, visitor))
+        ctx = self.ctx
+        return queue_view.queue_rows(ctx.line, ctx.board, ctx.store, self.owner(request, visitor))
 
-    def cancel(self, request: gr.Request, job, visitor=None):
+    def select_job(self, evt: gr.SelectData, request: gr.Request, visitor=None):
+        """A row clicked in the queue list: its job is the one the buttons act on (named on them)."""
+        row = getattr(evt, "row_value", None) or []
+        job = str(row[0]) if row else ""
+        if queue_view.job_key(job) is None:
+            return "", gr.update(value="Cancel"), gr.update(value="Stop"), ""
+        running = len(row) > 4 and row[4] == "running"
+        label = job if job.startswith("#") else "it"
+        return (job, gr.update(value=f"Cancel {label}"), gr.update(value=f"Stop {label}"),
+                f"Selected {job}: {'running, Stop ends it' if running else 'Cancel, ▲ or ▼ acts on it'}.")  # fmt: skip
+
+    def queue_action(self, action: str, request: gr.Request, job, visitor=None):
+        """Cancel (waiting), Stop (running), up or down (among the owner's waiting jobs) on the selected job; only
+        the owner's own jobs are found (another's number reads as unknown). Returns (message, the list)."""
+        ctx = self.ctx
         owner = self.owner(request, visitor)
-        message = self.ctx.board.cancel(owner, job)
-        if message.endswith("it will not run.") and self.ctx.options.public:
-            admission.release(self.ctx, owner)  # its slot is free now; the event ends at once when it starts
-        return message, self.ctx.board.rows(owner)
+        key = queue_view.job_key(job)
+        if key is None:
+            message = "Click a job of yours in the list first."
+        elif key[0] == "new":  # not checked yet (no gallery number): only Cancel applies
+            message = ctx.board.cancel(owner, key[1]) if action == "cancel" else "That job has no number yet."
+            if message.endswith("it will not run.") and ctx.options.public:
+                admission.release(ctx, owner)  # its slot is free now; the event ends at once when it starts
+        elif action == "cancel":
+            message = ctx.line.cancel(owner, key[1])
+        elif action == "stop":
+            message = ctx.line.stop(owner, key[1])
+        else:
+            message = ctx.line.move(owner, key[1], -1 if action == "up" else 1)
+        return message, queue_view.queue_rows(ctx.line, ctx.board, ctx.store, owner)
 
     def last_seed(self, request: gr.Request, visitor=None):
         rows, _ = self.ctx.store.list_generations(page=1, page_size=1, owner=self.owner(request, visitor))
@@ -1063,9 +1192,8 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
                *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
     from studio.pool import job_slots  # issue 31: with --ray many jobs go on to the pool at once
 
-    pooled = runner.ctx.pool is not None
-    job = {"concurrency_id": "pool" if pooled else "gpu", "concurrency_limit": job_slots(runner.ctx),
-           "preprocess": False, "validator": runner.admit_job}  # fmt: skip
+    job = {**job_concurrency(runner.ctx, job_slots(runner.ctx)), "preprocess": False,
+           "validator": runner.admit_job}  # fmt: skip
     # trigger_mode="multiple": a second click queues a second job (listed below) instead of being ignored
     run_event = tab.result.run.click(runner.on_generate, api_inputs + tab.form.get(PAGE_INPUTS) + [visitor],
                                      outputs, api_visibility="private", trigger_mode="multiple", **job)  # fmt: skip
@@ -1081,6 +1209,10 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
     tab.form.model.change(lambda m: gr.update(visible=live_job.live_offered(m, device)), tab.form.model,
                           tab.result.live, **PRIVATE)  # fmt: skip
     tab.job_events += [run_event, api_event, live_event]
+    for button in (tab.result.run, tab.result.live):  # a new job: an old "Stopping…" line no longer applies
+        button.click(lambda: "", None, tab.result.stop_info, **PRIVATE)
+    for event in tab.job_events:
+        event.then(lambda: "", None, tab.result.stop_info, **PRIVATE)
     # Stop sets the job's event (next step); under ZeroGPU the job runs in a forked worker, so Stop also cancels
     # the event, which closes the generator and ends the worker.
     tab.result.stop.click(runner.on_stop, [visitor], [tab.result.stop_info], cancels=[run_event] if on_zero_gpu() else None,
@@ -1094,20 +1226,46 @@ def wire_sweep(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) ->
     outputs = [tab.result.video, tab.result.gallery_id, tab.result.status, tab.result.preview,
                *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
     axes = [tab.sweep[k] for k in ("x_axis", "x_values", "y_axis", "y_values")]
-    pooled = runner.ctx.pool is not None
     event = tab.sweep["run"].click(runner.on_sweep, tab.form.get(API_INPUTS) + tab.form.get(PAGE_INPUTS) + [visitor] + axes,
                                    outputs, api_visibility="private", trigger_mode="multiple",
-                                   concurrency_id="pool" if pooled else "gpu", concurrency_limit=job_slots(runner.ctx),
-                                   preprocess=False, validator=runner.admit_job)  # fmt: skip
+                                   **job_concurrency(runner.ctx, job_slots(runner.ctx)), preprocess=False,
+                                   validator=runner.admit_job)  # fmt: skip
     tab.job_events.append(event)
+
+
+def job_concurrency(ctx: StudioContext, pool_slots: int) -> dict:
+    """How many generate events run their callback at once. In this process: up to LINE_SLOTS, so a waiting job
+    has its gallery row (its number) and waits in the studio's turn line, which the queue list shows and an owner
+    reorders; the turn still runs one job at a time. A ZeroGPU Space asks a GPU slot per running callback: one.
+    With a Ray pool: the pool's slots."""
+    if ctx.pool is not None:
+        return {"concurrency_id": "pool", "concurrency_limit": pool_slots}
+    if on_zero_gpu():
+        return {"concurrency_id": "gpu", "concurrency_limit": 1}
+    return {"concurrency_id": "jobs", "concurrency_limit": LINE_SLOTS}
+
+
+LINE_SLOTS = 8  # jobs that wait in the turn line with their number; each holds two threads of Gradio's 40
 
 
 def wire_queue(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
     q = tab.queue
+    outputs = [q.info, q.table]
     q.timer.tick(runner.queue_rows, [visitor], [q.table], show_progress="hidden", **PRIVATE)
-    q.cancel.click(runner.cancel, [q.job, visitor], [q.info, q.table], **PRIVATE)
+    q.table.select(runner.select_job, [visitor], [q.job, q.cancel, q.stop, q.info], **PRIVATE)
+    for button, action in ((q.cancel, "cancel"), (q.stop, "stop"), (q.up, "up"), (q.down, "down")):
+        button.click(_queue_button(runner, action), [q.job, visitor], outputs, **PRIVATE)
     for event in tab.job_events:
         event.then(runner.queue_rows, [visitor], [q.table], **PRIVATE)
+
+
+def _queue_button(runner: JobRunner, action: str):
+    """A queue button's callback (its own signature: Gradio finds the request by annotation, not in a partial)."""
+
+    def act(request: gr.Request, job, visitor=None):
+        return runner.queue_action(action, request, job, visitor)
+
+    return act
 
 
 def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
@@ -1116,7 +1274,10 @@ def wire_form(ctx: StudioContext, runner: JobRunner, tab: GenerateTab, visitor: 
     media = [f.image, f.extra_images, f.audio]
     for comp in media:
         comp.change(lambda i, e, a: mode_line(ctx, i, e, a), media, h.mode, **RAW)
-    f.audio.change(lambda a: audio_summary(a, ctx.options.audio_cap_s)[0], f.audio, h.audio_info, **RAW)
+    for comp in (f.image, f.audio):
+        comp.change(restore_note, [f.image, f.audio], h.restore_info, **RAW)
+    for comp in (f.audio, f.frames):  # the voice's line (and its public-cap warning) before Generate is pressed
+        comp.change(lambda a, n: voice_check(ctx, a, n), [f.audio, f.frames], [h.audio_info, f.long_video], **RAW)
     # user edits only (.input): values put in by reuse or a reload must not be overwritten by these
     f.resolution.input(lambda r: size_of(r), f.resolution, [f.height, f.width], **RAW)
     for box in (f.height, f.width):
@@ -1148,6 +1309,15 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     for comp in view_inputs:
         comp.change(view, view_inputs, view_outputs, **RAW)
     g.to_phases.click(lambda *a: phases_from_editor(ctx, *a), view_inputs[:11], f.phases, **RAW)
+    k = tab.keys
+    k["key_add"].click(add_keyframe_row, [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"],
+                                          k["key_segment"]],
+                       [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"], k["key_info"]], **RAW)  # fmt: skip
+    k["key_at"].submit(add_keyframe_row, [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"],
+                                          k["key_segment"]],
+                       [f.keyframes, k["key_at"], k["key_t"], k["key_i"], k["key_a"], k["key_info"]], **RAW)  # fmt: skip
+    k["key_remove"].click(remove_last_keyframe, f.keyframes, [f.keyframes, k["key_info"]], **RAW)
+    k["key_clear"].click(lambda: (keyframe_table([]), ""), None, [f.keyframes, k["key_info"]], **PRIVATE)
     for event in tab.job_events:  # after a run the estimate is this run's measured costs (wire_generate came first)
         event.then(view, view_inputs, view_outputs, **RAW)
     control_inputs = [f.preset, f.model, f.image, f.extra_images, f.audio]
@@ -1195,9 +1365,18 @@ def wire_page_load(ctx: StudioContext, tab: GenerateTab, opened, visitor: gr.Bro
 
 
 def mode_line(ctx: StudioContext, image, extra_images, audio) -> str:
-    """The one line that states the mode from the inputs (the voice's length and frames show under it)."""
-    label = mode_label(image, extra_images, audio)
+    """The one line that states the mode from the inputs (the voice's length and frames show under it). A voice
+    that cannot be read (from its header) is no voice: the line never says TIA for it."""
+    unreadable = bool(audio) and audio_summary(audio)[1] is None
+    label = mode_label(image, extra_images, None if unreadable else audio)
+    if unreadable:
+        return f"{label} · ⚠ the voice could not be read (see under the inputs): replace it"
     return label if audio else f"{label} · no voice: the frames are set below"
+
+
+def restore_note(image, audio):
+    """The reload's "add the reference image and the voice again" goes once both are there again."""
+    return "" if image and audio else gr.update()
 
 
 def size_of(resolution) -> tuple:

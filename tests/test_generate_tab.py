@@ -244,8 +244,8 @@ def test_generate_event_runs_variations_and_skips_a_cancelled_job(ctx, tmp_path)
     seconds = float(re.fullmatch(r"ends in about ([\d.]+) s", waiting_row[4]).group(1))
     real = sum(r.timings["total_s"] for r in rows) / 2
     assert 0.3 * real <= seconds <= 3 * real + 1, (seconds, real)
-    waiting = waiting_row[0]
-    assert "will not run" in runner.cancel(request, waiting)[0]
+    waiting = waiting_row[0]  # arrived, not yet started: listed without a gallery number
+    assert "will not run" in runner.queue_action("cancel", request, f"new {waiting}")[0]
     out = list(runner.on_generate(request, *page_values(1)))
     assert "cancelled before it started" in out[-1][2]
     assert ctx.store.list_generations(page=1, page_size=10)[1] == 2 and ctx.board.rows("local") == []

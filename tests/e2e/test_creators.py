@@ -1,5 +1,5 @@
 """The creators' parts of the Generate tab in real headless Chromium: a schedule edited in the page reproduces
-through the gallery, a waiting job is cancelled from the queue list, and an mp4 fills the form with its settings."""
+through the gallery, a waiting job is cancelled by its number from the queue list, and an mp4 fills the form with its settings."""
 
 from __future__ import annotations
 
@@ -64,18 +64,18 @@ def job_page(browser, tmp_path, steps: int):  # noqa: F811 (the fixture's name)
 
 
 def type_keyframe(page, cells: list[str], row: int = 0) -> None:
-    """Type one row of the keyframe table (the page shows an empty one), cell by cell as a user does."""
-    for column, value in enumerate(cells):
+    """Type one keyframe in the editor's row of inputs, key by key as a user does, and press Add (row: the table
+    row it then fills)."""
+    at, *scales, segment = cells
+    page.locator("#key-at input, #key-at textarea").first.type(at)
+    for elem_id, value in zip(("key-t", "key-i", "key-a"), scales, strict=True):
         if value:
-            cell = f'#keyframes [data-testid="cell-{row}-{column}"]'
-            page.locator(cell).dblclick()  # a double click edits the cell
-            page.wait_for_selector(f"{cell} input, {cell} textarea", timeout=10_000)  # in edit mode before typing
-            page.keyboard.type(value)
-            page.keyboard.press("Enter")
-            # the cell shows the value before the next edit (on a cold CI runner a keystroke sent while the table
-            # was still redrawing went nowhere)
-            shown = page.locator(f"{cell} span[data-editable]")  # the cell's value (the cell also holds its menu button)
-            expect(shown).to_have_text(value, timeout=10_000)
+            set_number(page, elem_id, value)
+    if segment:
+        page.locator("#key-segment input").click()
+        page.get_by_role("option", name=segment, exact=True).click()
+    page.locator("#key-add").click()
+    expect(page.locator(f'#keyframes [data-testid="cell-{row}-0"]')).to_have_text(at, timeout=10_000)
 
 
 def test_an_edited_schedule_reproduces_through_the_gallery(browser, tmp_path):  # noqa: F811
@@ -163,15 +163,18 @@ def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
         page.keyboard.press("Control+Enter")  # the shortcut; a second press of Generate queues a second job
         page.wait_for_function(f"document.querySelectorAll({QUEUE_ROWS!r}).length >= 2", timeout=60_000)
         table = text_of(page, "queue-table")
-        assert "running" in table and "queued" in table and "1 ahead" in table
-        waiting = ctx.board.rows("local")[-1][0]
-        set_number(page, "queue-job", waiting)
+        assert "running" in table and "waiting" in table and "1 ahead" in table
+        running, waiting = (f"#{r.id}" for r in sorted(ctx.store.list_generations()[0], key=lambda r: r.id))
+        cells = page.locator(QUEUE_ROWS)
+        cells.nth([c.strip() for c in cells.all_inner_texts()].index(waiting)).click()  # the job, by its number
+        page.wait_for_function(f"document.querySelector('#queue-job textarea').value === {waiting!r}")
         page.locator("#queue-cancel").click()
         wait_text(page, "queue-info", "will not run")
+        wait_text(page, "status", f"Generation {waiting} stopped: cancelled before it started", timeout=60_000)
         page.locator("#stop").click()
-        wait_text(page, "status", "cancelled before it started", timeout=300_000)
+        wait_text(page, "status", f"Generation {running} stopped", timeout=300_000)
         rows, total = ctx.store.list_generations()
-        assert total == 1 and rows[0].status == "stopped"  # the cancelled job never made a row
+        assert total == 2 and all(r.status == "stopped" for r in rows)  # the cancelled one under its own number
         page.wait_for_function(f"document.querySelectorAll({QUEUE_ROWS!r}).length === 0", timeout=10_000)
 
 
