@@ -247,8 +247,10 @@ def test_studio_previews_show_the_predicted_clip_before_the_job_ends(nano_pipe, 
     assert np.abs(late - final).max() < 0.12, (late, final)
 
 
-def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pipe):
+def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pipe, monkeypatch):
     from studio.progress import ClipPreviews
+
+    monkeypatch.setattr(ClipPreviews, "DECODERS", ("vae", "projection"))  # the VAE first, as on a GPU
 
     latents = torch.randn(1, 16, 3, 8, 8)
     kwargs = {"latents": latents, "noise_pred": torch.randn_like(latents)}
