@@ -62,6 +62,7 @@ class ClipPreviews:
         self.decoder: str | None = None
         self.files: list[Path] = []
         self.note = ""
+        self.shown = ""  # what the newest preview shows
 
     def _costs(self) -> dict:
         costs = getattr(self.pipe, "preview_costs", None)
@@ -101,8 +102,9 @@ class ClipPreviews:
         if first:
             self._choose(shape)
         due = self.decoder is not None and self.budget.due()
-        if not due:
-            self.note = self.budget.note() if self.decoder else self._off_note()
+        if not due:  # the page keeps playing the last preview: its label keeps saying which step it shows
+            cost = self.budget.note() if self.decoder else self._off_note()
+            self.note = f"{self.shown} · {cost}" if self.shown and cost else cost
             return None, self.note
         decoder = self.decoder
         if decoder == "projection" and getattr(self.pipe, "_preview_projection", 1) is None:
@@ -120,7 +122,8 @@ class ClipPreviews:
             self._choose(shape)
             if self.decoder is not None:
                 used += f"; next previews through the {self.decoder} decoder"
-        self.note = f"predicted clean video after step {step + 1}/{self.total_steps} ({decoder} decoder) · {used}"
+        self.shown = f"predicted clean video after step {step + 1}/{self.total_steps} ({decoder} decoder)"
+        self.note = f"{self.shown} · {used}"
         return str(path), self.note
 
     def _off_note(self) -> str:
