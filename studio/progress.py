@@ -41,12 +41,15 @@ class ClipPreviews:
     """The predicted clean video at a step's end, as a short mp4, at intervals the budget allows
     (engine.preview.PreviewBudget: previews cost at most `share` of the job's steps).
 
-    Decoders are tried cheapest-that-looks-like-the-video first: the real VAE at low resolution, then the fitted
-    projection. A decoder whose one preview costs more than the share of this job is not used again for that
+    Decoders are tried in `DECODERS` order (the fitted projection by default; the real VAE at low resolution can be
+    put first). A decoder whose one preview costs more than the share of this job is not used again for that
     pipeline and latent shape (its cost is kept in `pipe.preview_costs`), and the next is measured; when none fits,
     previews are off and the note says why. Needs the step's `noise_pred` among the callback's tensors."""
 
-    DECODERS = ("vae", "projection")
+    # Cheapest first. bench/preview_bench.py (bench/RESULTS.md): the projection costs 3-7 % of a step on tiny 480p
+    # and HuMo-nano, the low-resolution VAE 2-4 steps' worth, over any 10 % budget; set ("vae", "projection") where
+    # the VAE is cheap (a GPU) to try it first: a decoder that costs too much gives way to the next.
+    DECODERS = ("projection",)
 
     def __init__(self, pipe, generation_id: int | None, total_steps: int, share: float | None = None):
         from engine import preview
@@ -59,6 +62,7 @@ class ClipPreviews:
         self.decoder: str | None = None
         self.files: list[Path] = []
         self.note = ""
+        self.shown = ""  # what the newest preview shows
 
     def _costs(self) -> dict:
         costs = getattr(self.pipe, "preview_costs", None)
@@ -98,8 +102,9 @@ class ClipPreviews:
         if first:
             self._choose(shape)
         due = self.decoder is not None and self.budget.due()
-        if not due:
-            self.note = self.budget.note() if self.decoder else self._off_note()
+        if not due:  # the page keeps playing the last preview: its label keeps saying which step it shows
+            cost = self.budget.note() if self.decoder else self._off_note()
+            self.note = f"{self.shown} · {cost}" if self.shown and cost else cost
             return None, self.note
         decoder = self.decoder
         if decoder == "projection" and getattr(self.pipe, "_preview_projection", 1) is None:
@@ -117,7 +122,8 @@ class ClipPreviews:
             self._choose(shape)
             if self.decoder is not None:
                 used += f"; next previews through the {self.decoder} decoder"
-        self.note = f"predicted clean video after step {step + 1}/{self.total_steps} ({decoder} decoder) · {used}"
+        self.shown = f"predicted clean video after step {step + 1}/{self.total_steps} ({decoder} decoder)"
+        self.note = f"{self.shown} · {used}"
         return str(path), self.note
 
     def _off_note(self) -> str:

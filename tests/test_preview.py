@@ -247,8 +247,10 @@ def test_studio_previews_show_the_predicted_clip_before_the_job_ends(nano_pipe, 
     assert np.abs(late - final).max() < 0.12, (late, final)
 
 
-def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pipe):
+def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pipe, monkeypatch):
     from studio.progress import ClipPreviews
+
+    monkeypatch.setattr(ClipPreviews, "DECODERS", ("vae", "projection"))  # the VAE first, as on a GPU
 
     latents = torch.randn(1, 16, 3, 8, 8)
     kwargs = {"latents": latents, "noise_pred": torch.randn_like(latents)}
@@ -269,3 +271,18 @@ def test_a_decoder_that_costs_too_much_gives_way_then_previews_turn_off(nano_pip
     third = ClipPreviews(nano_pipe, 7, total_steps=10, share=1e-6)
     assert third.step_done(0, 0.001, kwargs)[0] is None and third.decoder is None
     assert third.note.startswith("previews off: one costs")
+
+
+def test_page_update_of_a_progress_event():
+    """The page's preview video: a clip preview with its note as the label; a latent thumbnail (Ray workers send
+    those) as a one-frame clip; nothing new: no change."""
+    from engine import media
+    from studio.progress import JobProgress, preview_update
+
+    thumb = JobProgress(3, 1, 4, preview=Image.new("RGB", (64, 48), (200, 30, 30)))
+    update = preview_update(thumb)
+    frames = media.read_video_frames(update["value"])
+    assert frames.shape == (1, 48, 64, 3) and frames[0, 24, 32, 0] > 150 > frames[0, 24, 32, 1]
+    assert preview_update(JobProgress(3, 2, 4)) == {"__type__": "update"}
+    noted = preview_update(JobProgress(3, 2, 4, preview_note="previews off: one costs 2.00 s"))
+    assert noted["label"] == "Denoising preview · previews off: one costs 2.00 s" and "value" not in noted
