@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--voices", type=float, nargs="+", default=[8, 30])
     parser.add_argument("--speed-models", nargs="*", default=["humo-nano-4step", "humo-nano"])
-    parser.add_argument("--quality-models", nargs="+", default=["humo-nano-4step", "humo-nano"])
+    parser.add_argument("--quality-models", nargs="*", default=["humo-nano-4step", "humo-nano"])
     parser.add_argument("--clips", type=int, default=4, help="held-out clips for the quality table")
     parser.add_argument("--clip-seconds", type=float, default=8.0)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:4]), help="quality table modes")

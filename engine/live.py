@@ -13,8 +13,10 @@ conditioned on
 
 Chunk k covers the global frames [s_k, s_k + chunk_frames) with s_{k+1} = s_k + chunk_frames - motion_frames; its
 first `motion_frames` frames re-make the chunk before and are dropped, so it yields the frames after them. Nothing
-yielded is ever rewritten, which is what lets a player show it at once. Training-free: no continuation objective
-(docs/live.md says why, with the measurements). A clip that fits in one chunk is exactly the plain call.
+yielded is ever rewritten, which is what lets a player show it at once. Training-free by default; a model fine-tuned
+with the continuation objective (training/continuation.py) takes `motion_hold="clean"` (passed on to every chunk's
+pipe call); docs/live.md compares the two, with the measurements. A clip that fits in one chunk is exactly the plain
+call.
 
 Python door: `generate_chunks(pipe, ...)` yields `Chunk`s (frames, their voice, timing); `chunked_to_file` writes the
 finished mp4 (streamed as a fragmented mp4 that plays while it grows, or whole at the end) the way every other

@@ -19,9 +19,9 @@ import torch
 NANO_CONTINUATION_CONFIG = Path(__file__).parent / "configs" / "continuation_nano.yaml"
 
 
-def prepare(cache_dir: str | Path = "data/continuation-nano/cache", clips: int = 240) -> Path:
-    """The first `clips` clips of HuMo-nano's training world (seed 0, its 120 people, 49 frames at 64x64; the
-    held-out world, seed 1000, stays unseen) encoded with the bundled HuMo-nano's VAE and encoders."""
+def prepare(cache_dir: str | Path = "data/continuation-nano/cache", clips: int = 120) -> Path:
+    """The first `clips` clips of HuMo-nano's training world (seed 0, its 120 people: one clip each at 120; 49 frames
+    at 64x64; the held-out world, seed 1000, stays unseen) encoded with the bundled HuMo-nano's VAE and encoders."""
     from engine.registry import load_pipeline
     from training.nano import NanoBudget, encode_world, sample_world
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="HuMo-nano's continuation fine-tune: data")
     parser.add_argument("command", choices=["prepare"])
     parser.add_argument("--cache-dir", default="data/continuation-nano/cache")
-    parser.add_argument("--clips", type=int, default=240)
+    parser.add_argument("--clips", type=int, default=120)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     prepare(args.cache_dir, args.clips)
