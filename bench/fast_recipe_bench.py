@@ -118,7 +118,8 @@ def main() -> None:
         lora, build = build_student(args)
         print(f"LoRA student: {build}", flush=True)
         student, label = load_pipeline("humo-nano", device="cpu", scheduler=STUDENT_SCHEDULER), "LoRA student"
-        report = student.lora_reports[load_lora(student, lora)].summary()
+        adapter = load_lora(student, lora)  # first: it is what fills pipe.lora_reports
+        report = student.lora_reports[adapter].summary()
     for pipe in (teacher, student):
         pipe.set_progress_bar_config(disable=True)
     t0 = time.perf_counter()
