@@ -62,7 +62,7 @@ def test_cells_row_major_with_one_shared_seed(ctx, tmp_path):
     seeds = {c.values["seed"] for c in sweep.cells}
     assert len(seeds) == 1 and seeds.pop() >= 0  # a random seed is drawn once: cells differ only by the axes
     requests = [sweeps.cell_request(ctx, cell)[0] for cell in sweep.cells[:2]]
-    assert requests[0].guidance != requests[1].guidance  # the swept scale reaches the job's schedule
+    assert requests[0].guidance.to_dict() != requests[1].guidance.to_dict()  # the swept scale reaches the schedule
     with pytest.raises(InputError, match="both Steps"):
         sweeps.plan_sweep(values, None, "Steps", "1", "Steps", "2")
 
@@ -73,7 +73,7 @@ def test_a_keyframe_axis_changes_the_first_row(ctx, tmp_path):
         sweeps.plan_sweep(values, [["", None, None, None, ""]], "Keyframe 1 audio scale", "4, 9")
     sweep = sweeps.plan_sweep(values, [["1", None, None, 8.0, "hold"]], "Keyframe 1 audio scale", "4, 9")
     assert [c.keyframes[0][3] for c in sweep.cells] == [4.0, 9.0]
-    schedules = [sweeps.cell_request(ctx, cell)[0].guidance["source"]["keyframes"] for cell in sweep.cells]
+    schedules = [sweeps.cell_request(ctx, cell)[0].guidance.to_dict()["source"]["keyframes"] for cell in sweep.cells]
     assert [k[0]["scale_a"] for k in schedules] == [4.0, 9.0]
 
 
