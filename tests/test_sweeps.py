@@ -174,3 +174,26 @@ def test_download_all_gives_the_owners_videos(ctx, tmp_path):
         data = archive.read(archive.namelist()[0])
     assert data == ctx.store.abs_path(ctx.store.get(mine.generation_id, owner="visitor-a").video_path).read_bytes()
     assert tab_gallery.videos_zip(ctx, "nobody") is None
+
+
+def test_the_sweep_event_refuses_an_oversize_public_grid_before_any_job(tmp_path):
+    """The page's Run sweep (studio.sweeps.sweep_stream through the Generate tab's runner) in a public studio: a
+    2×3 grid is refused whole with its message in the status line, before any row exists."""
+    from types import SimpleNamespace
+
+    from studio.store import Generation
+    from studio.tab_generate import API_INPUTS, PAGE_INPUTS, JobRunner
+
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny", public=True))
+    try:
+        values = form(tmp_path, consent=True)
+        args = [values.get(name) for name in API_INPUTS] + [None] * (len(PAGE_INPUTS) + 1)
+        args += ["Audio scale", "3, 5, 7.5", "Seed", "1, 2"]
+        request = SimpleNamespace(session_hash="s1", headers={}, client=None, username=None)
+        updates = list(sweeps.sweep_stream(JobRunner(ctx, None), request, args))
+        assert len(updates) == 1 and "This sweep makes 6 videos" in updates[0][2]
+        with ctx.store._read() as session:  # every owner's rows: none was made
+            assert session.query(Generation).count() == 0
+        assert not any(ctx.store.paths.inputs.rglob("*")) and ctx.store.tickets() == []
+    finally:
+        ctx.store.close()
