@@ -62,7 +62,7 @@ def test_cells_row_major_with_one_shared_seed(ctx, tmp_path):
     seeds = {c.values["seed"] for c in sweep.cells}
     assert len(seeds) == 1 and seeds.pop() >= 0  # a random seed is drawn once: cells differ only by the axes
     requests = [sweeps.cell_request(ctx, cell)[0] for cell in sweep.cells[:2]]
-    assert requests[0].guidance != requests[1].guidance  # the swept scale reaches the job's schedule
+    assert requests[0].guidance.to_dict() != requests[1].guidance.to_dict()  # the swept scale reaches the schedule
     with pytest.raises(InputError, match="both Steps"):
         sweeps.plan_sweep(values, None, "Steps", "1", "Steps", "2")
 
@@ -73,7 +73,7 @@ def test_a_keyframe_axis_changes_the_first_row(ctx, tmp_path):
         sweeps.plan_sweep(values, [["", None, None, None, ""]], "Keyframe 1 audio scale", "4, 9")
     sweep = sweeps.plan_sweep(values, [["1", None, None, 8.0, "hold"]], "Keyframe 1 audio scale", "4, 9")
     assert [c.keyframes[0][3] for c in sweep.cells] == [4.0, 9.0]
-    schedules = [sweeps.cell_request(ctx, cell)[0].guidance["source"]["keyframes"] for cell in sweep.cells]
+    schedules = [sweeps.cell_request(ctx, cell)[0].guidance.to_dict()["source"]["keyframes"] for cell in sweep.cells]
     assert [k[0]["scale_a"] for k in schedules] == [4.0, 9.0]
 
 
@@ -174,3 +174,26 @@ def test_download_all_gives_the_owners_videos(ctx, tmp_path):
         data = archive.read(archive.namelist()[0])
     assert data == ctx.store.abs_path(ctx.store.get(mine.generation_id, owner="visitor-a").video_path).read_bytes()
     assert tab_gallery.videos_zip(ctx, "nobody") is None
+
+
+def test_the_sweep_event_refuses_an_oversize_public_grid_before_any_job(tmp_path):
+    """The page's Run sweep (studio.sweeps.sweep_stream through the Generate tab's runner) in a public studio: a
+    2×3 grid is refused whole with its message in the status line, before any row exists."""
+    from types import SimpleNamespace
+
+    from studio.store import Generation
+    from studio.tab_generate import API_INPUTS, PAGE_INPUTS, JobRunner
+
+    ctx = StudioContext.create(StudioOptions(data_dir=tmp_path / "d", model="tiny", public=True))
+    try:
+        values = form(tmp_path, consent=True)
+        args = [values.get(name) for name in API_INPUTS] + [None] * (len(PAGE_INPUTS) + 1)
+        args += ["Audio scale", "3, 5, 7.5", "Seed", "1, 2"]
+        request = SimpleNamespace(session_hash="s1", headers={}, client=None, username=None)
+        updates = list(sweeps.sweep_stream(JobRunner(ctx, None), request, args))
+        assert len(updates) == 1 and "This sweep makes 6 videos" in updates[0][2]
+        with ctx.store._read() as session:  # every owner's rows: none was made
+            assert session.query(Generation).count() == 0
+        assert not any(ctx.store.paths.inputs.rglob("*")) and ctx.store.tickets() == []
+    finally:
+        ctx.store.close()
