@@ -741,8 +741,9 @@ def _keyframe_editor() -> dict:
         with gr.Row(equal_height=True):
             c["key_at"] = gr.Textbox(label="at: step (12) or timestep (t950)", elem_id="key-at", min_width=130)
             for name, label in (("key_t", "text"), ("key_i", "image"), ("key_a", "audio")):
-                c[name] = gr.Number(label=f"{label} scale (blank: keep)", value=None, minimum=0, maximum=30,
-                                    elem_id=name.replace("_", "-"), min_width=90)  # fmt: skip
+                # text boxes: a blank one keeps the scale (a blank number box sends 0)
+                c[name] = gr.Textbox(label=f"{label} scale", placeholder="keep", elem_id=name.replace("_", "-"),
+                                     min_width=80)  # fmt: skip
             c["key_segment"] = gr.Dropdown(["hold", "linear"], value="hold", label="from the previous",
                                            elem_id="key-segment", min_width=90)  # fmt: skip
         with gr.Row():
@@ -759,7 +760,7 @@ def add_keyframe_row(table, at, scale_t, scale_i, scale_a, segment) -> tuple:
         rows = guidance_editor.add_keyframe(table, at, scale_t, scale_i, scale_a, segment)
     except InputError as exc:
         return (gr.update(),) * 5 + (f"⚠ {exc}",)
-    return rows, "", None, None, None, f"Keyframe {rows[-1][0]} added."
+    return rows, "", "", "", "", f"Keyframe {rows[-1][0]} added."
 
 
 def remove_last_keyframe(table) -> tuple:

@@ -69,8 +69,8 @@ def type_keyframe(page, cells: list[str], row: int = 0) -> None:
     at, *scales, segment = cells
     page.locator("#key-at input, #key-at textarea").first.type(at)
     for elem_id, value in zip(("key-t", "key-i", "key-a"), scales, strict=True):
-        if value:
-            set_number(page, elem_id, value)
+        if value:  # blank: the scale is kept
+            page.locator(f"#{elem_id} input, #{elem_id} textarea").first.type(value)
     if segment:
         page.locator("#key-segment input").click()
         page.get_by_role("option", name=segment, exact=True).click()
