@@ -892,7 +892,8 @@ class JobRunner:
 
     def __init__(self, ctx: StudioContext, tab: GenerateTab):
         self.ctx, self.tab = ctx, tab
-        self.stop_events: dict[str, threading.Event] = {}
+        # tab -> [(owner, stop event)] of its jobs, running and waiting in the turn line (several per tab now)
+        self.stop_events: dict[str, list[tuple[str, threading.Event]]] = {}
         self.gpu_job_stream = _with_gpu_duration(self.job_stream, ctx)
 
     # -------------------------------------------------------------- one job
@@ -912,7 +913,8 @@ class JobRunner:
         if on_zero_gpu():  # a forked worker must never reuse the parent's pooled connections
             ctx.store.engine.dispose(close=False)
         stop = threading.Event()
-        self.stop_events[tab_id] = (owner, stop)  # Stop in this tab, by this owner, ends this job
+        mine = (owner, stop)
+        self.stop_events.setdefault(tab_id, []).append(mine)  # Stop in this tab, by this owner, ends it when it runs
         try:
             job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
             extra, lora_names = advanced.read_options(ctx.options.public, **(options or {}))
@@ -944,7 +946,11 @@ class JobRunner:
         except InputError as exc:
             yield refusal(exc)
         finally:
-            self.stop_events.pop(tab_id, None)
+            jobs = self.stop_events.get(tab_id, [])
+            if mine in jobs:
+                jobs.remove(mine)
+            if not jobs:
+                self.stop_events.pop(tab_id, None)
 
     # -------------------------------------------------------------- the event
     def on_generate(self, request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None,
@@ -1037,8 +1043,13 @@ class JobRunner:
             owner = self.owner(request, visitor)
         except InputError as exc:
             return f"✖ {exc}"
-        owned, event = self.stop_events.get(_tab(request)) or (None, None)
-        if event is None or owned != owner:
+        running = self.ctx.line.running
+        jobs = [e for o, e in self.stop_events.get(_tab(request), []) if o == owner]
+        if self.ctx.pool is not None or on_zero_gpu():  # no turn line here: this tab's job is the one it runs
+            event = jobs[0] if jobs else None
+        else:  # the tab's job that holds the turn; its waiting ones are cancelled from the queue list
+            event = next((e for e in jobs if running is not None and running.stop_event is e), None)
+        if event is None:
             return "Nothing is running in this tab (a waiting job is cancelled from the queue list)."
         self.ctx.board.stop_running(getattr(request, "session_hash", None))  # and no further variation
         event.set()
