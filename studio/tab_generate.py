@@ -652,6 +652,7 @@ def _generate_bar(ctx: StudioContext) -> dict:
 def _result_column() -> dict:
     c = {"status": gr.Markdown(elem_id="status"), "stop_info": gr.Markdown(elem_id="stop-info")}
     c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
+    c["queue"] = _queue_panel()  # right under the result, where the user looks (on a phone too)
     # Generate live: each finished chunk (a short mp4 with its voice) is appended while the job runs
     c["live_video"] = gr.Video(label="Live: plays while it is made", streaming=True, autoplay=True,
                                interactive=False, elem_id="live-video")  # fmt: skip
@@ -822,7 +823,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
         with gr.Column(scale=4, elem_id="result-column"):
             result = _result_column()
-            queue = _queue_panel()  # beside the result, where the user looks (and under it on a phone)
+            queue = result["queue"]
     with gr.Accordion("Settings", open=True):
         settings = _size_and_run_settings(ctx, model_choices)
     with gr.Accordion("Guidance schedule", open=True):
