@@ -660,6 +660,7 @@ def _generate_bar(ctx: StudioContext) -> dict:
 def _result_column() -> dict:
     c = {"status": gr.Markdown(elem_id="status"), "stop_info": gr.Markdown(elem_id="stop-info")}
     c["video"] = gr.Video(label="Result", interactive=False, elem_id="result-video", autoplay=True)
+    c["queue"] = _queue_panel()  # right under the result, where the user looks (on a phone too)
     # Generate live: each finished chunk (a short mp4 with its voice) is appended while the job runs
     c["live_video"] = gr.Video(label="Live: plays while it is made", streaming=True, autoplay=True,
                                interactive=False, elem_id="live-video")  # fmt: skip
@@ -751,8 +752,9 @@ def _keyframe_editor() -> dict:
         with gr.Row(equal_height=True):
             c["key_at"] = gr.Textbox(label="at: step (12) or timestep (t950)", elem_id="key-at", min_width=130)
             for name, label in (("key_t", "text"), ("key_i", "image"), ("key_a", "audio")):
-                c[name] = gr.Number(label=f"{label} scale (blank: keep)", value=None, minimum=0, maximum=30,
-                                    elem_id=name.replace("_", "-"), min_width=90)  # fmt: skip
+                # text boxes: a blank one keeps the scale (a blank number box sends 0)
+                c[name] = gr.Textbox(label=f"{label} scale", placeholder="keep", elem_id=name.replace("_", "-"),
+                                     min_width=80)  # fmt: skip
             c["key_segment"] = gr.Dropdown(["hold", "linear"], value="hold", label="from the previous",
                                            elem_id="key-segment", min_width=90)  # fmt: skip
         with gr.Row():
@@ -769,7 +771,7 @@ def add_keyframe_row(table, at, scale_t, scale_i, scale_a, segment) -> tuple:
         rows = guidance_editor.add_keyframe(table, at, scale_t, scale_i, scale_a, segment)
     except InputError as exc:
         return (gr.update(),) * 5 + (f"⚠ {exc}",)
-    return rows, "", None, None, None, f"Keyframe {rows[-1][0]} added."
+    return rows, "", "", "", "", f"Keyframe {rows[-1][0]} added."
 
 
 def remove_last_keyframe(table) -> tuple:
@@ -851,7 +853,7 @@ def layout(ctx: StudioContext, model_choices: list[str]) -> GenerateTab:
             example_slot = gr.Column()  # filled once the seed box exists (the example sets it too)
         with gr.Column(scale=4, elem_id="result-column"):
             result = _result_column()
-            queue = _queue_panel()  # beside the result, where the user looks (and under it on a phone)
+            queue = result["queue"]
     with gr.Accordion("Settings", open=True):
         settings = _size_and_run_settings(ctx, model_choices)
     with gr.Accordion("Guidance schedule", open=True):
@@ -925,7 +927,8 @@ class JobRunner:
 
     def __init__(self, ctx: StudioContext, tab: GenerateTab):
         self.ctx, self.tab = ctx, tab
-        self.stop_events: dict[str, threading.Event] = {}
+        # tab -> [(owner, stop event)] of its jobs, running and waiting in the turn line (several per tab now)
+        self.stop_events: dict[str, list[tuple[str, threading.Event]]] = {}
         self.gpu_job_stream = _with_gpu_duration(self.job_stream, ctx)
 
     # -------------------------------------------------------------- one job
@@ -945,7 +948,8 @@ class JobRunner:
         if on_zero_gpu():  # a forked worker must never reuse the parent's pooled connections
             ctx.store.engine.dispose(close=False)
         stop = threading.Event()
-        self.stop_events[tab_id] = (owner, stop)  # Stop in this tab, by this owner, ends this job
+        mine = (owner, stop)
+        self.stop_events.setdefault(tab_id, []).append(mine)  # Stop in this tab, by this owner, ends it when it runs
         try:
             job_request, names = make_request(ctx, **values, keyframes=keyframes, phases=phases)
             options, library_names = loras.with_library(ctx, options, owner)  # picked by name: files
@@ -979,7 +983,11 @@ class JobRunner:
         except InputError as exc:
             yield refusal(exc)
         finally:
-            self.stop_events.pop(tab_id, None)
+            jobs = self.stop_events.get(tab_id, [])
+            if mine in jobs:
+                jobs.remove(mine)
+            if not jobs:
+                self.stop_events.pop(tab_id, None)
 
     # -------------------------------------------------------------- the event
     def on_generate(self, request: gr.Request, prompt, image=None, audio=None, negative_prompt="", model=None,
@@ -1078,8 +1086,13 @@ class JobRunner:
             owner = self.owner(request, visitor)
         except InputError as exc:
             return f"✖ {exc}"
-        owned, event = self.stop_events.get(_tab(request)) or (None, None)
-        if event is None or owned != owner:
+        running = self.ctx.line.running
+        jobs = [e for o, e in self.stop_events.get(_tab(request), []) if o == owner]
+        if self.ctx.pool is not None or on_zero_gpu():  # no turn line here: this tab's job is the one it runs
+            event = jobs[0] if jobs else None
+        else:  # the tab's job that holds the turn; its waiting ones are cancelled from the queue list
+            event = next((e for e in jobs if running is not None and running.stop_event is e), None)
+        if event is None:
             return "Nothing is running in this tab (a waiting job is cancelled from the queue list)."
         self.ctx.board.stop_running(getattr(request, "session_hash", None))  # and no further variation
         event.set()

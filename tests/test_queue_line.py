@@ -93,3 +93,21 @@ def test_stop_from_the_list_ends_only_the_owners_running_job():
     assert "use Stop" in line.cancel("alice", "#5")
     assert "Stopping job #5" in line.stop("alice", "#5") and stop.is_set()
     line.release()
+
+
+def test_the_pages_stop_button_stops_its_running_job_not_its_waiting_one(ctx):
+    import gradio as gr
+
+    from studio import tab_generate
+
+    runner = tab_generate.JobRunner(ctx, None)
+    running, waiting = threading.Event(), threading.Event()
+    runner.stop_events["page-1"] = [("local", running), ("local", waiting)]  # two jobs of one page
+    request = gr.Request(username=None, session_hash="page-1")
+    assert "Nothing is running" in runner.on_stop(request)  # neither holds the turn yet
+    ctx.line.acquire(Waiter(4, "local", running))
+    try:
+        assert "Stopping" in runner.on_stop(request)
+        assert running.is_set() and not waiting.is_set()
+    finally:
+        ctx.line.release()

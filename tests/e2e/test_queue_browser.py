@@ -119,11 +119,12 @@ def test_a_keyframe_typed_as_t950_arrives_whole(browser, tmp_path, width):  # no
         wait_text(page, "schedule-label", "official")
         page.locator("#key-at input, #key-at textarea").first.fill("")
         page.locator("#key-at input, #key-at textarea").first.type("t950")  # key by key, as a user types
-        set_number(page, "key-a", 11)
+        page.locator("#key-a input, #key-a textarea").first.type("11")
         page.locator("#key-add").click()
         wait_text(page, "key-info", "Keyframe t950 added")
         assert page.locator("#keyframes [data-testid='cell-0-0']").inner_text().strip() == "t950"
         assert page.locator("#keyframes [data-testid='cell-0-3']").inner_text().strip() == "11"
+        assert page.locator("#keyframes [data-testid='cell-0-1']").inner_text().strip() == ""  # blank: kept
         wait_text(page, "schedule-label", "custom")
         page.locator("#key-remove").click()
         wait_text(page, "schedule-label", "official")
