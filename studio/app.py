@@ -47,7 +47,9 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             gr.LoginButton()
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
-                generate = build_generate_tab(ctx, model_choices(ctx), visitor)
+                from studio.tab_sweep import wire_sweep  # the Sweep button's page side
+
+                generate = build_generate_tab(ctx, model_choices(ctx), visitor, more_jobs=[wire_sweep])
             with gr.Tab("Dub", id="dub"):
                 from studio.tab_dub import build_dub_tab  # re-voice a video (issue #15); also the /dub API
 

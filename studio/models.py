@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from engine import registry
 from engine.errors import HuMoError, InputError
 from studio.context import StudioContext
 from studio.store import LOCAL_OWNER
@@ -76,6 +77,17 @@ def single_file_models() -> list[str]:
     return found
 
 
+def untrained(model_id: str | None) -> bool:
+    """Whether a job's model is an untrained test model (`tiny`: its videos are noise)."""
+    spec = registry.find_spec(model_id) if model_id else None
+    return bool(spec is not None and spec.untrained)
+
+
+def model_labels(choices: list[str]) -> list[tuple[str, str]]:
+    """The model list as (label, id): an untrained test model says so where it is picked."""
+    return [(f"{m} (untrained test model: noise)" if untrained(m) else m, m) for m in choices]
+
+
 def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tuple[object, list[str]]:
     """The Generate tab's model choices when they changed since `known` (a run finished, a checkpoint appeared),
     else no change: the dropdown is only touched when there is something new in it."""
@@ -83,7 +95,7 @@ def picker_update(ctx: StudioContext, owner: str, known: list[str] | None) -> tu
     choices = model_choices(ctx, owner)
     if choices == known:
         return gr.update(), known
-    return gr.update(choices=choices), choices
+    return gr.update(choices=model_labels(choices)), choices  # the same labels as the list first built
 
 
 REFRESH_S = 3.0

@@ -26,6 +26,7 @@ from studio import admission, advanced, guidance_editor, inputs, live_job, loras
 from studio.context import StudioContext
 from studio.eta import sampling_shift
 from studio.jobs import JobProgress, JobResult, planned_frames, stream_job
+from studio.models import model_choices, model_labels, untrained
 from studio.owners import request_owner
 from studio.progress import preview_update
 from studio.serving import served_copy
@@ -246,8 +247,6 @@ def _blank(value) -> bool:
 
 def _model_ids(ctx: StudioContext) -> list[str]:
     """Models a job may name: those present, the studio's default, and (local mode) finished checkpoints."""
-    from studio.models import model_choices
-
     return model_choices(ctx)
 
 
@@ -262,17 +261,6 @@ def error_updates(field: str | None, message: str) -> dict[str, str]:
 def format_progress(event: JobProgress) -> str:
     remaining = f", about {event.remaining_s:.0f} s left" if event.remaining_s is not None else ""
     return f"◔ Generation #{event.generation_id}: {event.message} · {event.elapsed_s:.1f} s elapsed{remaining}"
-
-
-def untrained(model_id: str | None) -> bool:
-    """Whether a job's model is an untrained test model (`tiny`: its videos are noise)."""
-    spec = registry.find_spec(model_id) if model_id else None
-    return bool(spec is not None and spec.untrained)
-
-
-def model_labels(choices: list[str]) -> list[tuple[str, str]]:
-    """The model list as (label, id): an untrained test model says so where it is picked."""
-    return [(f"{m} (untrained test model: noise)" if untrained(m) else m, m) for m in choices]
 
 
 def format_result(result: JobResult, demo: bool) -> str:
@@ -1030,12 +1018,6 @@ class JobRunner:
             ctx.board.finish(entry)
             admission.release(ctx, owner)
 
-    def on_sweep(self, request: gr.Request, *args):
-        """Run sweep: the grid's cells as jobs, then its grid video (studio/sweeps.py)."""
-        from studio.sweeps import sweep_stream
-
-        yield from sweep_stream(self, request, args)
-
     def on_live(self, request: gr.Request, *args):
         """Generate live (also the `/generate_live` API): one job, made chunk by chunk, whose chunks reach the page
         (a streaming video) as they finish; same inputs and admission as Generate, no variations."""
@@ -1232,20 +1214,6 @@ def wire_generate(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState)
                           **PRIVATE)  # fmt: skip
 
 
-def wire_sweep(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:
-    """Run sweep: Generate's inputs and admission, then the axes; its cells and its grid reach Generate's outputs."""
-    from studio.pool import job_slots
-
-    outputs = [tab.result.video, tab.result.gallery_id, tab.result.status, tab.result.preview,
-               *[tab.errors[k] for k in ERROR_FIELDS]]  # fmt: skip
-    axes = [tab.sweep[k] for k in ("x_axis", "x_values", "y_axis", "y_values")]
-    event = tab.sweep["run"].click(runner.on_sweep, tab.form.get(API_INPUTS) + tab.form.get(PAGE_INPUTS) + [visitor] + axes,
-                                   outputs, api_visibility="private", trigger_mode="multiple",
-                                   **job_concurrency(runner.ctx, job_slots(runner.ctx)), preprocess=False,
-                                   validator=runner.admit_job)  # fmt: skip
-    tab.job_events.append(event)
-
-
 def job_concurrency(ctx: StudioContext, pool_slots: int) -> dict:
     """How many generate events run their callback at once. In this process: up to LINE_SLOTS, so a waiting job
     has its gallery row (its number) and waits in the studio's turn line, which the queue list shows and an owner
@@ -1346,13 +1314,17 @@ def wire_guidance(ctx: StudioContext, tab: GenerateTab) -> list:
     return [(view, view_inputs, view_outputs), (lambda *a: guidance_controls(ctx, *a), control_inputs, control_outputs)]
 
 
-def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr.BrowserState) -> GenerateTab:
+def build_generate_tab(ctx: StudioContext, model_choices: list[str], visitor: gr.BrowserState,
+                       more_jobs=()) -> GenerateTab:  # fmt: skip
     """Builds and wires the tab. `visitor`: the page's anonymous visitor id (public mode). The form starts empty
-    for everyone; each visitor's own last settings are filled in on page load (`wire_page_load`)."""
+    for everyone; each visitor's own last settings are filled in on page load (`wire_page_load`). `more_jobs`:
+    wire functions of other job buttons on this tab (the Sweep, studio/tab_sweep.py), wired before the queue and
+    the form so their events refresh what Generate's do."""
     tab = layout(ctx, model_choices)
     runner = JobRunner(ctx, tab)
     wire_generate(runner, tab, visitor)
-    wire_sweep(runner, tab, visitor)
+    for wire in more_jobs:
+        wire(runner, tab, visitor)
     wire_queue(runner, tab, visitor)
     wire_form(ctx, runner, tab, visitor)
     tab.on_load = wire_guidance(ctx, tab)  # the panel's first draw

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import InputError
-from studio import admission, tab_generate
+from studio import admission, models, tab_generate
 from studio.app import public_notice
 from studio.context import StudioContext, StudioOptions
 from studio.jobs import validate_request
@@ -63,11 +63,14 @@ def test_stale_lines_go_when_the_state_changes(ctx, tmp_path):
 def test_untrained_models_and_missing_attention_backends_are_marked_and_refused_before_a_row(ctx, tmp_path):
     from studio import advanced
 
-    labels = dict((value, label) for label, value in tab_generate.model_labels(["tiny", "humo-nano"]))
+    labels = dict((value, label) for label, value in models.model_labels(["tiny", "humo-nano"]))
     assert "untrained test model" in labels["tiny"] and labels["humo-nano"] == "humo-nano"
+    # the list refreshed while the page is open (a run finished) keeps the same labels
+    update, known = models.picker_update(ctx, "local", ["humo-nano"])
+    assert ("tiny (untrained test model: noise)", "tiny") in update["choices"] and "tiny" in known
     done = tab_generate.JobResult(3, "done", None, {"seed": 1})
-    assert "noise" in tab_generate.format_result(done, tab_generate.untrained("tiny"))
-    assert "noise" not in tab_generate.format_result(done, tab_generate.untrained("humo-nano"))
+    assert "noise" in tab_generate.format_result(done, models.untrained("tiny"))
+    assert "noise" not in tab_generate.format_result(done, models.untrained("humo-nano"))
     # this CPU machine lacks flash / FlashAttention 3 / sage: said in the list, refused before any row
     choices = dict((value, label) for label, value in advanced.backend_choices("cpu"))
     assert choices["native"] == "native" and all("not here" in choices[b] for b in ("flash", "_flash_3", "sage"))

@@ -8,7 +8,7 @@ import pytest
 
 from engine import media
 from engine.errors import InputError
-from studio import sweeps, tab_gallery
+from studio import sweeps, tab_gallery, tab_sweep
 from studio.context import StudioContext, StudioOptions
 from studio.jobs import run_job
 from tests.test_pipeline import write_image, write_wav
@@ -61,7 +61,7 @@ def test_cells_row_major_with_one_shared_seed(ctx, tmp_path):
     ]
     seeds = {c.values["seed"] for c in sweep.cells}
     assert len(seeds) == 1 and seeds.pop() >= 0  # a random seed is drawn once: cells differ only by the axes
-    requests = [sweeps.cell_request(ctx, cell)[0] for cell in sweep.cells[:2]]
+    requests = [tab_sweep.cell_request(ctx, cell)[0] for cell in sweep.cells[:2]]
     assert requests[0].guidance.to_dict() != requests[1].guidance.to_dict()  # the swept scale reaches the schedule
     with pytest.raises(InputError, match="both Steps"):
         sweeps.plan_sweep(values, None, "Steps", "1", "Steps", "2")
@@ -73,7 +73,7 @@ def test_a_keyframe_axis_changes_the_first_row(ctx, tmp_path):
         sweeps.plan_sweep(values, [["", None, None, None, ""]], "Keyframe 1 audio scale", "4, 9")
     sweep = sweeps.plan_sweep(values, [["1", None, None, 8.0, "hold"]], "Keyframe 1 audio scale", "4, 9")
     assert [c.keyframes[0][3] for c in sweep.cells] == [4.0, 9.0]
-    schedules = [sweeps.cell_request(ctx, cell)[0].guidance.to_dict()["source"]["keyframes"] for cell in sweep.cells]
+    schedules = [tab_sweep.cell_request(ctx, cell)[0].guidance.to_dict()["source"]["keyframes"] for cell in sweep.cells]
     assert [k[0]["scale_a"] for k in schedules] == [4.0, 9.0]
 
 
@@ -83,17 +83,17 @@ def test_public_caps_refuse_an_oversize_sweep_before_any_work(tmp_path):
         values = form(tmp_path, consent=True)
         big = sweeps.plan_sweep(values, None, "Audio scale", "3, 7.5", "Seed", "1, 2, 3")
         with pytest.raises(InputError, match="This sweep makes 6 videos; this public studio runs at most 4"):
-            sweeps.check_sweep(ctx, big, owner="visitor-a")
+            tab_sweep.check_sweep(ctx, big, owner="visitor-a")
         # one cell over a per-job cap refuses the whole grid too, naming the cell
         fits = sweeps.plan_sweep(values, None, "Steps", "2, 40")
         with pytest.raises(InputError, match="Sweep cell Steps 40: .*Steps"):
-            sweeps.check_sweep(ctx, fits, owner="visitor-a")
+            tab_sweep.check_sweep(ctx, fits, owner="visitor-a")
         # the studio's queue counts every cell: others' waiting jobs leave no room for four more
         for number in range(ctx.options.max_queue_public - 2):
             ctx.store.take_ticket(f"other-{number}", f"10.0.0.{number}", None, 2, ctx.options.max_queue_public)
         four = sweeps.plan_sweep(values, None, "Seed", "1, 2, 3, 4")
         with pytest.raises(InputError, match="does not fit now"):
-            sweeps.check_sweep(ctx, four, owner="visitor-a")
+            tab_sweep.check_sweep(ctx, four, owner="visitor-a")
         rows, total = ctx.store.list_generations(owner="visitor-a")
         assert total == 0 and not any(ctx.store.paths.inputs.rglob("*"))  # nothing was made or copied
     finally:
@@ -115,10 +115,10 @@ def test_tile_frames_places_cells_and_holds_a_short_one():
 
 def test_a_finished_sweep_makes_a_labelled_grid_video_in_the_gallery(ctx, tmp_path):
     sweep = sweeps.plan_sweep(form(tmp_path), None, "Audio scale", "3, 5, 7.5", "Seed", "1, 2")
-    sweeps.check_sweep(ctx, sweep)
+    tab_sweep.check_sweep(ctx, sweep)
     ids = []
     for cell in sweep.cells:
-        request, names = sweeps.cell_request(ctx, cell)
+        request, names = tab_sweep.cell_request(ctx, cell)
         ids.append(run_job(ctx, request, "tiny", names=names).generation_id)
     result = sweeps.make_grid(ctx, sweep, ids)
     assert result.status == "done", result.error
@@ -154,7 +154,7 @@ def test_a_finished_sweep_makes_a_labelled_grid_video_in_the_gallery(ctx, tmp_pa
 
 def test_a_grid_of_unfinished_cells_is_refused(ctx, tmp_path):
     sweep = sweeps.plan_sweep(form(tmp_path), None, "Seed", "1, 2")
-    request, names = sweeps.cell_request(ctx, sweep.cells[0])
+    request, names = tab_sweep.cell_request(ctx, sweep.cells[0])
     done = run_job(ctx, request, "tiny", names=names).generation_id
     stopped = ctx.store.create_generation(prompt="x", mode="TIA", model_id="tiny").id
     with pytest.raises(InputError, match=f"#{stopped} did not finish"):
@@ -177,7 +177,7 @@ def test_download_all_gives_the_owners_videos(ctx, tmp_path):
 
 
 def test_the_sweep_event_refuses_an_oversize_public_grid_before_any_job(tmp_path):
-    """The page's Run sweep (studio.sweeps.sweep_stream through the Generate tab's runner) in a public studio: a
+    """The page's Run sweep (studio.tab_sweep.sweep_stream through the Generate tab's runner) in a public studio: a
     2×3 grid is refused whole with its message in the status line, before any row exists."""
     from types import SimpleNamespace
 
@@ -190,7 +190,7 @@ def test_the_sweep_event_refuses_an_oversize_public_grid_before_any_job(tmp_path
         args = [values.get(name) for name in API_INPUTS] + [None] * (len(PAGE_INPUTS) + 1)
         args += ["Audio scale", "3, 5, 7.5", "Seed", "1, 2"]
         request = SimpleNamespace(session_hash="s1", headers={}, client=None, username=None)
-        updates = list(sweeps.sweep_stream(JobRunner(ctx, None), request, args))
+        updates = list(tab_sweep.sweep_stream(JobRunner(ctx, None), request, args))
         assert len(updates) == 1 and "This sweep makes 6 videos" in updates[0][2]
         with ctx.store._read() as session:  # every owner's rows: none was made
             assert session.query(Generation).count() == 0
