@@ -3,7 +3,7 @@
     .venv/bin/python scripts/take_screenshots.py [--out assets/screenshots]
 
 Generate tab after one click on the bundled example and Generate (seed 0, the README's example), the same page on a
-phone-sized window, the gallery with that video, and the Dub tab with the example clip's mask preview.
+phone-sized window, and the gallery with that video at both widths.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def main(argv=None) -> int:
             page.locator("#gallery-grid img").first.click()
             page.wait_for_timeout(1000)
             page.screenshot(path=str(out / "gallery.png"), full_page=True)
+            page.set_viewport_size({"width": 420, "height": 900})  # the phone grid and the bounded detail
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(out / "gallery-420.png"), full_page=True)
             browser.close()
         print(f"screenshots in {out}: {sorted(p.name for p in out.glob('*.png'))} ({ctx.default_model})")
     return 0
