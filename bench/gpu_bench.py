@@ -94,7 +94,14 @@ def forward_flops(model: HuMoTransformer3DModel, tokens: int, audio_tokens: int)
 
 
 def bench_one(
-    preset: str, height: int, width: int, frames: int, device, dtype, repeat: int, memory_mode: str = "gpu",
+    preset: str,
+    height: int,
+    width: int,
+    frames: int,
+    device,
+    dtype,
+    repeat: int,
+    memory_mode: str = "gpu",
     steps: tuple[int, int] = (50, 4),
 ) -> dict:
     if device.type == "cuda":

@@ -264,7 +264,9 @@ def test_advanced_options_run_are_stored_and_come_back(ctx, tmp_path):
     reused = tab_gallery.settings_for_reuse(ctx, result.generation_id)
     assert (reused["step_cache"], reused["compile"], reused["memory_mode"]) == (0.05, False, "auto")
     loaded, _ = tab_generate.settings_from_video(ctx, str(result.video_path))  # the mp4 keeps them too
-    assert {k: loaded[k] for k in advanced.FIELDS if k in loaded} == {k: reused[k] for k in advanced.FIELDS if k in reused}
+    assert {k: loaded[k] for k in advanced.FIELDS if k in loaded} == {
+        k: reused[k] for k in advanced.FIELDS if k in reused
+    }
     with pytest.raises(InputError, match="safetensors"):
         advanced.read_options(False, lora_files=[str(write_wav(tmp_path / "evil.pt", 0.1))])
     with pytest.raises(InputError, match="2 LoRA scales for 1"):

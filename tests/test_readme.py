@@ -29,7 +29,9 @@ def shell_commands(text: str) -> list[str]:
         for line in joined.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                commands.append(re.sub(r"\s+#.*$", "", line))  # a trailing comment (never inside these commands' quotes)
+                commands.append(
+                    re.sub(r"\s+#.*$", "", line)
+                )  # a trailing comment (never inside these commands' quotes)
     return commands
 
 

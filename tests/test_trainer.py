@@ -149,7 +149,9 @@ def test_stage_zero_trains_everything_and_never_sees_the_reference(cache):
     for stage, sees_reference in ((0, False), (1, True)):
         cfg = config(cache, "unused", stage=stage, drop_image=0.0, drop_text=0.0)
         gen = torch.Generator().manual_seed(0)
-        slots = [make_batch(clips, negative, [0, 1, 2], s, cfg, gen, "1.7b")["hidden_states"][:, :, -1] for s in range(4)]
+        slots = [
+            make_batch(clips, negative, [0, 1, 2], s, cfg, gen, "1.7b")["hidden_states"][:, :, -1] for s in range(4)
+        ]
         assert all((slot != 0).any() for slot in slots) == sees_reference
         assert all((slot == 0).all() for slot in slots) != sees_reference
         model = load_pipeline("tiny").transformer

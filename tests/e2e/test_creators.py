@@ -141,7 +141,9 @@ def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  
         rows, total = ctx.store.list_generations()
         assert total == 1
         ran = rows[0].settings["guidance"]["phases"]
-        assert [(p["above"], p["weights"]) for p in ran] == [(p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]]
+        assert [(p["above"], p["weights"]) for p in ran] == [
+            (p["above"], p["weights"]) for p in CUSTOM_PHASES["phases"]
+        ]
         page.locator("#phases .cm-content").click()
         page.keyboard.press("Control+A")
         page.keyboard.press("Delete")  # cleared: the controls' schedule again
@@ -156,7 +158,10 @@ def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  
 
 
 def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
-    with job_page(browser, tmp_path, steps=100) as (page, ctx):  # long enough to queue a second job behind it (Stop ends it)
+    with job_page(browser, tmp_path, steps=100) as (
+        page,
+        ctx,
+    ):  # long enough to queue a second job behind it (Stop ends it)
         page.locator("#generate").click()
         wait_text(page, "status", "step", timeout=300_000)
         page.locator("#prompt textarea").focus()
