@@ -987,25 +987,16 @@ class JobRunner:
         first: Gradio inserts it by position, and the API call has fewer inputs than the page's (`page`: the
         page-only inputs, then the visitor). The visitor's admission ticket (taken by `admit_job`) is given back
         here, in the studio's own process. N variations run as N jobs, seeds s, s+1, …"""
-        ctx = self.ctx
         keyframes, phases, variations, options, visitor = _page_values(page)
-        try:
-            owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
-        except InputError as exc:
-            yield refusal(exc)
-            return
-        entry = ctx.board.start(owner, getattr(request, "session_hash", None))
-        try:
-            if ctx.board.cancelled(entry):
-                yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
-                return
+
+        def jobs(owner, entry):
             try:
-                seeds = variation_seeds(seed, variations, ctx.options.public)
+                seeds = variation_seeds(seed, variations, self.ctx.options.public)
             except InputError as exc:
                 yield refusal(exc)
                 return
             for index, job_seed in enumerate(seeds):
-                if index and ctx.board.cancelled(entry):
+                if index and self.ctx.board.cancelled(entry):
                     break
                 if entry is not None:
                     entry.done = index
@@ -1014,16 +1005,27 @@ class JobRunner:
                                                scale_i, scale_a, switch, extra_images, long_video, consent,
                                                owner=owner, keyframes=keyframes, phases=phases,
                                                options=options)  # fmt: skip
-        finally:
-            ctx.board.finish(entry)
-            admission.release(ctx, owner)
+
+        yield from self.listed(request, visitor, jobs)
 
     def on_live(self, request: gr.Request, *args):
         """Generate live (also the `/generate_live` API): one job, made chunk by chunk, whose chunks reach the page
         (a streaming video) as they finish; same inputs and admission as Generate, no variations."""
-        ctx = self.ctx
         values, page = args[: len(API_INPUTS)], args[len(API_INPUTS) :]
         keyframes, phases, _, options, visitor = _page_values(page)
+
+        def job(owner, entry):
+            yield from self.gpu_job_stream(_tab(request), *values, owner=owner, keyframes=keyframes, phases=phases,
+                                           options=options, live=True)  # fmt: skip
+
+        yield from self.listed(request, visitor, job)
+
+    def listed(self, request: gr.Request, visitor, body):
+        """The frame every job button's event shares (Generate, Generate live, Run sweep): who the visitor is (an
+        id the studio did not issue is refused), the job on the queue list (cancelled while it waited: it ends
+        here), and whatever happens, its entry off the list and the visitor's admission ticket back.
+        `body(owner, entry)` yields the event's outputs."""
+        ctx = self.ctx
         try:
             owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
         except InputError as exc:
@@ -1034,8 +1036,7 @@ class JobRunner:
             if ctx.board.cancelled(entry):
                 yield None, None, "Your job was cancelled before it started.", gr.update(), *_blank_errors()
                 return
-            yield from self.gpu_job_stream(_tab(request), *values, owner=owner, keyframes=keyframes, phases=phases,
-                                           options=options, live=True)  # fmt: skip
+            yield from body(owner, entry)
         finally:
             ctx.board.finish(entry)
             admission.release(ctx, owner)

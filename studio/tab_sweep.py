@@ -8,10 +8,8 @@ from __future__ import annotations
 import gradio as gr
 
 from engine.errors import InputError
-from studio import admission
 from studio.context import StudioContext
 from studio.jobs import validate_request
-from studio.owners import request_owner
 from studio.serving import served_copy
 from studio.store import LOCAL_OWNER
 from studio.sweeps import MAX_CELLS, Cell, Sweep, make_grid, plan_sweep, sweep_title
@@ -70,14 +68,8 @@ def sweep_stream(runner, request, args):
     values = dict(zip(API_INPUTS, args[: len(API_INPUTS)], strict=True))
     keyframes, phases, _, options, visitor = _page_values(args[len(API_INPUTS) : split])
     x_axis, x_text, y_axis, y_text = (list(args[split:]) + [None] * 4)[:4]
-    try:
-        owner = request_owner(ctx.options.public, request, visitor, ctx.visitor_key)
-    except InputError as exc:
-        yield refusal(exc)
-        return
-    entry = ctx.board.start(owner, getattr(request, "session_hash", None))
-    blank = ["" for _ in ERROR_FIELDS]
-    try:
+
+    def cells(owner, entry):
         try:
             sweep = plan_sweep(values, keyframes, x_axis, x_text, y_axis, y_text)
             check_sweep(ctx, sweep, owner, phases)
@@ -101,22 +93,25 @@ def sweep_stream(runner, request, args):
             if gid is None or ctx.store.get(gid, owner=owner).status != "done":
                 break
             ids.append(gid)
-        if len(ids) < len(sweep.cells):
-            yield gr.update(), gr.update(), f"■ Sweep ended after {len(ids)} of {len(sweep.cells)} cells: no grid.", \
-                gr.update(), *blank  # fmt: skip
-            return
-        result = make_grid(ctx, sweep, ids, owner)
-        if result.status != "done":
-            yield None, result.generation_id, f"✖ Sweep grid #{result.generation_id} failed: {result.error}", \
-                gr.update(), *blank  # fmt: skip
-            return
-        cells = f"#{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"#{ids[0]}"
-        yield (served_copy(result.video_path), result.generation_id,
-               f"✔ Sweep grid #{result.generation_id} done: {sweep_title(sweep)}, {len(ids)} cells ({cells}) in the "
-               "gallery", gr.update(), *blank)  # fmt: skip
-    finally:
-        ctx.board.finish(entry)
-        admission.release(ctx, owner)
+        yield grid_outputs(ctx, sweep, ids, owner)
+
+    yield from runner.listed(request, visitor, cells)
+
+
+def grid_outputs(ctx: StudioContext, sweep: Sweep, ids: list[int], owner: str) -> tuple:
+    """Generate's outputs once the cells have run: the grid video, or why there is none."""
+    blank = ["" for _ in ERROR_FIELDS]
+    if len(ids) < len(sweep.cells):
+        return gr.update(), gr.update(), f"■ Sweep ended after {len(ids)} of {len(sweep.cells)} cells: no grid.", \
+            gr.update(), *blank  # fmt: skip
+    result = make_grid(ctx, sweep, ids, owner)
+    if result.status != "done":
+        return None, result.generation_id, f"✖ Sweep grid #{result.generation_id} failed: {result.error}", \
+            gr.update(), *blank  # fmt: skip
+    cells = f"#{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"#{ids[0]}"
+    return (served_copy(result.video_path), result.generation_id,
+            f"✔ Sweep grid #{result.generation_id} done: {sweep_title(sweep)}, {len(ids)} cells ({cells}) in the "
+            "gallery", gr.update(), *blank)  # fmt: skip
 
 
 def wire_sweep(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) -> None:

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from studio import live_job
-from tests.e2e.test_browser import ARGS, CHROMIUM, set_number, shots_dir
+from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir  # noqa: F401 (browser: the fixture)
 from tests.studio_server import running_studio
 from tests.test_pipeline import write_image, write_wav
 
@@ -19,17 +19,7 @@ pytestmark = [
 ]  # fmt: skip
 
 
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-def test_live_chunks_play_before_the_job_ends_and_stop_keeps_them(browser, tmp_path, monkeypatch):
+def test_live_chunks_play_before_the_job_ends_and_stop_keeps_them(browser, tmp_path, monkeypatch):  # noqa: F811
     # the tiny test model stands in for a model measured fast enough; 17-frame chunks, slow steps, so the job is
     # still running when the first chunk is in the page
     monkeypatch.setitem(live_job.MEASURED_CPU_RTF, "tiny", live_job.LIVE_MIN_RTF)

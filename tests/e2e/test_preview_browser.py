@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARGS, CHROMIUM, set_number, shots_dir
+from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir  # noqa: F401 (browser: the fixture)
 from tests.studio_server import running_studio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,17 +20,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-def test_preview_video_plays_before_the_job_ends_and_a_library_lora_is_picked_by_name(browser, tmp_path):
+def test_preview_video_plays_before_the_job_ends_and_a_library_lora_is_picked_by_name(browser, tmp_path):  # noqa: F811
     from engine import nano
 
     if not nano.is_present():
