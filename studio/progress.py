@@ -168,4 +168,11 @@ def preview_update(event: JobProgress):
     if path is None:
         return gr.update(label=f"Denoising preview · {event.preview_note}") if event.preview_note else gr.update()
     label = f"Denoising preview · {event.preview_note}" if event.preview_note else "Denoising preview"
-    return gr.update(value=served_copy(path), label=label)
+    try:
+        served = served_copy(path)
+    except OSError:  # removed while it was copied
+        served = None
+    if served is None:  # a newer preview replaced it before the page got here: keep playing the last one
+        return gr.update(label=label)
+    Path(path).unlink(missing_ok=True)  # the page has its copy: no preview file outlives its job
+    return gr.update(value=served, label=label)

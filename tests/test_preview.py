@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -283,6 +284,13 @@ def test_page_update_of_a_progress_event():
     update = preview_update(thumb)
     frames = media.read_video_frames(update["value"])
     assert frames.shape == (1, 48, 64, 3) and frames[0, 24, 32, 0] > 150 > frames[0, 24, 32, 1]
+    # the page has its copy: the preview file made for it is gone (none outlives its job)
+    from studio.progress import PREVIEW_DIR
+
+    assert not list(PREVIEW_DIR.glob(f"3-{os.getpid()}-*"))
+    # a clip already replaced by a newer one before the page got to it: the page keeps playing the last one
+    gone = preview_update(JobProgress(3, 2, 4, preview_video=str(PREVIEW_DIR / "missing.mp4"), preview_note="x"))
+    assert "value" not in gone and gone["label"] == "Denoising preview · x"
     assert preview_update(JobProgress(3, 2, 4)) == {"__type__": "update"}
     noted = preview_update(JobProgress(3, 2, 4, preview_note="previews off: one costs 2.00 s"))
     assert noted["label"] == "Denoising preview · previews off: one costs 2.00 s" and "value" not in noted
