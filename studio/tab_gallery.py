@@ -66,7 +66,9 @@ def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWN
         label = "Stopped" if row.status == "stopped" else "Error"
         summary += f"\n\n**{label}:** {row.error.splitlines()[0]}"
     if cells := sweeps.grid_cells(row.settings):  # a sweep's grid: its cells are gallery rows of their own
-        summary += "\n\n**Cells** (pick one to reuse its settings): " + ", ".join(map(sweeps.cell_caption, cells))
+        present = {cell_id for _, cell_id in cell_choices(ctx, row.id, owner)}
+        captions = [sweeps.cell_caption(c) + ("" if c["id"] in present else " (deleted)") for c in cells]
+        summary += "\n\n**Cells** (pick one to reuse its settings): " + ", ".join(captions)
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
 
 
@@ -78,7 +80,24 @@ def cell_choices(ctx: StudioContext, generation_id: int | None, owner: str = LOC
         row = ctx.store.get(int(generation_id), owner=owner)
     except (NotFoundError, InputError, TypeError, ValueError):
         return []
-    return [(sweeps.cell_caption(cell), cell["id"]) for cell in sweeps.grid_cells(row.settings)]
+    cells = sweeps.grid_cells(row.settings)
+    return [(sweeps.cell_caption(cell), cell["id"]) for cell in cells if _present(ctx, cell["id"], owner)]
+
+
+def _is_grid(ctx: StudioContext, generation_id: int, owner: str) -> bool:
+    try:
+        return bool(sweeps.grid_cells(ctx.store.get(int(generation_id), owner=owner).settings))
+    except (NotFoundError, InputError, TypeError, ValueError):
+        return False
+
+
+def _present(ctx: StudioContext, generation_id: int, owner: str) -> bool:
+    """Whether one of `owner`'s rows still exists (a grid's cell may have been deleted on its own)."""
+    try:
+        ctx.store.get(generation_id, owner=owner)
+    except NotFoundError:
+        return False
+    return True
 
 
 def delete_question(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWNER) -> str | None:
@@ -304,6 +323,8 @@ def _wire_reuse(ctx: StudioContext, c: dict, owner_of, visitor, generate, tabs) 
         cells = [cell_id for _, cell_id in cell_choices(ctx, gid, owner)]
         if cells:  # a sweep's grid: the picked cell's settings (a grid has none of its own)
             gid = cell if cell in cells else cells[0]
+        elif _is_grid(ctx, gid, owner):  # every cell deleted: nothing to reuse
+            return [gr.update() for _ in names] + [gr.Tabs()]
         try:
             values = settings_for_reuse(ctx, gid, owner)
         except NotFoundError:

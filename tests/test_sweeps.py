@@ -150,6 +150,11 @@ def test_a_finished_sweep_makes_a_labelled_grid_video_in_the_gallery(ctx, tmp_pa
     assert all(f"#{gid}" in summary for gid in ids) and "Audio scale 7.5 · Seed 2" in summary
     reused = tab_gallery.settings_for_reuse(ctx, ids[-1])
     assert reused["scale_a"] == 7.5 and reused["seed"] == 2
+    # a cell deleted on its own: the grid says so and no longer offers it for reuse
+    tab_gallery.delete_generation(ctx, ids[0])
+    assert [cell_id for _, cell_id in tab_gallery.cell_choices(ctx, row.id)] == ids[1:]
+    _, _, summary = tab_gallery.detail(ctx, row.id)
+    assert f"#{ids[0]} Audio scale 3 · Seed 1 (deleted)" in summary and f"#{ids[1]} Audio scale 5 · Seed 1," in summary
 
 
 def test_a_grid_of_unfinished_cells_is_refused(ctx, tmp_path):
