@@ -5,6 +5,8 @@ typed as `t950` arrives whole."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.e2e.test_browser import browser, set_number  # noqa: F401 (fixture)
@@ -29,9 +31,8 @@ def listed_jobs(page) -> list[str]:
 
 
 def select_job(page, number: str) -> None:
-    cells = page.locator(JOB_CELLS)
-    index = listed_jobs(page).index(number)
-    cells.nth(index).click()
+    # by its text, not its place: the list refreshes every 2 s and a row may have just left it
+    page.locator(JOB_CELLS).filter(has_text=re.compile(f"^\\s*{re.escape(number)}\\s*$")).click()
     page.wait_for_function(f"document.querySelector('#queue-job textarea').value === {number!r}", timeout=15_000)
 
 
@@ -62,6 +63,7 @@ def test_queue_numbers_are_the_gallerys_cancel_and_reorder(browser, tmp_path, wi
             select_job(page, f"#{ids[1]}")
             page.locator("#queue-cancel").click()
             wait_text(page, "queue-info", f"Job #{ids[1]} is cancelled")
+            page.wait_for_function(f"document.querySelectorAll({JOB_CELLS!r}).length === 2", timeout=15_000)
             select_job(page, f"#{ids[2]}")
             page.locator("#queue-up").click()
             wait_text(page, "queue-info", f"Job #{ids[2]} moved up")
