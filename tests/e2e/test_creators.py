@@ -4,6 +4,7 @@ through the gallery, a waiting job is cancelled by its number from the queue lis
 from __future__ import annotations
 
 import contextlib
+import re
 
 import numpy as np
 import pytest
@@ -157,6 +158,13 @@ def test_custom_phases_typed_in_the_page_run_and_come_back(browser, tmp_path):  
         assert [(p["above"], p["weights"]) for p in box["phases"]] == [(p["above"], p["weights"]) for p in ran]
 
 
+def select_job(page, number: str) -> None:
+    """Click a job of the queue list by its gallery number ("#12"): by its text, not its place, since the list
+    refreshes every 2 s and a row may have just left it."""
+    page.locator(QUEUE_ROWS).filter(has_text=re.compile(f"^\\s*{re.escape(number)}\\s*$")).click()
+    page.wait_for_function(f"document.querySelector('#queue-job textarea').value === {number!r}", timeout=15_000)
+
+
 def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
     with job_page(browser, tmp_path, steps=100) as (
         page,
@@ -170,9 +178,7 @@ def test_two_queued_jobs_cancel_one(browser, tmp_path):  # noqa: F811
         table = text_of(page, "queue-table")
         assert "running" in table and "waiting" in table and "1 ahead" in table
         running, waiting = (f"#{r.id}" for r in sorted(ctx.store.list_generations()[0], key=lambda r: r.id))
-        cells = page.locator(QUEUE_ROWS)
-        cells.nth([c.strip() for c in cells.all_inner_texts()].index(waiting)).click()  # the job, by its number
-        page.wait_for_function(f"document.querySelector('#queue-job textarea').value === {waiting!r}")
+        select_job(page, waiting)  # the job, by its number
         page.locator("#queue-cancel").click()
         wait_text(page, "queue-info", "will not run")
         page.locator("#stop").click()

@@ -5,12 +5,10 @@ typed as `t950` arrives whole."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.e2e.test_browser import browser, set_number  # noqa: F401 (fixture)
-from tests.e2e.test_creators import fill_job, text_of, wait_text
+from tests.e2e.test_creators import fill_job, select_job, text_of, wait_text
 from tests.studio_server import running_studio
 from tests.test_pipeline import write_image, write_wav
 
@@ -28,12 +26,6 @@ def open_at(browser, url, width: int):  # noqa: F811 (the fixture's name)
 
 def listed_jobs(page) -> list[str]:
     return [t.strip() for t in page.locator(JOB_CELLS).all_inner_texts()]
-
-
-def select_job(page, number: str) -> None:
-    # by its text, not its place: the list refreshes every 2 s and a row may have just left it
-    page.locator(JOB_CELLS).filter(has_text=re.compile(f"^\\s*{re.escape(number)}\\s*$")).click()
-    page.wait_for_function(f"document.querySelector('#queue-job textarea').value === {number!r}", timeout=15_000)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
