@@ -105,7 +105,8 @@ def test_a_build_runs_outside_the_studio_process_and_stop_ends_it(ctx, short_vid
 
 def test_finished_runs_reach_the_model_picker_once(ctx):
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, None)
-    assert update["choices"] == known and not any(c.startswith("checkpoint:") for c in known)
+    assert [value for _, value in update["choices"]] == known  # (label, id): the list's labels (studio.models)
+    assert not any(c.startswith("checkpoint:") for c in known)
     unchanged, same = tab_train.picker_update(ctx, LOCAL_OWNER, known)
     assert "choices" not in unchanged and same == known
     broken = models.runs_dir(ctx.store.data_dir) / "broken-run" / "final"
@@ -113,7 +114,7 @@ def test_finished_runs_reach_the_model_picker_once(ctx):
     (broken / "config.json").write_text("{}")  # not a model: never offered
     make_final(models.runs_dir(ctx.store.data_dir) / "done-run")
     update, known = tab_train.picker_update(ctx, LOCAL_OWNER, known)
-    assert "run:done-run" in update["choices"] and not any("broken-run" in c for c in known)
+    assert ("run:done-run", "run:done-run") in update["choices"] and not any("broken-run" in c for c in known)
     assert ctx.pipeline("run:done-run").sampling_defaults.num_inference_steps == 8  # its base's (tiny) defaults
 
 
@@ -160,7 +161,7 @@ def test_finished_runs_reach_the_model_picker_without_opening_the_train_tab(ctx)
     assert not inside_train & set(timers)
     make_final(models.runs_dir(ctx.store.data_dir) / "fresh-run")
     update, _ = models.picker_update(ctx, LOCAL_OWNER, None)
-    assert "run:fresh-run" in update["choices"]
+    assert ("run:fresh-run", "run:fresh-run") in update["choices"]
 
 
 def test_time_left_after_resume_comes_from_the_resumed_process(ctx):
