@@ -113,7 +113,9 @@ def add_lora(ctx: StudioContext, upload, name, owner: str = LOCAL_OWNER) -> Lora
     except InputError:
         raise
     except Exception as exc:  # not a LoRA file safetensors can read: refused before it is kept
-        raise InputError(f"{shown} cannot be read as a LoRA ({type(exc).__name__}: {exc}).", field="lora") from exc
+        # the reader's own words may name the server's upload path: the page gets the file's name and the kind only
+        raise InputError(f"{shown} cannot be read as a LoRA ({type(exc).__name__}): is it a .safetensors LoRA?",
+                         field="lora") from exc  # fmt: skip
     if not report["total"]:
         raise InputError(f"{shown} holds no LoRA modules.", field="lora")
     folder = library_dir(ctx, owner)

@@ -44,6 +44,12 @@ def test_add_once_with_its_match_report_and_owner(ctx, tmp_path):
     torch.save({}, pickle)
     with pytest.raises(InputError, match="must be .safetensors"):
         loras.add_lora(ctx, str(pickle), "old")
+    # a file named .safetensors that is not one: refused by its name, no server path in the message, nothing kept
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="broken.safetensors cannot be read as a LoRA") as refused:
+        loras.add_lora(ctx, str(broken), "broken")
+    assert str(tmp_path) not in str(refused.value) and loras.get(ctx, "broken") is None
     # another owner has their own library: they neither see nor can pick this one
     assert loras.list_loras(ctx, owner="alice") == []
     with pytest.raises(InputError, match="not in your LoRA library"):
