@@ -90,9 +90,9 @@ class JobBoard:
                 return f"No job {entry_id} of yours is waiting."
             if entry.state == "running":
                 if entry.done + 1 >= entry.count:
-                    return f"Job {entry_id} is running: use Stop to end it."
+                    return f"new {entry_id} is running: use Stop to end it."
                 entry.state = "cancelled"
-                return f"Job {entry_id}: the variations not yet started are cancelled (Stop ends the running one)."
+                return f"new {entry_id}: the variations not yet started are cancelled (Stop ends the running one)."
             entry.state = "cancelled"
             return f"Job {entry_id} is cancelled; it will not run."
 
@@ -111,6 +111,13 @@ class JobBoard:
             for entry in self._entries.values():
                 if entry.session == session and entry.state == "running":
                     entry.state = "cancelled"
+
+    def pending_variations(self, owner: str) -> list[tuple[int, str, int]]:
+        """(entry id, label, variations not yet started) of `owner`'s running clicks that have more to come: they
+        get their gallery numbers when they start, and until then the list shows them as one cancellable row."""
+        with self._lock:
+            return [(e.id, e.label, e.count - e.done - 1) for e in self._entries.values()
+                    if e.owner == owner and e.state == "running" and e.count - e.done - 1 > 0]  # fmt: skip
 
     def cancelled(self, entry: BoardEntry | None) -> bool:
         return entry is not None and entry.state == "cancelled"
@@ -280,7 +287,8 @@ QUEUE_HEADERS = ["job", "prompt", "settings", "seed", "state", "position", "time
 def queue_rows(line: JobTurn, board: JobBoard, store, owner: str) -> list[list]:
     """The Generate tab's queue list for `owner`: the running job and the waiting ones in the order they will get
     the turn, each by its gallery number ("#12", the number the gallery shows), with its seed and short settings;
-    then the owner's clicks that have not reached the line yet (no number yet: "new N"). Position and time count
+    then the variations of a running click not started yet and the owner's clicks that have not reached the line
+    yet (no number yet: "new N", cancelled as one). Position and time count
     every job ahead, anyone's; only the owner's own jobs are listed."""
     now = time.monotonic()
     running, waiting = line.snapshot()
@@ -300,6 +308,9 @@ def queue_rows(line: JobTurn, board: JobBoard, store, owner: str) -> list[list]:
         time_text = _eta(wait, "queued" if not is_running else "running")
         rows.append([f"#{waiter.gid}", (row.prompt or "")[:60], short_settings(row.model_id, row.settings or {}),
                      row.seed if row.seed is not None else "", state, position, time_text])  # fmt: skip
+    for entry_id, label, left in board.pending_variations(owner):  # cancellable as one: they have no number yet
+        rows.append([f"new {entry_id}", label[:60], f"{left} more variation{'s' if left > 1 else ''} of this click",
+                     "next seeds", "waiting", "after its running one", ""])  # fmt: skip
     for entry_id, label, state, _position, time_text in board.rows(owner):
         if state in ("queued", "cancelled"):
             rows.append([f"new {entry_id}", label[:60], "", "", "arriving" if state == "queued" else state,

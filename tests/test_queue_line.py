@@ -111,3 +111,19 @@ def test_the_pages_stop_button_stops_its_running_job_not_its_waiting_one(ctx):
         assert running.is_set() and not waiting.is_set()
     finally:
         ctx.line.release()
+
+
+def test_variations_not_started_yet_are_listed_and_cancelled_as_one(ctx):
+    """A click of 3 variations whose first runs: the two to come have no gallery number yet, so the list shows them
+    as one row of the click ("new N"), and cancelling it stops them from starting (the running one goes on)."""
+    click = ctx.board.arrive("local", "page-1", "a person talks", count=3)
+    assert ctx.board.start("local", "page-1") is click  # the first variation runs
+    rows = queue_view.queue_rows(ctx.line, ctx.board, ctx.store, "local")
+    assert [r[0] for r in rows] == [f"new {click.id}"] and "2 more variations" in rows[0][2]
+    assert queue_view.queue_rows(ctx.line, ctx.board, ctx.store, "anon:someone") == []  # nobody else's
+    click.done = 2  # the last variation runs: nothing left to list
+    assert queue_view.queue_rows(ctx.line, ctx.board, ctx.store, "local") == []
+    click.done = 0
+    assert "not yet started are cancelled" in ctx.board.cancel("local", click.id)
+    assert ctx.board.cancelled(click)  # on_generate starts no further variation
+    assert "No job" in ctx.board.cancel("anon:someone", click.id)
