@@ -61,10 +61,15 @@ def generated_video_seconds(page, timeout: int = 120_000) -> float:
         timeout=timeout,
     )
     page.wait_for_selector("#result-video video", timeout=30_000)
+    return video_seconds(page, "result-video", timeout=30_000, ready=2)
+
+
+def video_seconds(page, elem_id: str, timeout: int, ready: int = 1) -> float:
+    """Waits until the player in `#elem_id` has a video with a length (readyState >= `ready`); returns its seconds."""
     return page.wait_for_function(
-        "(() => { const v = document.querySelector('#result-video video');"
-        " return v && v.readyState >= 2 && v.duration > 0 ? v.duration : null })()",
-        timeout=30_000,
+        f"(() => {{ const v = document.querySelector('#{elem_id} video');"
+        f" return v && v.readyState >= {ready} && v.duration > 0 ? v.duration : null }})()",
+        timeout=timeout,
     ).json_value()
 
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from studio import live_job
-from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir  # noqa: F401 (browser: the fixture)
+from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir, video_seconds  # noqa: F401 (browser: the fixture)
 from tests.studio_server import running_studio
 from tests.test_pipeline import write_image, write_wav
 
@@ -39,11 +39,7 @@ def test_live_chunks_play_before_the_job_ends_and_stop_keeps_them(browser, tmp_p
         page.locator("#generate-live").click()
 
         page.wait_for_function("document.querySelector('#status').innerText.includes('chunk 1/8')", timeout=180_000)
-        duration = page.wait_for_function(
-            "(() => { const v = document.querySelector('#live-video video');"
-            " return v && v.readyState >= 1 && v.duration > 0 ? v.duration : null })()",
-            timeout=60_000,
-        ).json_value()
+        duration = video_seconds(page, "live-video", timeout=60_000)
         rows, _ = ctx.store.list_generations()
         assert rows[0].status == "running"  # the first chunk plays in the page while the job goes on
         page.locator("#stop").click()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir  # noqa: F401 (browser: the fixture)
+from tests.e2e.test_browser import CHROMIUM, browser, set_number, shots_dir, video_seconds  # noqa: F401 (browser: the fixture)
 from tests.studio_server import running_studio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,11 +57,7 @@ def test_preview_video_plays_before_the_job_ends_and_a_library_lora_is_picked_by
         page.wait_for_function("document.querySelector('#mode').innerText.includes('TIA')", timeout=60_000)
         set_number(page, "steps", 12)  # the first preview lands after step 1
         page.locator("#generate").click()
-        duration = page.wait_for_function(
-            "(() => { const v = document.querySelector('#preview video');"
-            " return v && v.readyState >= 1 && v.duration > 0 ? v.duration : null })()",
-            timeout=240_000,
-        ).json_value()
+        duration = video_seconds(page, "preview", timeout=240_000)
         rows, _ = ctx.store.list_generations()
         assert rows[0].status == "running"  # the preview plays while the job goes on
         assert duration > 0
