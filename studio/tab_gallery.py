@@ -66,8 +66,7 @@ def detail(ctx: StudioContext, generation_id: int | None, owner: str = LOCAL_OWN
         label = "Stopped" if row.status == "stopped" else "Error"
         summary += f"\n\n**{label}:** {row.error.splitlines()[0]}"
     if cells := sweeps.grid_cells(row.settings):  # a sweep's grid: its cells are gallery rows of their own
-        present = {cell_id for _, cell_id in cell_choices(ctx, row.id, owner)}
-        captions = [sweeps.cell_caption(c) + ("" if c["id"] in present else " (deleted)") for c in cells]
+        captions = [sweeps.cell_caption(c) + ("" if _present(ctx, c["id"], owner) else " (deleted)") for c in cells]
         summary += "\n\n**Cells** (pick one to reuse its settings): " + ", ".join(captions)
     return video, json.dumps(data, indent=2, default=str, ensure_ascii=False), summary
 

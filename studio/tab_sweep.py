@@ -17,6 +17,7 @@ from studio.tab_generate import (
     API_INPUTS,
     ERROR_FIELDS,
     PAGE_INPUTS,
+    PRIVATE,
     GenerateTab,
     JobRunner,
     _page_values,
@@ -130,3 +131,6 @@ def wire_sweep(runner: JobRunner, tab: GenerateTab, visitor: gr.BrowserState) ->
                                    **job_concurrency(runner.ctx, job_slots(runner.ctx)), preprocess=False,
                                    validator=runner.admit_job)  # fmt: skip
     tab.job_events.append(event)
+    # as Generate's (wire_generate ran first): a new run clears an old "Stopping…" line, and so does its end
+    tab.sweep["run"].click(lambda: "", None, tab.result.stop_info, **PRIVATE)
+    event.then(lambda: "", None, tab.result.stop_info, **PRIVATE)
